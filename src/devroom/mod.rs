@@ -1,0 +1,2 @@
+//! devroom: a LiveKit-protocol room server for tests and the demo (feature `devroom`).
+pub mod cli;

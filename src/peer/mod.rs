@@ -1,0 +1,1 @@
+//! webrtc-rs wrappers: publisher/subscriber PeerConnections, the trickle queue, data channels.

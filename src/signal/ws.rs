@@ -1,0 +1,1 @@
+//! The WebSocket shell around [`super::session::SignalSession`]: tokio-tungstenite over rustls.
