@@ -116,7 +116,7 @@ if command -v cargo-deb >/dev/null; then
   if DEB=$(cargo deb --no-build --no-strip --target aarch64-unknown-linux-musl --profile small -o "$WORK" 2>"$WORK/deb.log" | tail -1) && [ -f "$DEB" ]; then
     ok "cargo deb ($(basename "$DEB"), $(stat -c %s "$DEB") bytes)"
     dpkg-deb -c "$DEB" | awk '{print $6}' > "$WORK/deb.files"
-    for f in ./usr/bin/roomcast ./lib/systemd/system/roomcast.service ./etc/roomcast/roomcast.toml \
+    for f in ./usr/bin/roomcast ./usr/lib/systemd/system/roomcast.service ./etc/roomcast/roomcast.toml \
              ./usr/lib/sysusers.d/roomcast.conf ./lib/udev/rules.d/60-roomcast-gpio.rules \
              ./usr/share/roomcast/board/raspberry-pi-4.toml ./usr/share/doc/roomcast/examples/roomcast.toml; do
       check ".deb contains $f" grep -qx "$f" "$WORK/deb.files"
@@ -124,7 +124,7 @@ if command -v cargo-deb >/dev/null; then
     check ".deb architecture is arm64" bash -c '[ "$(dpkg-deb -f "$0" Architecture)" = arm64 ]' "$DEB"
     mkdir -p "$WORK/ctl" && dpkg-deb -e "$DEB" "$WORK/ctl"
     check ".deb marks /etc/roomcast/roomcast.toml as a conffile" grep -qx /etc/roomcast/roomcast.toml "$WORK/ctl/conffiles"
-    check ".deb postinst creates the user and enables the unit" bash -c 'grep -q "systemd-sysusers roomcast.conf" "$0/postinst" && grep -q "roomcast.service" "$0/postinst"' "$WORK/ctl"
+    check ".deb postinst creates the user and enables the unit" bash -c 'grep -q "systemd-sysusers.* roomcast.conf" "$0/postinst" && grep -q "deb-systemd-helper enable roomcast.service" "$0/postinst" && sh -n "$0/postinst"' "$WORK/ctl"
   else
     cat "$WORK/deb.log"; bad "cargo deb"
   fi
