@@ -23,12 +23,19 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -x "$BOARD" ] || { echo "board-test.sh: need --board BIN" >&2; exit 2; }
+# The tap device and its 198.51.100.0/24 addresses must never appear in the host's own network namespace:
+# run in a fresh one unless the caller already made one (tests/netns.sh sets ROOMCAST_NETNS=1).
+if [ -z "${ROOMCAST_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
+  exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" ${HOST:+--host "$HOST"}
+fi
+ip link set lo up
 PASS=0 FAIL=0
 ok()  { PASS=$((PASS + 1)); echo "ok - $*"; }
 bad() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
 W=$(mktemp -d /tmp/roomcast-lab.XXXXXX)
 DEVPID=
-cleanup() { [ -n "$DEVPID" ] && kill "$DEVPID" 2>/dev/null; ip link del rclab0 2>/dev/null; rm -rf "$W"; }
+NETPID=
+cleanup() { for p in $DEVPID $NETPID; do kill "$p" 2>/dev/null; done; ip link del rclab0 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 
 # ---- stage 1: boot, --version, check-config on every profile
@@ -49,13 +56,32 @@ for f in board/*.toml; do
   else echo "$out" | sed 's/^/  | /'; echo "CHECK-CONFIG-FAIL $f"; rc=11; fi
 done
 echo "DEVICES $(ls /dev/video* /dev/snd/pcm* /dev/gpiochip* 2>/dev/null | tr '\n' ' ')"
+# network path to the host, both transports roomcast needs (WebSocket = TCP, media = UDP)
+echo "tcp-hello-from-vm" | timeout 10 nc 198.51.100.1 7998 && echo "NET-TCP-SENT"
+# busybox nc has no UDP mode; tftp's write request is one UDP datagram that carries the remote file name
+echo x > /tmp/udp-probe; timeout 3 tftp -p -l /tmp/udp-probe -r udp-hello-from-vm 198.51.100.1 7999 2>/dev/null; echo "NET-UDP-SENT"
 exit $rc
 X
 chmod +x "$W/share/stage1.sh"
+ip tuntap add dev rclab0 mode tap && ip addr add 198.51.100.1/24 dev rclab0 && ip link set rclab0 up \
+  || { bad "tap device rclab0 (needs root)"; echo "lab: $PASS passed, $FAIL failed"; exit 1; }
+# host side of the network probe: one TCP and one UDP datagram from the VM, written to files
+python3 - "$W" <<'X' &
+import socket, sys, os
+w = sys.argv[1]
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("198.51.100.1", 7998)); t.listen(1)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("198.51.100.1", 7999))
+t.settimeout(200); u.settimeout(200)
+c, a = t.accept(); open(os.path.join(w, "net-tcp"), "w").write(f"{c.recv(100).decode().strip()} from {a[0]}"); c.close()
+d, a = u.recvfrom(512)
+if b"udp-hello-from-vm" in d: open(os.path.join(w, "net-udp"), "w").write(f"udp-hello-from-vm from {a[0]}")
+X
+NETPID=$!
 T0=$(date +%s.%N)
-"$HERE/lab.sh" --arch arm64 -t 300 -s "$W/share" --log "$W/stage1.log" "$W/share/stage1.sh" > /dev/null 2>&1; RC=$?
+"$HERE/lab.sh" --arch arm64 -t 300 -s "$W/share" --tap rclab0:198.51.100.2/24 --log "$W/stage1.log" "$W/share/stage1.sh" > /dev/null 2>&1; RC=$?
+kill $NETPID 2>/dev/null
 WALL=$(echo "$(date +%s.%N) - $T0" | bc)
-grep -E "STAGE1|roomcast [0-9]|CHECK-CONFIG|DEVICES|LAB-(BOOTED|READY|EXIT)|  \|" "$W/stage1.log" | sed 's/^/# /'
+grep -E "STAGE1|roomcast [0-9]|CHECK-CONFIG|DEVICES|NET|nc:|LAB-(BOOTED|READY|EXIT)|  \|" "$W/stage1.log" | sed 's/^/# /'
 if grep -q "LAB-BOOTED" "$W/stage1.log"; then ok "arm64 Debian kernel booted in qemu-system-aarch64 ($(grep -o 'LAB-READY uptime=[0-9.]*' "$W/stage1.log"), ${WALL%.*}s wall incl. poweroff)"
 else tail -30 "$W/stage1.log"; bad "arm64 VM boot"; fi
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
@@ -67,6 +93,9 @@ elif [ "$n_ni" = "$n_all" ]; then echo "ok - # SKIP check-config in the VM: not 
 else bad "check-config in the VM ($n_ok/$n_all ok)"; fi
 if [ "$RC" = 0 ]; then ok "VM stage 1 exit status 0"; else bad "VM stage 1 exit status $RC"; fi
 grep -q "/dev/video0" "$W/stage1.log" && grep -q "/dev/snd/pcm" "$W/stage1.log" && ok "VM has board devices (vivid camera, ALSA, gpiochip)" || bad "VM devices missing"
+echo "# net: $(cat "$W/net-tcp" 2>/dev/null || echo 'no TCP') / $(cat "$W/net-udp" 2>/dev/null || echo 'no UDP')"
+if grep -qx "tcp-hello-from-vm from 198.51.100.2" "$W/net-tcp" 2>/dev/null; then ok "VM -> host TCP over the tap"; else bad "VM -> host TCP over the tap"; fi
+if grep -qx "udp-hello-from-vm from 198.51.100.2" "$W/net-udp" 2>/dev/null; then ok "VM -> host UDP over the tap"; else bad "VM -> host UDP over the tap"; fi
 
 # ---- stage 2: roomcast in the VM -> devroom on the host, over a tap device
 missing=()
@@ -83,8 +112,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "ok - # SKIP media stage: missing ${missing[*]}"
   echo "lab: $PASS passed, $FAIL failed"; [ "$FAIL" = 0 ]; exit
 fi
-ip tuntap add dev rclab0 mode tap && ip addr add 198.51.100.1/24 dev rclab0 && ip link set rclab0 up \
-  || { bad "tap device (needs root in a network namespace)"; echo "lab: $PASS passed, $FAIL failed"; exit 1; }
 "$HOST" devroom --listen 198.51.100.1:7880 --keys devkey:secret --media-ip 198.51.100.1 --frame-dir "$W" > "$W/devroom.log" 2>&1 &
 DEVPID=$!
 for _ in $(seq 100); do grep -q "devroom listening" "$W/devroom.log" && break; kill -0 $DEVPID 2>/dev/null || break; sleep 0.1; done
