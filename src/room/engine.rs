@@ -113,6 +113,10 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
                 signal.close();
                 return Err(JoinError::Refused { reason: reason.as_str_name().into(), action: action.as_str_name().into() });
             }
+            Ok(Some(SignalEvent::Session(SessionEvent::UnexpectedFirstMessage(msg)))) => {
+                signal.close();
+                return Err(JoinError::Closed(format!("the server's first message was not a JoinResponse: {msg:?}")));
+            }
             Ok(Some(SignalEvent::Session(other))) => tracing::debug!("before JoinResponse: {other:?}"),
             Ok(Some(SignalEvent::Closed { code, reason })) => {
                 return Err(JoinError::Closed(format!("code {code:?} {reason}")));
@@ -627,7 +631,7 @@ impl Engine {
                 }
             }
             SessionEvent::Joined(_) | SessionEvent::Resumed(_) | SessionEvent::RoomUpdate(_) | SessionEvent::RemoteMute(_) => {}
-            SessionEvent::FirstMessageTimeout | SessionEvent::Other(_) => {}
+            SessionEvent::FirstMessageTimeout | SessionEvent::UnexpectedFirstMessage(_) | SessionEvent::Other(_) => {}
         }
         Ok(true)
     }

@@ -233,16 +233,25 @@ async fn run(
                 },
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame.map(|f| (Some(u16::from(f.code)), f.reason.to_string())).unwrap_or((None, String::new()));
+                    session.handle_transport_closed();
                     let _ = flush(&mut ws, &mut session, &events).await;
                     let _ = events.send(SignalEvent::Closed { code, reason });
                     return;
                 }
                 Some(Ok(_)) => {} // ping/pong are answered by tungstenite; text is not used
                 Some(Err(e)) => {
+                    session.handle_transport_closed();
+                    while let Some(event) = session.poll_event() {
+                        let _ = events.send(SignalEvent::Session(event));
+                    }
                     let _ = events.send(SignalEvent::Closed { code: None, reason: e.to_string() });
                     return;
                 }
                 None => {
+                    session.handle_transport_closed();
+                    while let Some(event) = session.poll_event() {
+                        let _ = events.send(SignalEvent::Session(event));
+                    }
                     let _ = events.send(SignalEvent::Closed { code: None, reason: "connection closed".into() });
                     return;
                 }
