@@ -2,7 +2,6 @@
 //! decisions on it (track matching, participant info, missing media sections); no IO here.
 use super::auth::JoinGrant;
 use super::connect::Path;
-use super::sdp;
 use super::sfu::{PeerId, TrackKey};
 use livekit_protocol as proto;
 use std::collections::{BTreeMap, HashMap};
@@ -95,10 +94,6 @@ pub struct Participant {
     pub signal: Option<SignalSink>,
     pub answer_pings: bool,
     pub negotiation: SubscriberNegotiation,
-    /// v1: the client's latest offer, to count its receive sections.
-    pub last_client_offer: String,
-    pub requested_audio: u32,
-    pub requested_video: u32,
     /// Track sids forwarded to this participant.
     pub subscriptions: Vec<String>,
     pub disconnected_since: Option<Instant>,
@@ -154,25 +149,6 @@ impl Participant {
                     .iter()
                     .position(|t| t.key.is_none() && t.info.r#type == kind as i32)
             })
-    }
-
-    /// v1: how many more receive sections of each kind the client must add (MediaSectionsRequirement),
-    /// given `forwarded` (audio, video) tracks attached to its PC.
-    pub fn missing_sections(&self, forwarded: (u32, u32)) -> (u32, u32) {
-        let sections = sdp::media_sections(&self.last_client_offer);
-        let capable = |kind: &str| {
-            sections
-                .iter()
-                .filter(|s| s.kind == kind && s.client_receives())
-                .count() as u32
-        };
-        let audio = forwarded
-            .0
-            .saturating_sub(capable("audio") + self.requested_audio);
-        let video = forwarded
-            .1
-            .saturating_sub(capable("video") + self.requested_video);
-        (audio, video)
     }
 
     pub fn bump_version(&mut self) {
@@ -359,9 +335,6 @@ mod tests {
             signal: None,
             answer_pings: true,
             negotiation: Default::default(),
-            last_client_offer: String::new(),
-            requested_audio: 0,
-            requested_video: 0,
             subscriptions: Vec::new(),
             disconnected_since: None,
         }
@@ -420,16 +393,6 @@ mod tests {
         });
         assert_eq!(p.info().tracks.len(), 1);
         assert!(p.info().is_publisher);
-    }
-
-    #[test]
-    fn missing_sections_counts_receive_sections_and_requests() {
-        let mut p = participant();
-        p.last_client_offer = "m=audio 9 X 111\r\na=mid:0\r\na=recvonly\r\nm=video 9 X 96\r\na=mid:1\r\na=recvonly\r\nm=video 9 X 96\r\na=mid:2\r\na=sendonly\r\n".into();
-        assert_eq!(p.missing_sections((1, 1)), (0, 0));
-        assert_eq!(p.missing_sections((3, 2)), (2, 1));
-        p.requested_audio = 2;
-        assert_eq!(p.missing_sections((3, 2)), (0, 1));
     }
 
     #[test]

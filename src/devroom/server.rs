@@ -37,7 +37,6 @@ pub struct Shared {
     pub state: Mutex<State>,
     pub faults: Mutex<FaultState>,
     pub next_conn: AtomicU64,
-    pub first_rtp_reported: Mutex<HashSet<String>>,
 }
 
 pub fn unix_ms() -> i64 {
@@ -87,7 +86,6 @@ impl Shared {
             state: Mutex::new(State::default()),
             faults: Mutex::new(FaultState::default()),
             next_conn: AtomicU64::new(1),
-            first_rtp_reported: Mutex::new(HashSet::new()),
         }
     }
 
@@ -195,9 +193,6 @@ impl Shared {
                 signal: Some(sink.clone()),
                 answer_pings: true,
                 negotiation: SubscriberNegotiation::default(),
-                last_client_offer: String::new(),
-                requested_audio: 0,
-                requested_video: 0,
                 subscriptions: Vec::new(),
                 disconnected_since: None,
             };
@@ -461,11 +456,11 @@ impl Shared {
             }
             affected
         };
-        for (q_sid, q_peer) in affected {
+        // The SFU asks for the renegotiations this causes (RenegotiationNeeded).
+        for (_, q_peer) in affected {
             for (_, key) in &published {
                 self.sfu.unforward(key, q_peer).await;
             }
-            self.renegotiate(room, &q_sid).await;
         }
         self.sfu.close_peer(p.publisher_peer).await;
         if let Some(peer) = p.subscriber_peer {
@@ -504,12 +499,9 @@ impl Shared {
         if keys.is_empty() {
             return;
         }
+        // The SFU emits RenegotiationNeeded (v0) or MediaSectionsRequired (v1) per forward.
         for (track_sid, key) in keys {
             self.forward_one(room, sid, peer, &track_sid, &key).await;
-        }
-        // v0 negotiates right after join; v1 needs the client's re-offer.
-        if self.path_of(room, sid) == Some(Path::V1) {
-            self.renegotiate(room, sid).await;
         }
     }
 
@@ -551,42 +543,11 @@ impl Shared {
             .map(|p| p.path)
     }
 
-    /// Something changed in what `sid` receives: v0 re-offers the subscriber PC, v1 asks the client
-    /// to re-offer (MediaSectionsRequirement, as the Go server's sendUnmatchedMediaRequirement).
+    /// Something changed in what `sid` receives and the SFU did not say so itself: v0 re-offers
+    /// the subscriber PC. (v1 re-offers come from the SFU's MediaSectionsRequired.)
     pub async fn renegotiate(self: &Arc<Self>, room: &str, sid: &str) {
-        match self.path_of(room, sid) {
-            Some(Path::V0) => self.negotiate_subscriber(room, sid, false).await,
-            Some(Path::V1) => {
-                let message = {
-                    let mut state = self.state.lock().unwrap();
-                    let Some(r) = state.rooms.get(room) else {
-                        return;
-                    };
-                    let Some(me) = r.participant(sid) else { return };
-                    let mut forwarded = (0u32, 0u32);
-                    for track_sid in &me.subscriptions {
-                        if let Some((_, _, t)) = state.find_track(track_sid) {
-                            if t.info.r#type == proto::TrackType::Video as i32 {
-                                forwarded.1 += 1;
-                            } else {
-                                forwarded.0 += 1;
-                            }
-                        }
-                    }
-                    let Some(me) = state.participant_mut(room, sid) else {
-                        return;
-                    };
-                    let (audio, video) = me.missing_sections(forwarded);
-                    me.requested_audio += audio;
-                    me.requested_video += video;
-                    Resp::MediaSectionsRequirement(proto::MediaSectionsRequirement {
-                        num_audios: audio,
-                        num_videos: video,
-                    })
-                };
-                self.send_to(room, sid, message);
-            }
-            None => {}
+        if self.path_of(room, sid) == Some(Path::V0) {
+            self.negotiate_subscriber(room, sid, false).await;
         }
     }
 
@@ -640,9 +601,6 @@ impl Shared {
             let Some(p) = state.participant_mut(room, sid) else {
                 return;
             };
-            p.last_client_offer = offer.sdp.clone();
-            p.requested_audio = 0;
-            p.requested_video = 0;
             // Note which mid carries which cid, for TrackInfo.mid.
             for section in sdp::media_sections(&offer.sdp) {
                 if let Some(cid) = &section.msid_track_id {
@@ -661,7 +619,7 @@ impl Shared {
                     r#type: "answer".into(),
                     sdp: answer.sdp,
                     id: offer.id,
-                    mid_to_track_id: answer.mid_to_track_id,
+                    mid_to_track_id: answer.mid_to_subscribed_sid,
                 }),
             ),
             Err(e) => tracing::warn!(error = %e, "devroom: cannot answer client offer"),
@@ -968,7 +926,6 @@ impl Shared {
                 }
             }
         }
-        self.renegotiate(room, sid).await;
     }
 
     async fn handle_sync_state(self: &Arc<Self>, room: &str, sid: &str, sync: proto::SyncState) {
@@ -1045,14 +1002,9 @@ impl Shared {
             SfuEvent::RenegotiationNeeded { peer } => {
                 let owner = self.state.lock().unwrap().peers.get(&peer).cloned();
                 let Some(owner) = owner else { return };
-                let path = self.path_of(&owner.room, &owner.sid);
-                match (path, owner.pc) {
-                    (Some(Path::V0), Pc::Subscriber) => {
-                        self.negotiate_subscriber(&owner.room, &owner.sid, false)
-                            .await
-                    }
-                    (Some(Path::V1), _) => self.renegotiate(&owner.room, &owner.sid).await,
-                    _ => {}
+                if owner.pc == Pc::Subscriber {
+                    self.negotiate_subscriber(&owner.room, &owner.sid, false)
+                        .await;
                 }
             }
             SfuEvent::ConnectionState {
@@ -1235,47 +1187,27 @@ impl Shared {
         });
     }
 
-    /// Periodic housekeeping: drop participants whose resume window passed, report first RTP.
+    /// Periodic housekeeping: drop participants whose resume window passed.
     pub async fn tick(self: &Arc<Self>) {
-        let (expired, tracks) = {
+        let expired: Vec<(String, String)> = {
             let state = self.state.lock().unwrap();
-            let mut expired = Vec::new();
-            let mut tracks = Vec::new();
-            for r in state.rooms.values() {
-                for p in &r.participants {
-                    if p.disconnected_since
-                        .is_some_and(|t| t.elapsed() > RESUME_WINDOW)
-                    {
-                        expired.push((r.name.clone(), p.sid.clone()));
-                    }
-                    for t in &p.tracks {
-                        if let Some(k) = &t.key {
-                            tracks.push(k.clone());
-                        }
-                    }
-                }
-            }
-            (expired, tracks)
+            state
+                .rooms
+                .values()
+                .flat_map(|r| {
+                    r.participants
+                        .iter()
+                        .filter(|p| {
+                            p.disconnected_since
+                                .is_some_and(|t| t.elapsed() > RESUME_WINDOW)
+                        })
+                        .map(|p| (r.name.clone(), p.sid.clone()))
+                })
+                .collect()
         };
         for (room, sid) in expired {
             self.remove_participant(&room, &sid, proto::DisconnectReason::SignalClose, None)
                 .await;
-        }
-        for key in tracks {
-            let already = self
-                .first_rtp_reported
-                .lock()
-                .unwrap()
-                .contains(&key.track_sid);
-            if !already && self.sfu.stats(&key).first_rtp_ms.is_some() {
-                self.first_rtp_reported
-                    .lock()
-                    .unwrap()
-                    .insert(key.track_sid.clone());
-                self.events.push(EventKind::FirstRtp {
-                    track_sid: key.track_sid.clone(),
-                });
-            }
         }
     }
 

@@ -42,9 +42,11 @@ pub struct SfuConfig {
     pub frame_dir: PathBuf,
 }
 
+#[derive(Debug, Clone, Default)]
 pub struct Answer {
     pub sdp: String,
     pub mid_to_track_id: HashMap<String, String>,
+    pub mid_to_subscribed_sid: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -119,6 +121,7 @@ impl Sfu {
             track_sid: track_sid.to_string(),
         }
     }
+    pub fn set_stream_id(&self, _track: &TrackKey, _stream_id: &str) {}
     pub async fn forward(&self, _track: &TrackKey, _to: PeerId) -> anyhow::Result<()> {
         Ok(())
     }
