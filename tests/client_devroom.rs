@@ -24,21 +24,37 @@ fn token(identity: &str, room: &str, secret: &str) -> String {
     use livekit_api::access_token::{AccessToken, VideoGrants};
     AccessToken::with_api_key("devkey", secret)
         .with_identity(identity)
-        .with_grants(VideoGrants { room_join: true, room: room.into(), ..Default::default() })
+        .with_grants(VideoGrants {
+            room_join: true,
+            room: room.into(),
+            ..Default::default()
+        })
         .to_jwt()
         .unwrap()
 }
 
 async fn devroom(frame_dir: &Path) -> DevRoom {
-    let config = DevRoomConfig { frame_dir: frame_dir.to_path_buf(), ..DevRoomConfig::local("127.0.0.1:0".parse().unwrap()) };
+    let config = DevRoomConfig {
+        frame_dir: frame_dir.to_path_buf(),
+        ..DevRoomConfig::local("127.0.0.1:0".parse().unwrap())
+    };
     DevRoom::start(config).await.expect("devroom starts")
 }
 
 fn options(url: &str, token: String, path: PathChoice) -> RoomOptions {
     let mut o = RoomOptions::new(url, token);
     o.signal_path = path;
-    o.video = VideoSettings { device: "test-pattern".into(), width: WIDTH, height: HEIGHT, fps: FPS, bitrate: 500 };
-    o.audio = AudioSettings { device: "tone".into(), ..Default::default() };
+    o.video = VideoSettings {
+        device: "test-pattern".into(),
+        width: WIDTH,
+        height: HEIGHT,
+        fps: FPS,
+        bitrate: 500,
+    };
+    o.audio = AudioSettings {
+        device: "tone".into(),
+        ..Default::default()
+    };
     o
 }
 
@@ -56,7 +72,9 @@ async fn wait_room_event(
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(e)) if pred(&e) => return e,
-            Ok(Some(RoomEvent::Disconnected { reason })) => panic!("room disconnected while waiting: {reason}"),
+            Ok(Some(RoomEvent::Disconnected { reason })) => {
+                panic!("room disconnected while waiting: {reason}")
+            }
             Ok(Some(_)) => {}
             Ok(None) => panic!("room event stream ended"),
             Err(_) => panic!("no matching room event within {timeout:?}"),
@@ -88,24 +106,37 @@ async fn join_and_publish(
     identity: &str,
     path: PathChoice,
 ) -> (Room, mpsc::UnboundedReceiver<RoomEvent>, Vec<String>) {
-    let (room, mut events) = Room::connect(options(&devroom.url(), token(identity, "lobby", "secret"), path)).await.expect("join");
+    let (room, mut events) = Room::connect(options(
+        &devroom.url(),
+        token(identity, "lobby", "secret"),
+        path,
+    ))
+    .await
+    .expect("join");
     let mut sids = Vec::new();
     while sids.len() < 2 {
         if let RoomEvent::LocalTrackPublished { track_sid, .. } =
-            wait_room_event(&mut events, Duration::from_secs(10), |e| matches!(e, RoomEvent::LocalTrackPublished { .. })).await
+            wait_room_event(&mut events, Duration::from_secs(10), |e| {
+                matches!(e, RoomEvent::LocalTrackPublished { .. })
+            })
+            .await
         {
             sids.push(track_sid);
         }
     }
     for sid in &sids {
-        let sid = sid.clone();
+        let wanted = sid.clone();
         let seen = devroom
             .wait_event(Duration::from_secs(10), move |e| {
                 let v = as_json(e);
-                v["type"] == "first_rtp" && v["track_sid"] == sid.as_str()
+                v["type"] == "first_rtp" && v["track_sid"] == wanted.as_str()
             })
             .await;
-        assert!(seen.is_some(), "devroom saw no RTP on track {sid}: {:#}", devroom.snapshot());
+        assert!(
+            seen.is_some(),
+            "devroom saw no RTP on track {sid}: {:#}",
+            devroom.snapshot()
+        );
     }
     (room, events, sids)
 }
@@ -116,14 +147,25 @@ async fn publishes_both_tracks(path: PathChoice, expect: SignalPath, wire: &str)
     let (room, _events, sids) = join_and_publish(&devroom, "cam-1", path).await;
     assert_eq!(room.signal_path(), Some(expect));
     let joined = devroom
-        .wait_event(Duration::from_secs(1), |e| as_json(e)["type"] == "participant_joined")
+        .wait_event(Duration::from_secs(1), |e| {
+            as_json(e)["type"] == "participant_joined"
+        })
         .await
         .expect("participant_joined");
     assert_eq!(as_json(&joined)["signal_path"], wire);
     let tracks = devroom_tracks(&devroom, "cam-1");
-    let codecs: Vec<String> = tracks.iter().map(|t| t["codec"].as_str().unwrap_or("").to_lowercase()).collect();
-    assert!(codecs.contains(&"video/h264".to_string()), "codecs at devroom: {codecs:?}");
-    assert!(codecs.contains(&"audio/opus".to_string()), "codecs at devroom: {codecs:?}");
+    let codecs: Vec<String> = tracks
+        .iter()
+        .map(|t| t["codec"].as_str().unwrap_or("").to_lowercase())
+        .collect();
+    assert!(
+        codecs.contains(&"video/h264".to_string()),
+        "codecs at devroom: {codecs:?}"
+    );
+    assert!(
+        codecs.contains(&"audio/opus".to_string()),
+        "codecs at devroom: {codecs:?}"
+    );
     let local = room.local_participant();
     for sid in &sids {
         assert!(local.tracks.iter().any(|t| &t.sid == sid));
@@ -149,15 +191,33 @@ async fn devroom_receives_90_percent_of_frames_and_decodes_the_test_pattern() {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
     let (room, _events, _) = join_and_publish(&devroom, "cam-frames", PathChoice::Auto).await;
-    let video = room.local_participant().tracks.into_iter().find(|t| t.kind == roomcast::room::TrackKind::Video).unwrap();
+    let video = room
+        .local_participant()
+        .tracks
+        .into_iter()
+        .find(|t| t.kind == roomcast::room::TrackKind::Video)
+        .unwrap();
     let received = |sid: &str| {
-        devroom_tracks(&devroom, "cam-frames").into_iter().find(|t| t["sid"] == sid).map(|t| t["frames"].as_u64().unwrap_or(0)).unwrap_or(0)
+        devroom_tracks(&devroom, "cam-frames")
+            .into_iter()
+            .find(|t| t["sid"] == sid)
+            .map(|t| t["frames"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
     };
-    let sent = || room.local_participant().tracks.iter().find(|t| t.sid == video.sid).map(|t| t.frames_sent).unwrap_or(0);
+    let sent = || {
+        room.local_participant()
+            .tracks
+            .iter()
+            .find(|t| t.sid == video.sid)
+            .map(|t| t.frames_sent)
+            .unwrap_or(0)
+    };
     let (sent_start, received_start) = (sent(), received(&video.sid));
     // A 5 s window: 5 * FPS frames leave the device.
     let target = sent_start + 5 * FPS as u64;
-    wait_until(Duration::from_secs(12), || (sent() >= target).then_some(())).await.expect("device kept sending");
+    wait_until(Duration::from_secs(12), || (sent() >= target).then_some(()))
+        .await
+        .expect("device kept sending");
     let sent_window = sent() - sent_start;
     // Frames in flight need a moment to land; wait for the count, with a deadline.
     let needed = received_start + sent_window * 9 / 10;
@@ -172,10 +232,14 @@ async fn devroom_receives_90_percent_of_frames_and_decodes_the_test_pattern() {
         received(&video.sid) - received_start
     );
 
-    let png_path = devroom.write_png(&video.sid).await.expect("devroom decodes a frame");
+    let png_path = devroom
+        .write_png(&video.sid)
+        .await
+        .expect("devroom decodes a frame");
     let (rgb, w, h) = read_png(&png_path);
     assert_eq!((w, h), (WIDTH, HEIGHT));
-    let checked = roomcast::media::synthetic::check_rgb(&rgb, w, h, 48).unwrap_or_else(|e| panic!("{}: {e}", png_path.display()));
+    let checked = roomcast::media::synthetic::check_rgb(&rgb, w, h, 48)
+        .unwrap_or_else(|e| panic!("{}: {e}", png_path.display()));
     assert!(checked > 100);
     room.close().await;
     devroom.shutdown().await;
@@ -199,7 +263,12 @@ fn read_png(path: &Path) -> (Vec<u8>, u32, u32) {
 async fn a_bad_token_names_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
-    let result = Room::connect(options(&devroom.url(), token("cam-bad", "lobby", "not-the-secret"), PathChoice::Auto)).await;
+    let result = Room::connect(options(
+        &devroom.url(),
+        token("cam-bad", "lobby", "not-the-secret"),
+        PathChoice::Auto,
+    ))
+    .await;
     let err = match result {
         Ok(_) => panic!("a token signed with the wrong secret was accepted"),
         Err(e) => e,
@@ -208,7 +277,10 @@ async fn a_bad_token_names_the_cause() {
     let text = err.to_string();
     assert!(text.contains("401"), "{text}");
     // The reason comes from the server (validate endpoint), not just the status line.
-    assert!(text.len() > "the server refused the connection (HTTP 401): ".len() + 3, "no reason in: {text}");
+    assert!(
+        text.len() > "the server refused the connection (HTTP 401): ".len() + 3,
+        "no reason in: {text}"
+    );
     devroom.shutdown().await;
 }
 
@@ -217,19 +289,31 @@ async fn refresh_tokens_reach_the_cache_callback() {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
     let stored = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut o = options(&devroom.url(), token("cam-refresh", "lobby", "secret"), PathChoice::Auto);
+    let mut o = options(
+        &devroom.url(),
+        token("cam-refresh", "lobby", "secret"),
+        PathChoice::Auto,
+    );
     let sink = stored.clone();
-    o.on_token_refreshed = Some(Arc::new(move |t: &str| sink.lock().unwrap().push(t.to_string())));
+    o.on_token_refreshed = Some(Arc::new(move |t: &str| {
+        sink.lock().unwrap().push(t.to_string())
+    }));
     o.video.device = "none".into();
     o.audio.device = "none".into();
     let (room, _events) = Room::connect(o).await.expect("join");
-    let refreshed = wait_until(Duration::from_secs(5), || stored.lock().unwrap().first().cloned()).await.expect("a refresh_token");
+    let refreshed = wait_until(Duration::from_secs(5), || {
+        stored.lock().unwrap().first().cloned()
+    })
+    .await
+    .expect("a refresh_token");
     room.close().await;
     // The refreshed token is good for the next join.
     let mut again = options(&devroom.url(), refreshed, PathChoice::Auto);
     again.video.device = "none".into();
     again.audio.device = "none".into();
-    let (room, _events) = Room::connect(again).await.expect("join with the refreshed token");
+    let (room, _events) = Room::connect(again)
+        .await
+        .expect("join with the refreshed token");
     assert_eq!(room.local_participant().identity, "cam-refresh");
     room.close().await;
     devroom.shutdown().await;
@@ -253,7 +337,10 @@ impl Device {
             .spawn()
             .expect("spawn roomcast");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -269,7 +356,11 @@ impl Device {
     }
 
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 }
@@ -305,7 +396,10 @@ async fn wait_first_rtp_of(devroom: &DevRoom, identity: &str) {
         })
         .await
         .expect("the device published video");
-    let sid = as_json(&published)["track_sid"].as_str().unwrap().to_string();
+    let sid = as_json(&published)["track_sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     devroom
         .wait_event(Duration::from_secs(10), move |e| {
             let v = as_json(e);
@@ -320,7 +414,11 @@ async fn wait_first_rtp_of(devroom: &DevRoom, identity: &str) {
 async fn sigterm_sends_leave_within_one_second() {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
-    let config = write_config(dir.path(), &devroom.url(), &token("cam-term", "lobby", "secret"));
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-term", "lobby", "secret"),
+    );
     let mut device = Device::spawn(&config);
     wait_first_rtp_of(&devroom, "cam-term").await;
     let sent = Instant::now();
@@ -332,9 +430,20 @@ async fn sigterm_sends_leave_within_one_second() {
         })
         .await;
     let elapsed = sent.elapsed();
-    let leave = leave.unwrap_or_else(|| panic!("no Leave reached devroom; device said:\n{}", device.output()));
+    let leave = leave.unwrap_or_else(|| {
+        panic!(
+            "no Leave reached devroom; device said:\n{}",
+            device.output()
+        )
+    });
     assert!(elapsed < Duration::from_secs(1), "Leave took {elapsed:?}");
-    assert!(as_json(&leave)["reason"].as_str().unwrap_or("").contains("CLIENT_INITIATED"), "{leave:?}");
+    assert!(
+        as_json(&leave)["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CLIENT_INITIATED"),
+        "{leave:?}"
+    );
     let closed = devroom
         .wait_event(Duration::from_secs(2), |e| {
             let v = as_json(e);
@@ -343,8 +452,16 @@ async fn sigterm_sends_leave_within_one_second() {
         .await
         .expect("the WebSocket closed");
     assert_eq!(as_json(&closed)["code"], 1000);
-    let exited = wait_until(Duration::from_secs(3), || device.child.try_wait().ok().flatten()).await;
-    assert!(exited.is_some_and(|s| s.success()), "roomcast did not exit cleanly: {:?}\n{}", exited, device.output());
+    let exited = wait_until(Duration::from_secs(3), || {
+        device.child.try_wait().ok().flatten()
+    })
+    .await;
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "roomcast did not exit cleanly: {:?}\n{}",
+        exited,
+        device.output()
+    );
     devroom.shutdown().await;
 }
 
@@ -354,28 +471,64 @@ async fn sigterm_sends_leave_within_one_second() {
 async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
-    let config = write_config(dir.path(), &devroom.url(), &token("cam-dup", "lobby", "secret"));
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-dup", "lobby", "secret"),
+    );
     let mut device = Device::spawn(&config);
     wait_first_rtp_of(&devroom, "cam-dup").await;
 
-    let mut newcomer = options(&devroom.url(), token("cam-dup", "lobby", "secret"), PathChoice::Auto);
+    let mut newcomer = options(
+        &devroom.url(),
+        token("cam-dup", "lobby", "secret"),
+        PathChoice::Auto,
+    );
     newcomer.video.device = "none".into();
     newcomer.audio.device = "none".into();
-    let (room, _events) = Room::connect(newcomer).await.expect("the second device joins");
-    let said = wait_until(Duration::from_secs(5), || device.output().contains("DUPLICATE_IDENTITY").then_some(())).await;
-    assert!(said.is_some(), "the earlier device did not report DUPLICATE_IDENTITY:\n{}", device.output());
+    let (room, _events) = Room::connect(newcomer)
+        .await
+        .expect("the second device joins");
+    let said = wait_until(Duration::from_secs(5), || {
+        device.output().contains("DUPLICATE_IDENTITY").then_some(())
+    })
+    .await;
+    assert!(
+        said.is_some(),
+        "the earlier device did not report DUPLICATE_IDENTITY:\n{}",
+        device.output()
+    );
     // No third join for this identity may follow: wait (with a deadline) for one and expect none.
-    let last_seq = devroom.past_events().iter().map(|e| as_json(e)["seq"].as_u64().unwrap_or(0)).max().unwrap_or(0);
+    let last_seq = devroom
+        .past_events()
+        .iter()
+        .map(|e| as_json(e)["seq"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
     let rejoin = devroom
         .wait_event(Duration::from_secs(3), move |e| {
             let v = as_json(e);
-            v["type"] == "participant_joined" && v["identity"] == "cam-dup" && v["seq"].as_u64().unwrap_or(0) > last_seq
+            v["type"] == "participant_joined"
+                && v["identity"] == "cam-dup"
+                && v["seq"].as_u64().unwrap_or(0) > last_seq
         })
         .await;
-    assert!(rejoin.is_none(), "the earlier device rejoined: {rejoin:?}\n{}", device.output());
-    let joins = devroom.past_events().iter().filter(|e| as_json(*e)["type"] == "participant_joined").count();
+    assert!(
+        rejoin.is_none(),
+        "the earlier device rejoined: {rejoin:?}\n{}",
+        device.output()
+    );
+    let joins = devroom
+        .past_events()
+        .iter()
+        .filter(|e| as_json(*e)["type"] == "participant_joined")
+        .count();
     assert_eq!(joins, 2);
-    assert!(device.child.try_wait().unwrap().is_none(), "the process must stay up:\n{}", device.output());
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "the process must stay up:\n{}",
+        device.output()
+    );
     room.close().await;
     devroom.shutdown().await;
 }

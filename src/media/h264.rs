@@ -1,7 +1,8 @@
 //! Software H.264 (openh264): constrained baseline, Annex-B output, IDR on request.
 use super::{EncodedVideo, VideoEncoder, VideoFrame};
 use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile, RateControlMode, UsageType,
+    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
+    RateControlMode, UsageType,
 };
 use openh264::formats::YUVSlices;
 use openh264::OpenH264API;

@@ -89,7 +89,13 @@ pub struct VideoSettings {
 
 impl Default for VideoSettings {
     fn default() -> Self {
-        Self { device: "test-pattern".into(), width: 640, height: 480, fps: 30, bitrate: 1000 }
+        Self {
+            device: "test-pattern".into(),
+            width: 640,
+            height: 480,
+            fps: 30,
+            bitrate: 1000,
+        }
     }
 }
 
@@ -106,7 +112,12 @@ pub struct AudioSettings {
 
 impl Default for AudioSettings {
     fn default() -> Self {
-        Self { device: "tone".into(), rate: 48000, channels: 1, bitrate: 32 }
+        Self {
+            device: "tone".into(),
+            rate: 48000,
+            channels: 1,
+            bitrate: 32,
+        }
     }
 }
 
@@ -125,7 +136,11 @@ impl AudioSettings {
 /// Open the configured camera. Only the synthetic one exists so far.
 pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn VideoSource>> {
     match settings.device.as_str() {
-        "test-pattern" => Ok(Box::new(synthetic::TestPattern::new(settings.width, settings.height, settings.fps)?)),
+        "test-pattern" => Ok(Box::new(synthetic::TestPattern::new(
+            settings.width,
+            settings.height,
+            settings.fps,
+        )?)),
         other => anyhow::bail!(
             "[video] device = {other:?}: camera capture is not available in this build yet; \
              use device = \"test-pattern\" (synthetic) or \"none\""
@@ -136,7 +151,10 @@ pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn Vid
 /// Open the configured microphone. Only the synthetic one exists so far.
 pub fn open_audio_source(settings: &AudioSettings) -> anyhow::Result<Box<dyn AudioSource>> {
     match settings.device.as_str() {
-        "tone" => Ok(Box::new(synthetic::Tone::new(settings.rate, settings.channels)?)),
+        "tone" => Ok(Box::new(synthetic::Tone::new(
+            settings.rate,
+            settings.channels,
+        )?)),
         other => anyhow::bail!(
             "[audio] device = {other:?}: microphone capture is not available in this build yet; \
              use device = \"tone\" (synthetic) or \"none\""
@@ -148,7 +166,12 @@ pub fn open_audio_source(settings: &AudioSettings) -> anyhow::Result<Box<dyn Aud
 pub fn open_video_encoder(settings: &VideoSettings) -> anyhow::Result<Box<dyn VideoEncoder>> {
     #[cfg(feature = "software-h264")]
     {
-        Ok(Box::new(h264::OpenH264Encoder::new(settings.width, settings.height, settings.fps, settings.bitrate)?))
+        Ok(Box::new(h264::OpenH264Encoder::new(
+            settings.width,
+            settings.height,
+            settings.fps,
+            settings.bitrate,
+        )?))
     }
     #[cfg(not(feature = "software-h264"))]
     {
@@ -159,5 +182,9 @@ pub fn open_video_encoder(settings: &VideoSettings) -> anyhow::Result<Box<dyn Vi
 
 /// The Opus encoder.
 pub fn open_audio_encoder(settings: &AudioSettings) -> anyhow::Result<Box<dyn AudioEncoder>> {
-    Ok(Box::new(opus_encoder::OpusEncoder::new(settings.rate, settings.channels, settings.bitrate)?))
+    Ok(Box::new(opus_encoder::OpusEncoder::new(
+        settings.rate,
+        settings.channels,
+        settings.bitrate,
+    )?))
 }

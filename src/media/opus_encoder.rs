@@ -16,16 +16,24 @@ impl OpusEncoder {
         let mut encoder = opus::Encoder::new(rate, layout, opus::Application::Voip)
             .map_err(|e| anyhow::anyhow!("cannot start the Opus encoder at {rate} Hz: {e}"))?;
         encoder
-            .set_bitrate(opus::Bitrate::Bits(bitrate_kbps.clamp(6, 510) as i32 * 1000))
+            .set_bitrate(opus::Bitrate::Bits(
+                bitrate_kbps.clamp(6, 510) as i32 * 1000,
+            ))
             .map_err(|e| anyhow::anyhow!("[audio] bitrate = {bitrate_kbps}: {e}"))?;
         encoder.set_inband_fec(true).ok();
-        Ok(Self { encoder, buf: vec![0; 4000] })
+        Ok(Self {
+            encoder,
+            buf: vec![0; 4000],
+        })
     }
 }
 
 impl AudioEncoder for OpusEncoder {
     fn encode(&mut self, frame: &AudioFrame) -> anyhow::Result<bytes::Bytes> {
-        let n = self.encoder.encode(&frame.samples, &mut self.buf).map_err(|e| anyhow::anyhow!("Opus encode failed: {e}"))?;
+        let n = self
+            .encoder
+            .encode(&frame.samples, &mut self.buf)
+            .map_err(|e| anyhow::anyhow!("Opus encode failed: {e}"))?;
         Ok(bytes::Bytes::copy_from_slice(&self.buf[..n]))
     }
 }

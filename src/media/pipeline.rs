@@ -18,7 +18,11 @@ pub struct EncodedSample {
 
 impl From<EncodedVideo> for EncodedSample {
     fn from(v: EncodedVideo) -> Self {
-        Self { data: v.data, duration: v.duration, keyframe: v.keyframe }
+        Self {
+            data: v.data,
+            duration: v.duration,
+            keyframe: v.keyframe,
+        }
     }
 }
 
@@ -61,7 +65,10 @@ impl Drop for Pipeline {
 /// How many encoded frames may wait for the network before the oldest are dropped.
 const QUEUE: usize = 16;
 
-pub fn start_video(mut source: Box<dyn VideoSource>, mut encoder: Box<dyn VideoEncoder>) -> Pipeline {
+pub fn start_video(
+    mut source: Box<dyn VideoSource>,
+    mut encoder: Box<dyn VideoEncoder>,
+) -> Pipeline {
     let control = Arc::new(PipelineControl::default());
     let error = Arc::new(std::sync::Mutex::new(None));
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -82,7 +89,9 @@ pub fn start_video(mut source: Box<dyn VideoSource>, mut encoder: Box<dyn VideoE
                         if encoded.keyframe {
                             ctl.keyframes.fetch_add(1, Ordering::Relaxed);
                         }
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(encoded.into()) {
+                        if let Err(mpsc::error::TrySendError::Closed(_)) =
+                            tx.try_send(encoded.into())
+                        {
                             break;
                         }
                     }
@@ -96,10 +105,17 @@ pub fn start_video(mut source: Box<dyn VideoSource>, mut encoder: Box<dyn VideoE
             }
         })
         .expect("spawn video thread");
-    Pipeline { control, samples: rx, error }
+    Pipeline {
+        control,
+        samples: rx,
+        error,
+    }
 }
 
-pub fn start_audio(mut source: Box<dyn AudioSource>, mut encoder: Box<dyn AudioEncoder>) -> Pipeline {
+pub fn start_audio(
+    mut source: Box<dyn AudioSource>,
+    mut encoder: Box<dyn AudioEncoder>,
+) -> Pipeline {
     let control = Arc::new(PipelineControl::default());
     let error = Arc::new(std::sync::Mutex::new(None));
     let (tx, rx) = mpsc::channel(QUEUE * 4);
@@ -110,7 +126,11 @@ pub fn start_audio(mut source: Box<dyn AudioSource>, mut encoder: Box<dyn AudioE
             while !ctl.stopped() {
                 let result = source.next_frame().and_then(|frame| {
                     let duration = frame.duration();
-                    encoder.encode(&frame).map(|data| EncodedSample { data, duration, keyframe: false })
+                    encoder.encode(&frame).map(|data| EncodedSample {
+                        data,
+                        duration,
+                        keyframe: false,
+                    })
                 });
                 match result {
                     Ok(sample) => {
@@ -128,5 +148,9 @@ pub fn start_audio(mut source: Box<dyn AudioSource>, mut encoder: Box<dyn AudioE
             }
         })
         .expect("spawn audio thread");
-    Pipeline { control, samples: rx, error }
+    Pipeline {
+        control,
+        samples: rx,
+        error,
+    }
 }

@@ -52,12 +52,18 @@ pub fn expected_pixel(x: u32, y: u32, width: u32, height: u32) -> Option<[u8; 3]
 /// Returns the number of sampled pixels and an error naming the first mismatch.
 pub fn check_rgb(rgb: &[u8], width: u32, height: u32, tolerance: u8) -> Result<usize, String> {
     if rgb.len() < (width * height * 3) as usize {
-        return Err(format!("picture has {} bytes, expected {}", rgb.len(), width * height * 3));
+        return Err(format!(
+            "picture has {} bytes, expected {}",
+            rgb.len(),
+            width * height * 3
+        ));
     }
     let mut checked = 0;
     for y in (0..height).step_by(7) {
         for x in (0..width).step_by(5) {
-            let Some(want) = expected_pixel(x, y, width, height) else { continue };
+            let Some(want) = expected_pixel(x, y, width, height) else {
+                continue;
+            };
             let at = ((y * width + x) * 3) as usize;
             let got = [rgb[at], rgb[at + 1], rgb[at + 2]];
             for c in 0..3 {
@@ -80,7 +86,11 @@ fn rgb_to_yuv([r, g, b]: [u8; 3]) -> (u8, u8, u8) {
     let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
     let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
     let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
-    (y.round().clamp(0.0, 255.0) as u8, u.round().clamp(0.0, 255.0) as u8, v.round().clamp(0.0, 255.0) as u8)
+    (
+        y.round().clamp(0.0, 255.0) as u8,
+        u.round().clamp(0.0, 255.0) as u8,
+        v.round().clamp(0.0, 255.0) as u8,
+    )
 }
 
 impl TestPattern {
@@ -90,7 +100,14 @@ impl TestPattern {
             "[video] width/height {width}x{height}: the test pattern needs multiples of 16, at least 64x64"
         );
         anyhow::ensure!((1..=60).contains(&fps), "[video] fps = {fps}: use 1..=60");
-        let mut pattern = Self { width, height, fps, frame_index: 0, started: None, background: Vec::new() };
+        let mut pattern = Self {
+            width,
+            height,
+            fps,
+            frame_index: 0,
+            started: None,
+            background: Vec::new(),
+        };
         pattern.background = pattern.render_background();
         Ok(pattern)
     }
@@ -187,8 +204,16 @@ impl Tone {
             [8000, 12000, 16000, 24000, 48000].contains(&rate),
             "[audio] rate = {rate}: Opus takes 8000, 12000, 16000, 24000 or 48000"
         );
-        anyhow::ensure!((1..=2).contains(&channels), "[audio] channels = {channels}: use 1 or 2");
-        Ok(Self { rate, channels, sample_index: 0, started: None })
+        anyhow::ensure!(
+            (1..=2).contains(&channels),
+            "[audio] channels = {channels}: use 1 or 2"
+        );
+        Ok(Self {
+            rate,
+            channels,
+            sample_index: 0,
+            started: None,
+        })
     }
 }
 
@@ -203,7 +228,8 @@ impl AudioSource for Tone {
         let mut samples = Vec::with_capacity((per_frame * self.channels as u64) as usize);
         for i in 0..per_frame {
             let t = (self.sample_index + i) as f64 / self.rate as f64;
-            let value = (0.316 * i16::MAX as f64 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16;
+            let value =
+                (0.316 * i16::MAX as f64 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16;
             for _ in 0..self.channels {
                 samples.push(value);
             }
@@ -211,7 +237,12 @@ impl AudioSource for Tone {
         let pts = Duration::from_micros(self.sample_index * 1_000_000 / self.rate as u64);
         self.sample_index += per_frame;
         wait_until(started + pts);
-        Ok(AudioFrame { rate: self.rate, channels: self.channels, samples, pts })
+        Ok(AudioFrame {
+            rate: self.rate,
+            channels: self.channels,
+            samples,
+            pts,
+        })
     }
 }
 

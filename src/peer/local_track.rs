@@ -36,7 +36,9 @@ pub struct LocalTrack {
 }
 
 fn random_hex(n: usize) -> String {
-    (0..n).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect()
+    (0..n)
+        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+        .collect()
 }
 
 impl LocalTrack {
@@ -54,16 +56,27 @@ impl LocalTrack {
             name.to_owned(),
             kind,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
                 active: true,
                 codec,
                 ..Default::default()
             }],
         );
         let track = Arc::new(
-            TrackLocalStaticSample::new(Instant::now(), media).map_err(|e| anyhow::anyhow!("create {name} track: {e}"))?,
+            TrackLocalStaticSample::new(Instant::now(), media)
+                .map_err(|e| anyhow::anyhow!("create {name} track: {e}"))?,
         );
-        Ok(Self { cid, kind, track, ssrc, sender: None, stats: Arc::default() })
+        Ok(Self {
+            cid,
+            kind,
+            track,
+            ssrc,
+            sender: None,
+            stats: Arc::default(),
+        })
     }
 
     /// Add a send-only transceiver for this track, offering only our one codec.
@@ -72,7 +85,10 @@ impl LocalTrack {
             .pc
             .add_transceiver_from_track(
                 self.track.clone() as Arc<dyn TrackLocal>,
-                Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() }),
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
             )
             .await
             .map_err(|e| anyhow::anyhow!("add {} transceiver: {e}", self.kind))?;
@@ -80,9 +96,17 @@ impl LocalTrack {
             RtpCodecKind::Video => super::h264_codec(),
             _ => super::opus_codec(),
         };
-        let payload_type = if self.kind == RtpCodecKind::Video { 108 } else { 111 };
+        let payload_type = if self.kind == RtpCodecKind::Video {
+            108
+        } else {
+            111
+        };
         if let Err(e) = transceiver
-            .set_codec_preferences(vec![RTCRtpCodecParameters { rtp_codec: codec, payload_type, ..Default::default() }])
+            .set_codec_preferences(vec![RTCRtpCodecParameters {
+                rtp_codec: codec,
+                payload_type,
+                ..Default::default()
+            }])
             .await
         {
             tracing::debug!("codec preferences for {}: {e}", self.kind);
@@ -93,19 +117,33 @@ impl LocalTrack {
 
     /// The payload type the answer settled on.
     async fn payload_type(&self) -> anyhow::Result<u8> {
-        let sender = self.sender.as_ref().ok_or_else(|| anyhow::anyhow!("{} track is not attached", self.kind))?;
-        let params = sender.get_parameters().await.map_err(|e| anyhow::anyhow!("sender parameters: {e}"))?;
+        let sender = self
+            .sender
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{} track is not attached", self.kind))?;
+        let params = sender
+            .get_parameters()
+            .await
+            .map_err(|e| anyhow::anyhow!("sender parameters: {e}"))?;
         params
             .rtp_parameters
             .codecs
             .first()
             .map(|c| c.payload_type)
-            .ok_or_else(|| anyhow::anyhow!("the server's answer accepted no codec for the {} track", self.kind))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the server's answer accepted no codec for the {} track",
+                    self.kind
+                )
+            })
     }
 
     /// Move frames from `pipeline` onto the wire until it stops; answer PLI/FIR with a keyframe.
     /// Call once the PC is connected: webrtc-rs silently drops samples written before that.
-    pub async fn start(&self, mut pipeline: Pipeline) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    pub async fn start(
+        &self,
+        mut pipeline: Pipeline,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let payload_type = self.payload_type().await?;
         let control = pipeline.control.clone();
         let stats = self.stats.clone();
@@ -113,20 +151,28 @@ impl LocalTrack {
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event {
-                    if packets.iter().any(|p| super::keyframe::is_keyframe_request(p.as_ref())) {
+                    if packets
+                        .iter()
+                        .any(|p| super::keyframe::is_keyframe_request(p.as_ref()))
+                    {
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         control.request_keyframe();
                     }
                 }
             }
         });
-        let (track, ssrc, stats, kind) = (self.track.clone(), self.ssrc, self.stats.clone(), self.kind);
+        let (track, ssrc, stats, kind) =
+            (self.track.clone(), self.ssrc, self.stats.clone(), self.kind);
         Ok(tokio::spawn(async move {
             while let Some(sample) = pipeline.samples.recv().await {
                 let bytes = sample.data.len() as u64;
                 let result = track
                     .sample_writer(ssrc, payload_type)
-                    .write_sample(&Sample { data: sample.data, duration: sample.duration, ..Sample::new(Instant::now()) })
+                    .write_sample(&Sample {
+                        data: sample.data,
+                        duration: sample.duration,
+                        ..Sample::new(Instant::now())
+                    })
                     .await;
                 match result {
                     Ok(()) => {

@@ -6,8 +6,12 @@ pub mod local_track;
 use livekit_protocol as proto;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -15,14 +19,16 @@ use tokio::sync::{mpsc, Mutex};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
 };
 
 /// The one H.264 we send: constrained baseline, level 3.1, packetization-mode 1 (LiveKit's PT 108
 /// entry; the server's matching ignores the level byte).
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 
 /// Data-channel labels LiveKit uses.
@@ -45,15 +51,27 @@ pub fn opus_codec() -> RTCRtpCodec {
         clock_rate: 48000,
         channels: 2,
         sdp_fmtp_line: OPUS_FMTP.to_owned(),
-        rtcp_feedback: vec![RTCPFeedback { typ: "transport-cc".into(), parameter: String::new() }],
+        rtcp_feedback: vec![RTCPFeedback {
+            typ: "transport-cc".into(),
+            parameter: String::new(),
+        }],
     }
 }
 
 fn video_feedback() -> Vec<RTCPFeedback> {
-    [("goog-remb", ""), ("transport-cc", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
-        .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback { typ: typ.into(), parameter: parameter.into() })
-        .collect()
+    [
+        ("goog-remb", ""),
+        ("transport-cc", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(typ, parameter)| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    })
+    .collect()
 }
 
 /// Codecs this device speaks. Sending is H.264 + Opus only; receiving (subscriptions) also
@@ -61,7 +79,11 @@ fn video_feedback() -> Vec<RTCPFeedback> {
 fn media_engine(receive_vp8: bool) -> anyhow::Result<MediaEngine> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
-        RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: 108, ..Default::default() },
+        RTCRtpCodecParameters {
+            rtp_codec: h264_codec(),
+            payload_type: 108,
+            ..Default::default()
+        },
         RtpCodecKind::Video,
     )?;
     if receive_vp8 {
@@ -81,7 +103,11 @@ fn media_engine(receive_vp8: bool) -> anyhow::Result<MediaEngine> {
         )?;
     }
     engine.register_codec(
-        RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: 111, ..Default::default() },
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: 111,
+            ..Default::default()
+        },
         RtpCodecKind::Audio,
     )?;
     Ok(engine)
@@ -92,7 +118,15 @@ fn media_engine(receive_vp8: bool) -> anyhow::Result<MediaEngine> {
 /// (devroom, tests) the loopback address that routes to it is bound explicitly.
 pub fn udp_bind_addrs(server: Option<IpAddr>) -> Vec<SocketAddr> {
     let route = server.and_then(|ip| {
-        let socket = std::net::UdpSocket::bind((if ip.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) }, 0)).ok()?;
+        let socket = std::net::UdpSocket::bind((
+            if ip.is_ipv4() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                IpAddr::from([0u16; 8])
+            },
+            0,
+        ))
+        .ok()?;
         socket.connect((ip, 9)).ok()?;
         socket.local_addr().ok().map(|a| a.ip())
     });
@@ -104,11 +138,27 @@ pub fn udp_bind_addrs(server: Option<IpAddr>) -> Vec<SocketAddr> {
 
 /// Something a PeerConnection reports, tagged with the PC it came from.
 pub enum PeerEvent {
-    LocalCandidate { target: proto::SignalTarget, candidate_init: String },
-    ConnectionState { target: proto::SignalTarget, state: RTCPeerConnectionState },
-    DataChannel { target: proto::SignalTarget, channel: Arc<dyn DataChannel> },
-    Track { target: proto::SignalTarget, track: Arc<dyn TrackRemote> },
-    DataPacket { target: proto::SignalTarget, label: String, data: bytes::Bytes },
+    LocalCandidate {
+        target: proto::SignalTarget,
+        candidate_init: String,
+    },
+    ConnectionState {
+        target: proto::SignalTarget,
+        state: RTCPeerConnectionState,
+    },
+    DataChannel {
+        target: proto::SignalTarget,
+        channel: Arc<dyn DataChannel>,
+    },
+    Track {
+        target: proto::SignalTarget,
+        track: Arc<dyn TrackRemote>,
+    },
+    DataPacket {
+        target: proto::SignalTarget,
+        label: String,
+        data: bytes::Bytes,
+    },
 }
 
 struct Handler {
@@ -131,22 +181,34 @@ impl PeerConnectionEventHandler for Handler {
                     "sdpMid": init.sdp_mid,
                     "sdpMLineIndex": init.sdp_mline_index,
                 });
-                let _ = self.events.send(PeerEvent::LocalCandidate { target: self.target, candidate_init: json.to_string() });
+                let _ = self.events.send(PeerEvent::LocalCandidate {
+                    target: self.target,
+                    candidate_init: json.to_string(),
+                });
             }
             Err(e) => tracing::warn!("cannot serialise a local ICE candidate: {e}"),
         }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.events.send(PeerEvent::ConnectionState { target: self.target, state });
+        let _ = self.events.send(PeerEvent::ConnectionState {
+            target: self.target,
+            state,
+        });
     }
 
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
-        let _ = self.events.send(PeerEvent::DataChannel { target: self.target, channel });
+        let _ = self.events.send(PeerEvent::DataChannel {
+            target: self.target,
+            channel,
+        });
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.events.send(PeerEvent::Track { target: self.target, track });
+        let _ = self.events.send(PeerEvent::Track {
+            target: self.target,
+            track,
+        });
     }
 }
 
@@ -187,7 +249,10 @@ impl Transport {
     ) -> anyhow::Result<Self> {
         let mut engine = media_engine(options.receive_vp8)?;
         let registry = register_default_interceptors(Registry::new(), &mut engine)?;
-        let registry = registry.with(Slot::from(keyframe::KEYFRAME_SLOT), keyframe::KeyframeRequestInterceptor::default());
+        let registry = registry.with(
+            Slot::from(keyframe::KEYFRAME_SLOT),
+            keyframe::KeyframeRequestInterceptor::default(),
+        );
         let loopback = options.udp_addrs.iter().any(|a| a.ip().is_loopback());
         let settings = SettingEngineBuilder::new()
             // mDNS needs a multicast route and fails PC creation in network namespaces; a device
@@ -195,9 +260,11 @@ impl Transport {
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_include_loopback_candidate(loopback)
             .build();
-        let mut config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers(&options.ice_servers));
+        let mut config =
+            RTCConfigurationBuilder::new().with_ice_servers(ice_servers(&options.ice_servers));
         if options.force_relay {
-            config = config.with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay);
+            config = config
+                .with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay);
         }
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config.build())
@@ -209,13 +276,18 @@ impl Transport {
             .build()
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the {target:?} PeerConnection: {e}"))?;
-        Ok(Self { target, pc: Arc::new(pc), pending: Mutex::new(Some(Vec::new())) })
+        Ok(Self {
+            target,
+            pc: Arc::new(pc),
+            pending: Mutex::new(Some(Vec::new())),
+        })
     }
 
     /// Apply a trickled candidate now, or keep it until the remote description is set.
     pub async fn add_remote_candidate(&self, candidate_init: &str) -> anyhow::Result<()> {
-        let init: RTCIceCandidateInit = serde_json::from_str(candidate_init)
-            .map_err(|e| anyhow::anyhow!("server sent an unreadable ICE candidate {candidate_init:?}: {e}"))?;
+        let init: RTCIceCandidateInit = serde_json::from_str(candidate_init).map_err(|e| {
+            anyhow::anyhow!("server sent an unreadable ICE candidate {candidate_init:?}: {e}")
+        })?;
         if init.candidate.is_empty() {
             return Ok(()); // end-of-candidates marker
         }
@@ -225,11 +297,17 @@ impl Transport {
             return Ok(());
         }
         drop(pending);
-        self.pc.add_ice_candidate(init).await.map_err(|e| anyhow::anyhow!("add ICE candidate: {e}"))
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| anyhow::anyhow!("add ICE candidate: {e}"))
     }
 
     pub async fn set_remote_description(&self, desc: RTCSessionDescription) -> anyhow::Result<()> {
-        self.pc.set_remote_description(desc).await.map_err(|e| anyhow::anyhow!("set remote description: {e}"))?;
+        self.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| anyhow::anyhow!("set remote description: {e}"))?;
         let queued = self.pending.lock().await.take().unwrap_or_default();
         for init in queued {
             if let Err(e) = self.pc.add_ice_candidate(init).await {
@@ -241,24 +319,40 @@ impl Transport {
 
     /// Create an offer, apply it locally and return its SDP.
     pub async fn create_offer(&self) -> anyhow::Result<String> {
-        let offer = self.pc.create_offer(None).await.map_err(|e| anyhow::anyhow!("create offer: {e}"))?;
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(|e| anyhow::anyhow!("create offer: {e}"))?;
         let sdp = offer.sdp.clone();
-        self.pc.set_local_description(offer).await.map_err(|e| anyhow::anyhow!("set local offer: {e}"))?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(|e| anyhow::anyhow!("set local offer: {e}"))?;
         Ok(sdp)
     }
 
     pub async fn apply_answer(&self, sdp: String) -> anyhow::Result<()> {
-        let answer = RTCSessionDescription::answer(sdp).map_err(|e| anyhow::anyhow!("server answer is not valid SDP: {e}"))?;
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|e| anyhow::anyhow!("server answer is not valid SDP: {e}"))?;
         self.set_remote_description(answer).await
     }
 
     /// Answer a server offer (subscriber PC in v0).
     pub async fn answer_offer(&self, sdp: String) -> anyhow::Result<String> {
-        let offer = RTCSessionDescription::offer(sdp).map_err(|e| anyhow::anyhow!("server offer is not valid SDP: {e}"))?;
+        let offer = RTCSessionDescription::offer(sdp)
+            .map_err(|e| anyhow::anyhow!("server offer is not valid SDP: {e}"))?;
         self.set_remote_description(offer).await?;
-        let answer = self.pc.create_answer(None).await.map_err(|e| anyhow::anyhow!("create answer: {e}"))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| anyhow::anyhow!("create answer: {e}"))?;
         let sdp = answer.sdp.clone();
-        self.pc.set_local_description(answer).await.map_err(|e| anyhow::anyhow!("set local answer: {e}"))?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| anyhow::anyhow!("set local answer: {e}"))?;
         Ok(sdp)
     }
 
@@ -266,14 +360,24 @@ impl Transport {
     pub async fn create_data_channels(&self) -> anyhow::Result<Vec<Arc<dyn DataChannel>>> {
         let reliable = self
             .pc
-            .create_data_channel(RELIABLE, Some(RTCDataChannelInit { ordered: true, ..Default::default() }))
+            .create_data_channel(
+                RELIABLE,
+                Some(RTCDataChannelInit {
+                    ordered: true,
+                    ..Default::default()
+                }),
+            )
             .await
             .map_err(|e| anyhow::anyhow!("create {RELIABLE}: {e}"))?;
         let lossy = self
             .pc
             .create_data_channel(
                 LOSSY,
-                Some(RTCDataChannelInit { ordered: false, max_retransmits: Some(0), ..Default::default() }),
+                Some(RTCDataChannelInit {
+                    ordered: false,
+                    max_retransmits: Some(0),
+                    ..Default::default()
+                }),
             )
             .await
             .map_err(|e| anyhow::anyhow!("create {LOSSY}: {e}"))?;
@@ -307,14 +411,25 @@ impl Transport {
 }
 
 /// Forward every message of a data channel as [`PeerEvent::DataPacket`] until it closes.
-pub fn watch_data_channel(target: proto::SignalTarget, channel: Arc<dyn DataChannel>, events: mpsc::UnboundedSender<PeerEvent>) {
+pub fn watch_data_channel(
+    target: proto::SignalTarget,
+    channel: Arc<dyn DataChannel>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+) {
     tokio::spawn(async move {
         let label = channel.label().await.unwrap_or_default();
         while let Some(event) = channel.poll().await {
             match event {
                 DataChannelEvent::OnMessage(msg) if !msg.is_string => {
                     let data = msg.data.freeze();
-                    if events.send(PeerEvent::DataPacket { target, label: label.clone(), data }).is_err() {
+                    if events
+                        .send(PeerEvent::DataPacket {
+                            target,
+                            label: label.clone(),
+                            data,
+                        })
+                        .is_err()
+                    {
                         break;
                     }
                 }

@@ -1,6 +1,9 @@
 //! The connection task: signalling events and PeerConnection events in, room events out.
 use super::signalurl::{self, PathChoice, SignalPath};
-use super::{Command, ConnectionState, JoinError, LocalTrackPublication, RemoteParticipant, RemoteTrackPublication, RoomEvent, RoomOptions, RoomState, TrackKind};
+use super::{
+    Command, ConnectionState, JoinError, LocalTrackPublication, RemoteParticipant,
+    RemoteTrackPublication, RoomEvent, RoomOptions, RoomState, TrackKind,
+};
 use crate::media;
 use crate::peer::local_track::{LocalTrack, SendStats};
 use crate::peer::{self, PeerEvent, PeerOptions, Transport};
@@ -28,17 +31,32 @@ const INITIAL_RECV_VIDEO: usize = 3;
 const LEAVE_TIMEOUT: Duration = Duration::from_millis(400);
 
 async fn server_ip(base: &url::Url) -> Option<IpAddr> {
-    let host = base.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = base
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = base.port_or_known_default().unwrap_or(443);
     let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
     addrs.next().map(|a| a.ip())
 }
 
 async fn refused(connect_url: &url::Url, options: &RoomOptions, err: ConnectError) -> ConnectError {
-    let ConnectError::Rejected { status, reason } = err else { return err };
+    let ConnectError::Rejected { status, reason } = err else {
+        return err;
+    };
     // The upgrade response rarely says why; the validate endpoint does.
-    match ws::validate(signalurl::validate_url(connect_url), options.token.clone(), options.ca_file.clone()).await {
-        Some((_, text)) if !text.is_empty() && text != "success" => ConnectError::Rejected { status, reason: text },
+    match ws::validate(
+        signalurl::validate_url(connect_url),
+        options.token.clone(),
+        options.ca_file.clone(),
+    )
+    .await
+    {
+        Some((_, text)) if !text.is_empty() && text != "success" => ConnectError::Rejected {
+            status,
+            reason: text,
+        },
         _ => ConnectError::Rejected { status, reason },
     }
 }
@@ -62,23 +80,43 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
     let mut path = SignalPath::V0;
     if options.signal_path != PathChoice::V0 {
         // v1: the publisher PC exists before the join, its first offer rides in join_request.
-        let peer_options = PeerOptions { udp_addrs: udp_addrs.clone(), receive_vp8: true, ..Default::default() };
-        let transport = Transport::new(proto::SignalTarget::Publisher, &peer_options, peer_tx.clone()).await?;
+        let peer_options = PeerOptions {
+            udp_addrs: udp_addrs.clone(),
+            receive_vp8: true,
+            ..Default::default()
+        };
+        let transport = Transport::new(
+            proto::SignalTarget::Publisher,
+            &peer_options,
+            peer_tx.clone(),
+        )
+        .await?;
         for channel in transport.create_data_channels().await? {
             peer::watch_data_channel(proto::SignalTarget::Publisher, channel, peer_tx.clone());
         }
         if options.auto_subscribe {
-            transport.add_receive_sections(INITIAL_RECV_AUDIO, INITIAL_RECV_VIDEO).await?;
+            transport
+                .add_receive_sections(INITIAL_RECV_AUDIO, INITIAL_RECV_VIDEO)
+                .await?;
         }
         let offer = transport.create_offer().await?;
         let url = signalurl::v1_url(&base, options.auto_subscribe, Some(offer));
-        match ws::open(url.as_str(), &options.token, options.ca_file.as_deref(), options.connect_timeout).await {
+        match ws::open(
+            url.as_str(),
+            &options.token,
+            options.ca_file.as_deref(),
+            options.connect_timeout,
+        )
+        .await
+        {
             Ok(ws) => {
                 stream = Some(ws);
                 publisher = Some(transport);
                 path = SignalPath::V1;
             }
-            Err(ConnectError::Rejected { status: 404, .. }) if options.signal_path == PathChoice::Auto => {
+            Err(ConnectError::Rejected { status: 404, .. })
+                if options.signal_path == PathChoice::Auto =>
+            {
                 tracing::info!("/rtc/v1 answered 404: falling back to /rtc (two PeerConnections)");
                 transport.close().await;
             }
@@ -92,17 +130,31 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
         Some(ws) => ws,
         None => {
             let url = signalurl::v0_url(&base, options.auto_subscribe);
-            match ws::open(url.as_str(), &options.token, options.ca_file.as_deref(), options.connect_timeout).await {
+            match ws::open(
+                url.as_str(),
+                &options.token,
+                options.ca_file.as_deref(),
+                options.connect_timeout,
+            )
+            .await
+            {
                 Ok(ws) => ws,
                 Err(e) => return Err(refused(&url, options, e).await.into()),
             }
         }
     };
-    let session_options = SessionOptions { first_message_timeout: options.join_timeout, ..Default::default() };
+    let session_options = SessionOptions {
+        first_message_timeout: options.join_timeout,
+        ..Default::default()
+    };
     let (signal, mut signal_rx) = ws::spawn(ws, session_options);
     // The first message decides: JoinResponse, or a Leave saying why not.
     let join = loop {
-        let event = tokio::time::timeout(options.join_timeout + Duration::from_secs(1), signal_rx.recv()).await;
+        let event = tokio::time::timeout(
+            options.join_timeout + Duration::from_secs(1),
+            signal_rx.recv(),
+        )
+        .await;
         match event {
             Err(_) | Ok(Some(SignalEvent::Session(SessionEvent::FirstMessageTimeout))) => {
                 signal.close();
@@ -111,20 +163,35 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
             Ok(Some(SignalEvent::Session(SessionEvent::Joined(join)))) => break *join,
             Ok(Some(SignalEvent::Session(SessionEvent::Leave { reason, action }))) => {
                 signal.close();
-                return Err(JoinError::Refused { reason: reason.as_str_name().into(), action: action.as_str_name().into() });
+                return Err(JoinError::Refused {
+                    reason: reason.as_str_name().into(),
+                    action: action.as_str_name().into(),
+                });
             }
             Ok(Some(SignalEvent::Session(SessionEvent::UnexpectedFirstMessage(msg)))) => {
                 signal.close();
-                return Err(JoinError::Closed(format!("the server's first message was not a JoinResponse: {msg:?}")));
+                return Err(JoinError::Closed(format!(
+                    "the server's first message was not a JoinResponse: {msg:?}"
+                )));
             }
-            Ok(Some(SignalEvent::Session(other))) => tracing::debug!("before JoinResponse: {other:?}"),
+            Ok(Some(SignalEvent::Session(other))) => {
+                tracing::debug!("before JoinResponse: {other:?}")
+            }
             Ok(Some(SignalEvent::Closed { code, reason })) => {
                 return Err(JoinError::Closed(format!("code {code:?} {reason}")));
             }
             Ok(None) => return Err(JoinError::Closed("signal task ended".into())),
         }
     };
-    Ok(Opened { path, signal, signal_rx, publisher, peer_rx, peer_tx, join })
+    Ok(Opened {
+        path,
+        signal,
+        signal_rx,
+        publisher,
+        peer_rx,
+        peer_tx,
+        join,
+    })
 }
 
 /// A local track on its way to being published.
@@ -175,16 +242,23 @@ pub(crate) async fn start(
         .unwrap_or(false);
     let base = signalurl::ws_base(&options.url)?;
     let udp_addrs = peer::udp_bind_addrs(server_ip(&base).await);
-    let peer_options = PeerOptions { ice_servers, force_relay, udp_addrs, receive_vp8: true };
+    let peer_options = PeerOptions {
+        ice_servers,
+        force_relay,
+        udp_addrs,
+        receive_vp8: true,
+    };
     let tx = opened.peer_tx.clone();
     let (publisher, subscriber) = match opened.publisher {
         Some(p) => (p, None),
         None => {
-            let publisher = Transport::new(proto::SignalTarget::Publisher, &peer_options, tx.clone()).await?;
+            let publisher =
+                Transport::new(proto::SignalTarget::Publisher, &peer_options, tx.clone()).await?;
             for channel in publisher.create_data_channels().await? {
                 peer::watch_data_channel(proto::SignalTarget::Publisher, channel, tx.clone());
             }
-            let subscriber = Transport::new(proto::SignalTarget::Subscriber, &peer_options, tx.clone()).await?;
+            let subscriber =
+                Transport::new(proto::SignalTarget::Subscriber, &peer_options, tx.clone()).await?;
             (publisher, Some(subscriber))
         }
     };
@@ -276,46 +350,71 @@ impl Engine {
         if self.options.video.enabled() {
             let track = LocalTrack::new(RtpCodecKind::Video, &stream_id)?;
             let v = &self.options.video;
-            self.signal.send(proto::signal_request::Message::AddTrack(proto::AddTrackRequest {
-                cid: track.cid.clone(),
-                name: "camera".into(),
-                r#type: proto::TrackType::Video as i32,
-                width: v.width,
-                height: v.height,
-                source: proto::TrackSource::Camera as i32,
-                layers: vec![proto::VideoLayer {
-                    quality: proto::VideoQuality::High as i32,
+            self.signal.send(proto::signal_request::Message::AddTrack(
+                proto::AddTrackRequest {
+                    cid: track.cid.clone(),
+                    name: "camera".into(),
+                    r#type: proto::TrackType::Video as i32,
                     width: v.width,
                     height: v.height,
-                    bitrate: v.bitrate * 1000,
+                    source: proto::TrackSource::Camera as i32,
+                    layers: vec![proto::VideoLayer {
+                        quality: proto::VideoQuality::High as i32,
+                        width: v.width,
+                        height: v.height,
+                        bitrate: v.bitrate * 1000,
+                        ..Default::default()
+                    }],
+                    simulcast_codecs: vec![proto::SimulcastCodec {
+                        codec: "h264".into(),
+                        cid: track.cid.clone(),
+                        ..Default::default()
+                    }],
                     ..Default::default()
-                }],
-                simulcast_codecs: vec![proto::SimulcastCodec { codec: "h264".into(), cid: track.cid.clone(), ..Default::default() }],
-                ..Default::default()
-            }));
-            self.tracks.push(Publishing { track, settings_kind: TrackKind::Video, sid: None, attached: false, started: false, announced: false });
+                },
+            ));
+            self.tracks.push(Publishing {
+                track,
+                settings_kind: TrackKind::Video,
+                sid: None,
+                attached: false,
+                started: false,
+                announced: false,
+            });
         }
         if self.options.audio.enabled() {
             let track = LocalTrack::new(RtpCodecKind::Audio, &stream_id)?;
-            self.signal.send(proto::signal_request::Message::AddTrack(proto::AddTrackRequest {
-                cid: track.cid.clone(),
-                name: "microphone".into(),
-                r#type: proto::TrackType::Audio as i32,
-                source: proto::TrackSource::Microphone as i32,
-                // We send plain Opus; a RED preference would make the server pick a codec we never send.
-                disable_red: true,
-                audio_features: if self.options.audio.channels == 2 {
-                    vec![proto::AudioTrackFeature::TfStereo as i32]
-                } else {
-                    Vec::new()
+            self.signal.send(proto::signal_request::Message::AddTrack(
+                proto::AddTrackRequest {
+                    cid: track.cid.clone(),
+                    name: "microphone".into(),
+                    r#type: proto::TrackType::Audio as i32,
+                    source: proto::TrackSource::Microphone as i32,
+                    // We send plain Opus; a RED preference would make the server pick a codec we never send.
+                    disable_red: true,
+                    audio_features: if self.options.audio.channels == 2 {
+                        vec![proto::AudioTrackFeature::TfStereo as i32]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
                 },
-                ..Default::default()
-            }));
-            self.tracks.push(Publishing { track, settings_kind: TrackKind::Audio, sid: None, attached: false, started: false, announced: false });
+            ));
+            self.tracks.push(Publishing {
+                track,
+                settings_kind: TrackKind::Audio,
+                sid: None,
+                attached: false,
+                started: false,
+                announced: false,
+            });
         }
         let mut stats = self.stats.lock().unwrap();
         for p in &self.tracks {
-            stats.push(TrackStatsRef { cid: p.track.cid.clone(), stats: p.track.stats.clone() });
+            stats.push(TrackStatsRef {
+                cid: p.track.cid.clone(),
+                stats: p.track.stats.clone(),
+            });
         }
         Ok(())
     }
@@ -328,16 +427,23 @@ impl Engine {
         let sdp = self.publisher.create_offer().await?;
         self.offer_in_flight = true;
         self.renegotiate = false;
-        self.signal.send(proto::signal_request::Message::Offer(proto::SessionDescription {
-            r#type: "offer".into(),
-            sdp,
-            ..Default::default()
-        }));
+        self.signal.send(proto::signal_request::Message::Offer(
+            proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp,
+                ..Default::default()
+            },
+        ));
         Ok(())
     }
 
-    async fn on_track_published(&mut self, response: proto::TrackPublishedResponse) -> anyhow::Result<()> {
-        let Some(info) = response.track else { return Ok(()) };
+    async fn on_track_published(
+        &mut self,
+        response: proto::TrackPublishedResponse,
+    ) -> anyhow::Result<()> {
+        let Some(info) = response.track else {
+            return Ok(());
+        };
         let Some(p) = self.tracks.iter_mut().find(|p| p.track.cid == response.cid) else {
             tracing::warn!("TrackPublished for unknown cid {}", response.cid);
             return Ok(());
@@ -350,7 +456,11 @@ impl Engine {
                 cid: response.cid.clone(),
                 kind: p.settings_kind,
                 mime_type: if info.mime_type.is_empty() {
-                    if p.settings_kind == TrackKind::Video { "video/H264".into() } else { "audio/opus".into() }
+                    if p.settings_kind == TrackKind::Video {
+                        "video/H264".into()
+                    } else {
+                        "audio/opus".into()
+                    }
                 } else {
                     info.mime_type.clone()
                 },
@@ -374,10 +484,18 @@ impl Engine {
         self.mid_to_track.extend(answer.mid_to_track_id.clone());
         self.publisher.apply_answer(answer.sdp).await?;
         self.offer_in_flight = false;
-        for p in self.tracks.iter_mut().filter(|p| p.attached && !p.announced) {
+        for p in self
+            .tracks
+            .iter_mut()
+            .filter(|p| p.attached && !p.announced)
+        {
             p.announced = true;
             let sid = p.sid.clone().unwrap_or_default();
-            let _ = self.events.send(RoomEvent::LocalTrackPublished { track_sid: sid, cid: p.track.cid.clone(), kind: p.settings_kind });
+            let _ = self.events.send(RoomEvent::LocalTrackPublished {
+                track_sid: sid,
+                cid: p.track.cid.clone(),
+                kind: p.settings_kind,
+            });
         }
         if self.renegotiate {
             self.negotiate().await?;
@@ -409,14 +527,20 @@ impl Engine {
             let handle = p.track.start(pipeline).await?;
             self.pipelines.push(handle);
             self.tracks[i].started = true;
-            tracing::info!("{:?} track {} is live", self.tracks[i].settings_kind, self.tracks[i].sid.as_deref().unwrap_or(""));
+            tracing::info!(
+                "{:?} track {} is live",
+                self.tracks[i].settings_kind,
+                self.tracks[i].sid.as_deref().unwrap_or("")
+            );
         }
         Ok(())
     }
 
     fn participants_update(&mut self, infos: Vec<proto::ParticipantInfo>) {
         for info in infos {
-            if info.sid == self.local_sid || info.identity == self.state.lock().unwrap().local.identity {
+            if info.sid == self.local_sid
+                || info.identity == self.state.lock().unwrap().local.identity
+            {
                 continue;
             }
             let gone = info.state == proto::participant_info::State::Disconnected as i32;
@@ -426,35 +550,60 @@ impl Engine {
                 if gone {
                     if let Some(old) = s.remotes.remove(&info.identity) {
                         for sid in old.tracks.keys() {
-                            emitted.push(RoomEvent::TrackUnpublished { participant: old.identity.clone(), track_sid: sid.clone() });
+                            emitted.push(RoomEvent::TrackUnpublished {
+                                participant: old.identity.clone(),
+                                track_sid: sid.clone(),
+                            });
                         }
-                        emitted.push(RoomEvent::ParticipantDisconnected { identity: old.identity, sid: old.sid });
+                        emitted.push(RoomEvent::ParticipantDisconnected {
+                            identity: old.identity,
+                            sid: old.sid,
+                        });
                     }
                 } else {
                     let is_new = !s.remotes.contains_key(&info.identity);
-                    let entry = s.remotes.entry(info.identity.clone()).or_insert_with(|| RemoteParticipant {
-                        sid: info.sid.clone(),
-                        identity: info.identity.clone(),
-                        name: info.name.clone(),
-                        tracks: HashMap::new(),
+                    let entry = s.remotes.entry(info.identity.clone()).or_insert_with(|| {
+                        RemoteParticipant {
+                            sid: info.sid.clone(),
+                            identity: info.identity.clone(),
+                            name: info.name.clone(),
+                            tracks: HashMap::new(),
+                        }
                     });
                     entry.sid = info.sid.clone();
                     entry.name = info.name.clone();
                     if is_new {
-                        emitted.push(RoomEvent::ParticipantConnected { identity: info.identity.clone(), sid: info.sid.clone() });
+                        emitted.push(RoomEvent::ParticipantConnected {
+                            identity: info.identity.clone(),
+                            sid: info.sid.clone(),
+                        });
                     }
                     let current: Vec<String> = info.tracks.iter().map(|t| t.sid.clone()).collect();
-                    let removed: Vec<String> = entry.tracks.keys().filter(|sid| !current.contains(sid)).cloned().collect();
+                    let removed: Vec<String> = entry
+                        .tracks
+                        .keys()
+                        .filter(|sid| !current.contains(sid))
+                        .cloned()
+                        .collect();
                     for sid in removed {
                         entry.tracks.remove(&sid);
-                        emitted.push(RoomEvent::TrackUnpublished { participant: info.identity.clone(), track_sid: sid });
+                        emitted.push(RoomEvent::TrackUnpublished {
+                            participant: info.identity.clone(),
+                            track_sid: sid,
+                        });
                     }
                     for t in &info.tracks {
                         if !entry.tracks.contains_key(&t.sid) {
                             let kind = TrackKind::from_proto(t.r#type);
                             entry.tracks.insert(
                                 t.sid.clone(),
-                                RemoteTrackPublication { sid: t.sid.clone(), name: t.name.clone(), kind, mime_type: t.mime_type.clone(), subscribed: false },
+                                RemoteTrackPublication {
+                                    sid: t.sid.clone(),
+                                    name: t.name.clone(),
+                                    kind,
+                                    mime_type: t.mime_type.clone(),
+                                    subscribed: false,
+                                },
                             );
                             emitted.push(RoomEvent::TrackPublished {
                                 participant: info.identity.clone(),
@@ -474,19 +623,32 @@ impl Engine {
 
     /// Identify a subscribed track: msid stream id "PA_sid|TR_sid" (LiveKit), else the track id,
     /// else (v1) the answer's mid map.
-    async fn on_remote_track(&mut self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
+    async fn on_remote_track(
+        &mut self,
+        track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>,
+    ) {
         let stream_id = track.stream_id().await;
         let track_id = track.track_id().await;
         let (participant_sid, track_sid) = match stream_id.split_once('|') {
             Some((pa, tr)) => (Some(pa.to_string()), tr.to_string()),
             None if track_id.starts_with("TR_") => (None, track_id.clone()),
-            None => (None, self.mid_to_track.values().find(|v| **v == track_id).cloned().unwrap_or(track_id.clone())),
+            None => (
+                None,
+                self.mid_to_track
+                    .values()
+                    .find(|v| **v == track_id)
+                    .cloned()
+                    .unwrap_or(track_id.clone()),
+            ),
         };
         let found = {
             let mut s = self.state.lock().unwrap();
             let mut found = None;
             for remote in s.remotes.values_mut() {
-                if participant_sid.as_deref().is_some_and(|pa| pa != remote.sid) {
+                if participant_sid
+                    .as_deref()
+                    .is_some_and(|pa| pa != remote.sid)
+                {
                     continue;
                 }
                 if let Some(publication) = remote.tracks.get_mut(&track_sid) {
@@ -499,11 +661,19 @@ impl Engine {
         let (participant, kind) = match found {
             Some(f) => f,
             None => {
-                let kind = if track.kind().await == RtpCodecKind::Video { TrackKind::Video } else { TrackKind::Audio };
+                let kind = if track.kind().await == RtpCodecKind::Video {
+                    TrackKind::Video
+                } else {
+                    TrackKind::Audio
+                };
                 (participant_sid.unwrap_or_default(), kind)
             }
         };
-        self.emit(RoomEvent::TrackSubscribed { participant: participant.clone(), track_sid: track_sid.clone(), kind });
+        self.emit(RoomEvent::TrackSubscribed {
+            participant: participant.clone(),
+            track_sid: track_sid.clone(),
+            kind,
+        });
         let events = self.events.clone();
         let state = self.state.clone();
         tokio::spawn(async move {
@@ -519,7 +689,10 @@ impl Engine {
                     p.subscribed = false;
                 }
             }
-            let _ = events.send(RoomEvent::TrackUnsubscribed { participant, track_sid });
+            let _ = events.send(RoomEvent::TrackUnsubscribed {
+                participant,
+                track_sid,
+            });
         });
     }
 
@@ -529,7 +702,12 @@ impl Engine {
             return;
         };
         if let Some(proto::data_packet::Value::User(user)) = packet.value {
-            self.emit(RoomEvent::DataReceived { participant: packet.participant_identity, topic: user.topic, payload: user.payload, reliable: label == peer::RELIABLE });
+            self.emit(RoomEvent::DataReceived {
+                participant: packet.participant_identity,
+                topic: user.topic,
+                payload: user.payload,
+                reliable: label == peer::RELIABLE,
+            });
         }
     }
 
@@ -544,7 +722,11 @@ impl Engine {
         let close_publisher = self.publisher.close();
         match &self.subscriber {
             Some(sub) => {
-                let _ = tokio::time::timeout(Duration::from_millis(300), futures_util::future::join(close_publisher, sub.close())).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    futures_util::future::join(close_publisher, sub.close()),
+                )
+                .await;
             }
             None => {
                 let _ = tokio::time::timeout(Duration::from_millis(300), close_publisher).await;
@@ -561,7 +743,9 @@ impl Engine {
             s.disconnect_reason = Some(reason.clone());
             s.state = Some(ConnectionState::Disconnected);
         }
-        self.emit(RoomEvent::ConnectionStateChanged { state: ConnectionState::Disconnected });
+        self.emit(RoomEvent::ConnectionStateChanged {
+            state: ConnectionState::Disconnected,
+        });
         self.emit(RoomEvent::Disconnected { reason });
     }
 
@@ -571,18 +755,26 @@ impl Engine {
             SessionEvent::Offer(offer) => match (&self.subscriber, self.path) {
                 (Some(sub), SignalPath::V0) => {
                     let sdp = sub.answer_offer(offer.sdp).await?;
-                    self.signal.send(proto::signal_request::Message::Answer(proto::SessionDescription {
-                        r#type: "answer".into(),
-                        sdp,
-                        id: offer.id,
-                        ..Default::default()
-                    }));
+                    self.signal.send(proto::signal_request::Message::Answer(
+                        proto::SessionDescription {
+                            r#type: "answer".into(),
+                            sdp,
+                            id: offer.id,
+                            ..Default::default()
+                        },
+                    ));
                 }
                 _ => tracing::debug!("ignoring a server offer in single-PC mode"),
             },
-            SessionEvent::Trickle { target, candidate_init, .. } => {
+            SessionEvent::Trickle {
+                target,
+                candidate_init,
+                ..
+            } => {
                 let transport = match (target, &self.subscriber) {
-                    (proto::SignalTarget::Subscriber, Some(sub)) if self.path == SignalPath::V0 => sub,
+                    (proto::SignalTarget::Subscriber, Some(sub)) if self.path == SignalPath::V0 => {
+                        sub
+                    }
                     _ => &self.publisher,
                 };
                 if let Err(e) = transport.add_remote_candidate(&candidate_init).await {
@@ -591,12 +783,16 @@ impl Engine {
             }
             SessionEvent::TrackPublished(response) => self.on_track_published(response).await?,
             SessionEvent::TrackUnpublished(response) => {
-                self.emit(RoomEvent::LocalTrackUnpublished { track_sid: response.track_sid });
+                self.emit(RoomEvent::LocalTrackUnpublished {
+                    track_sid: response.track_sid,
+                });
             }
             SessionEvent::ParticipantUpdate(infos) => self.participants_update(infos),
             SessionEvent::MediaSectionsRequirement(req) => {
                 if self.path == SignalPath::V1 {
-                    self.publisher.add_receive_sections(req.num_audios as usize, req.num_videos as usize).await?;
+                    self.publisher
+                        .add_receive_sections(req.num_audios as usize, req.num_videos as usize)
+                        .await?;
                     self.negotiate().await?;
                 }
             }
@@ -609,7 +805,9 @@ impl Engine {
                 let reason_name = reason.as_str_name().to_string();
                 match action {
                     proto::leave_request::Action::Disconnect => {
-                        tracing::warn!("the server removed us from the room ({reason_name}); not rejoining");
+                        tracing::warn!(
+                            "the server removed us from the room ({reason_name}); not rejoining"
+                        );
                     }
                     other => {
                         // Resume/full reconnect is the supervisor's job (a later issue).
@@ -627,23 +825,37 @@ impl Engine {
             }
             SessionEvent::RequestResponse(response) => {
                 if response.reason != proto::request_response::Reason::Ok as i32 {
-                    tracing::warn!("server refused a request: {:?} {}", response.reason(), response.message);
+                    tracing::warn!(
+                        "server refused a request: {:?} {}",
+                        response.reason(),
+                        response.message
+                    );
                 }
             }
-            SessionEvent::Joined(_) | SessionEvent::Resumed(_) | SessionEvent::RoomUpdate(_) | SessionEvent::RemoteMute(_) => {}
-            SessionEvent::FirstMessageTimeout | SessionEvent::UnexpectedFirstMessage(_) | SessionEvent::Other(_) => {}
+            SessionEvent::Joined(_)
+            | SessionEvent::Resumed(_)
+            | SessionEvent::RoomUpdate(_)
+            | SessionEvent::RemoteMute(_) => {}
+            SessionEvent::FirstMessageTimeout
+            | SessionEvent::UnexpectedFirstMessage(_)
+            | SessionEvent::Other(_) => {}
         }
         Ok(true)
     }
 
     async fn handle_peer(&mut self, event: PeerEvent) -> anyhow::Result<()> {
         match event {
-            PeerEvent::LocalCandidate { target, candidate_init } => {
-                self.signal.send(proto::signal_request::Message::Trickle(proto::TrickleRequest {
-                    candidate_init,
-                    target: target as i32,
-                    r#final: false,
-                }));
+            PeerEvent::LocalCandidate {
+                target,
+                candidate_init,
+            } => {
+                self.signal.send(proto::signal_request::Message::Trickle(
+                    proto::TrickleRequest {
+                        candidate_init,
+                        target: target as i32,
+                        r#final: false,
+                    },
+                ));
             }
             PeerEvent::ConnectionState { target, state } => {
                 tracing::debug!("{target:?} PC {state}");
@@ -663,7 +875,9 @@ impl Engine {
                     }
                 }
             }
-            PeerEvent::DataChannel { target, channel } => peer::watch_data_channel(target, channel, self.peer_tx.clone()),
+            PeerEvent::DataChannel { target, channel } => {
+                peer::watch_data_channel(target, channel, self.peer_tx.clone())
+            }
             PeerEvent::Track { track, .. } => self.on_remote_track(track).await,
             PeerEvent::DataPacket { label, data, .. } => self.on_data(&label, &data),
         }

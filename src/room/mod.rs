@@ -124,19 +124,55 @@ pub struct LocalParticipant {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RoomEvent {
-    ParticipantConnected { identity: String, sid: String },
-    ParticipantDisconnected { identity: String, sid: String },
-    TrackPublished { participant: String, track_sid: String, kind: TrackKind, mime_type: String },
-    TrackUnpublished { participant: String, track_sid: String },
-    TrackSubscribed { participant: String, track_sid: String, kind: TrackKind },
-    TrackUnsubscribed { participant: String, track_sid: String },
-    LocalTrackPublished { track_sid: String, cid: String, kind: TrackKind },
-    LocalTrackUnpublished { track_sid: String },
-    DataReceived { participant: String, topic: Option<String>, payload: Vec<u8>, reliable: bool },
-    ConnectionStateChanged { state: ConnectionState },
+    ParticipantConnected {
+        identity: String,
+        sid: String,
+    },
+    ParticipantDisconnected {
+        identity: String,
+        sid: String,
+    },
+    TrackPublished {
+        participant: String,
+        track_sid: String,
+        kind: TrackKind,
+        mime_type: String,
+    },
+    TrackUnpublished {
+        participant: String,
+        track_sid: String,
+    },
+    TrackSubscribed {
+        participant: String,
+        track_sid: String,
+        kind: TrackKind,
+    },
+    TrackUnsubscribed {
+        participant: String,
+        track_sid: String,
+    },
+    LocalTrackPublished {
+        track_sid: String,
+        cid: String,
+        kind: TrackKind,
+    },
+    LocalTrackUnpublished {
+        track_sid: String,
+    },
+    DataReceived {
+        participant: String,
+        topic: Option<String>,
+        payload: Vec<u8>,
+        reliable: bool,
+    },
+    ConnectionStateChanged {
+        state: ConnectionState,
+    },
     Reconnecting,
     Reconnected,
-    Disconnected { reason: String },
+    Disconnected {
+        reason: String,
+    },
 }
 
 /// What the room knows right now.
@@ -187,13 +223,22 @@ pub struct Room {
 impl Room {
     /// Join: open signalling (v1 with v0 fallback unless forced), wait for JoinResponse, then
     /// publish the configured tracks in the background. LocalTrackPublished events follow.
-    pub async fn connect(options: RoomOptions) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), JoinError> {
+    pub async fn connect(
+        options: RoomOptions,
+    ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), JoinError> {
         let state = Arc::new(Mutex::new(RoomState::default()));
         let stats = Arc::new(Mutex::new(Vec::new()));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         engine::start(options, state.clone(), stats.clone(), event_tx, command_rx).await?;
-        Ok((Room { state, stats, commands: command_tx }, event_rx))
+        Ok((
+            Room {
+                state,
+                stats,
+                commands: command_tx,
+            },
+            event_rx,
+        ))
     }
 
     pub fn name(&self) -> String {
@@ -205,7 +250,11 @@ impl Room {
     }
 
     pub fn connection_state(&self) -> ConnectionState {
-        self.state.lock().unwrap().state.unwrap_or(ConnectionState::Connecting)
+        self.state
+            .lock()
+            .unwrap()
+            .state
+            .unwrap_or(ConnectionState::Connecting)
     }
 
     /// Why the room disconnected, once it has.
@@ -218,9 +267,18 @@ impl Room {
         let stats = self.stats.lock().unwrap();
         for track in &mut local.tracks {
             if let Some(s) = stats.iter().find(|s| s.cid == track.cid) {
-                track.frames_sent = s.stats.frames_sent.load(std::sync::atomic::Ordering::Relaxed);
-                track.bytes_sent = s.stats.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
-                track.keyframe_requests = s.stats.keyframe_requests.load(std::sync::atomic::Ordering::Relaxed);
+                track.frames_sent = s
+                    .stats
+                    .frames_sent
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                track.bytes_sent = s
+                    .stats
+                    .bytes_sent
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                track.keyframe_requests = s
+                    .stats
+                    .keyframe_requests
+                    .load(std::sync::atomic::Ordering::Relaxed);
             }
         }
         local

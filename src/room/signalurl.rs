@@ -25,13 +25,16 @@ pub enum SignalPath {
 
 /// `ws(s)://host[/prefix]` from whatever the user gave (http(s) mapped to ws(s)).
 pub fn ws_base(url: &str) -> anyhow::Result<url::Url> {
-    let mut parsed = url::Url::parse(url.trim()).map_err(|e| anyhow::anyhow!("url {url:?}: {e} (expected e.g. wss://my.livekit.cloud)"))?;
+    let mut parsed = url::Url::parse(url.trim())
+        .map_err(|e| anyhow::anyhow!("url {url:?}: {e} (expected e.g. wss://my.livekit.cloud)"))?;
     let scheme = match parsed.scheme() {
         "ws" | "http" => "ws",
         "wss" | "https" => "wss",
         other => anyhow::bail!("url {url:?}: scheme {other:?} is not ws, wss, http or https"),
     };
-    parsed.set_scheme(scheme).map_err(|_| anyhow::anyhow!("url {url:?}: cannot use scheme {scheme}"))?;
+    parsed
+        .set_scheme(scheme)
+        .map_err(|_| anyhow::anyhow!("url {url:?}: cannot use scheme {scheme}"))?;
     parsed.set_query(None);
     parsed.set_fragment(None);
     Ok(parsed)
@@ -77,19 +80,30 @@ pub fn v1_url(base: &url::Url, auto_subscribe: bool, publisher_offer: Option<Str
     let mut url = append_path(base, &["rtc", "v1"]);
     let join = proto::JoinRequest {
         client_info: Some(client_info()),
-        connection_settings: Some(proto::ConnectionSettings { auto_subscribe, ..Default::default() }),
-        publisher_offer: publisher_offer
-            .map(|sdp| proto::SessionDescription { r#type: "offer".into(), sdp, ..Default::default() }),
+        connection_settings: Some(proto::ConnectionSettings {
+            auto_subscribe,
+            ..Default::default()
+        }),
+        publisher_offer: publisher_offer.map(|sdp| proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp,
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    url.query_pairs_mut().append_pair("join_request", &encode_join_request(&join));
+    url.query_pairs_mut()
+        .append_pair("join_request", &encode_join_request(&join));
     url
 }
 
 /// The validate URL for a connect URL: http(s) scheme, `/validate` appended, query kept.
 pub fn validate_url(connect: &url::Url) -> String {
     let mut url = append_path(connect, &["validate"]);
-    let scheme = if connect.scheme() == "wss" { "https" } else { "http" };
+    let scheme = if connect.scheme() == "wss" {
+        "https"
+    } else {
+        "http"
+    };
     let _ = url.set_scheme(scheme);
     url.to_string()
 }

@@ -29,7 +29,10 @@ pub enum ConnectError {
     #[error("could not reach {url} within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("could not connect to {url}: {source}")]
-    Transport { url: String, source: tungstenite::Error },
+    Transport {
+        url: String,
+        source: tungstenite::Error,
+    },
     #[error("TLS setup: {0}")]
     Tls(String),
 }
@@ -37,7 +40,13 @@ pub enum ConnectError {
 impl ConnectError {
     /// 401/403: the token is wrong; retrying with the same one cannot help.
     pub fn is_auth_failure(&self) -> bool {
-        matches!(self, ConnectError::Rejected { status: 401 | 403, .. })
+        matches!(
+            self,
+            ConnectError::Rejected {
+                status: 401 | 403,
+                ..
+            }
+        )
     }
 }
 
@@ -46,16 +55,26 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, C
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| ConnectError::Tls(format!("ca_file {}: {e} (point ca_file at a PEM file)", path.display())))?;
+        let pem = std::fs::read(path).map_err(|e| {
+            ConnectError::Tls(format!(
+                "ca_file {}: {e} (point ca_file at a PEM file)",
+                path.display()
+            ))
+        })?;
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| ConnectError::Tls(format!("ca_file {}: {e}", path.display())))?;
-            roots.add(cert).map_err(|e| ConnectError::Tls(format!("ca_file {}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| ConnectError::Tls(format!("ca_file {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| ConnectError::Tls(format!("ca_file {}: {e}", path.display())))?;
             added += 1;
         }
         if added == 0 {
-            return Err(ConnectError::Tls(format!("ca_file {}: no PEM certificate found", path.display())));
+            return Err(ConnectError::Tls(format!(
+                "ca_file {}: no PEM certificate found",
+                path.display()
+            )));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -68,13 +87,23 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, C
 }
 
 /// Open the signalling WebSocket at `url` (already carrying its query).
-pub async fn open(url: &str, token: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<WsStream, ConnectError> {
+pub async fn open(
+    url: &str,
+    token: &str,
+    ca_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<WsStream, ConnectError> {
     let mut request = url
         .into_client_request()
-        .map_err(|source| ConnectError::Transport { url: redact(url), source })?;
+        .map_err(|source| ConnectError::Transport {
+            url: redact(url),
+            source,
+        })?;
     request.headers_mut().insert(
         "Authorization",
-        format!("Bearer {token}").parse().map_err(|_| ConnectError::Tls("the token contains characters not allowed in an HTTP header".into()))?,
+        format!("Bearer {token}").parse().map_err(|_| {
+            ConnectError::Tls("the token contains characters not allowed in an HTTP header".into())
+        })?,
     );
     let connector = if url.starts_with("wss:") {
         Some(tokio_tungstenite::Connector::Rustls(tls_config(ca_file)?))
@@ -83,14 +112,27 @@ pub async fn open(url: &str, token: &str, ca_file: Option<&Path>, timeout: Durat
     };
     let attempt = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
     match tokio::time::timeout(timeout, attempt).await {
-        Err(_) => Err(ConnectError::Timeout { url: redact(url), timeout }),
+        Err(_) => Err(ConnectError::Timeout {
+            url: redact(url),
+            timeout,
+        }),
         Ok(Ok((ws, _response))) => Ok(ws),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();
-            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
-            Err(ConnectError::Rejected { status, reason: body })
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .unwrap_or_default();
+            Err(ConnectError::Rejected {
+                status,
+                reason: body,
+            })
         }
-        Ok(Err(source)) => Err(ConnectError::Transport { url: redact(url), source }),
+        Ok(Err(source)) => Err(ConnectError::Transport {
+            url: redact(url),
+            source,
+        }),
     }
 }
 
@@ -104,7 +146,11 @@ pub fn redact(url: &str) -> String {
 
 /// GET the validate URL (same query, same Bearer header) and return the status and the server's
 /// text. Runs ureq on a blocking thread; gives up after 3 s like the Rust SDK.
-pub async fn validate(validate_url: String, token: String, ca_file: Option<PathBuf>) -> Option<(u16, String)> {
+pub async fn validate(
+    validate_url: String,
+    token: String,
+    ca_file: Option<PathBuf>,
+) -> Option<(u16, String)> {
     tokio::task::spawn_blocking(move || {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(path) = &ca_file {
@@ -123,7 +169,11 @@ pub async fn validate(validate_url: String, token: String, ca_file: Option<PathB
             .tls_config(tls.build())
             .build()
             .into();
-        let mut response = agent.get(&validate_url).header("Authorization", &format!("Bearer {token}")).call().ok()?;
+        let mut response = agent
+            .get(&validate_url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .ok()?;
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().unwrap_or_default();
         Some((status, body.trim().to_string()))
@@ -138,7 +188,10 @@ pub async fn validate(validate_url: String, token: String, ca_file: Option<PathB
 pub enum SignalEvent {
     Session(SessionEvent),
     /// The socket is gone: closed by the server (with its close code) or broken.
-    Closed { code: Option<u16>, reason: String },
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
 }
 
 enum Command {
@@ -173,17 +226,32 @@ impl SignalHandle {
 }
 
 /// Start the task that pumps `ws` through a fresh session.
-pub fn spawn(ws: WsStream, options: SessionOptions) -> (SignalHandle, mpsc::UnboundedReceiver<SignalEvent>) {
+pub fn spawn(
+    ws: WsStream,
+    options: SessionOptions,
+) -> (SignalHandle, mpsc::UnboundedReceiver<SignalEvent>) {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let session = SignalSession::new(options, Instant::now());
     tokio::spawn(run(ws, session, command_rx, event_tx));
-    (SignalHandle { commands: command_tx }, event_rx)
+    (
+        SignalHandle {
+            commands: command_tx,
+        },
+        event_rx,
+    )
 }
 
-async fn flush(ws: &mut WsStream, session: &mut SignalSession, events: &mpsc::UnboundedSender<SignalEvent>) -> bool {
+async fn flush(
+    ws: &mut WsStream,
+    session: &mut SignalSession,
+    events: &mpsc::UnboundedSender<SignalEvent>,
+) -> bool {
     while let Some(request) = session.poll_transmit() {
-        if let Err(e) = ws.send(Message::Binary(request.encode_to_vec().into())).await {
+        if let Err(e) = ws
+            .send(Message::Binary(request.encode_to_vec().into()))
+            .await
+        {
             tracing::debug!("signal write failed: {e}");
             return false;
         }
@@ -195,7 +263,10 @@ async fn flush(ws: &mut WsStream, session: &mut SignalSession, events: &mpsc::Un
 }
 
 async fn close_ws(ws: &mut WsStream) {
-    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
     let _ = ws.close(Some(frame)).await;
     // Give the server a moment to answer the close handshake, as the JS SDK does (250 ms).
     let _ = tokio::time::timeout(Duration::from_millis(250), async {
@@ -216,12 +287,18 @@ async fn run(
 ) {
     loop {
         if !flush(&mut ws, &mut session, &events).await {
-            let _ = events.send(SignalEvent::Closed { code: None, reason: "write failed".into() });
+            let _ = events.send(SignalEvent::Closed {
+                code: None,
+                reason: "write failed".into(),
+            });
             return;
         }
         if session.state() == SessionState::Closed {
             close_ws(&mut ws).await;
-            let _ = events.send(SignalEvent::Closed { code: Some(1000), reason: "session closed".into() });
+            let _ = events.send(SignalEvent::Closed {
+                code: Some(1000),
+                reason: "session closed".into(),
+            });
             return;
         }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
