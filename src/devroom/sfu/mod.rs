@@ -10,7 +10,7 @@
 //!   [`Sfu::accept_offer`] answers. A track forwarded to such a peer waits for the client's
 //!   next offer and is attached to a free recvonly m-section of it (LiveKit single-PC clients
 //!   pre-add 3 audio + 3 video recvonly transceivers and add more on
-//!   `MediaSectionsRequirement`). [`SfuEvent::MediaSectionsRequired`] says how many more
+//!   `MediaSectionsRequirement`). [`SfuEvent::RenegotiationNeeded`] says how many more
 //!   sections are needed; after it, the client must re-offer.
 //! - [`PeerRole::ServerOffers`]: the v0 subscriber PC. The SFU adds a sendonly m-section per
 //!   forwarded track; on [`SfuEvent::RenegotiationNeeded`] signalling calls
@@ -155,15 +155,17 @@ pub enum SfuEvent {
     /// First RTP of a track that has been named with [`Sfu::publish`] (emitted at whichever
     /// of the two comes later).
     FirstRtp { track_key: TrackKey },
-    /// ServerOffers peer: call [`Sfu::create_offer`] and send the offer.
-    RenegotiationNeeded { peer: PeerId },
-    /// ClientOffers peer: tracks wait for the client's next offer. Send LiveKit's
-    /// `MediaSectionsRequirement{num_audios: audios, num_videos: videos}` (counts may be 0
-    /// when the client already has free recvonly sections; it must re-offer all the same).
-    MediaSectionsRequired {
+    /// The peer must renegotiate.
+    /// - ServerOffers peer (v0 subscriber PC): call [`Sfu::create_offer`] and send the offer
+    ///   (missing_* are 0). Keep one offer in flight; coalesce further events until the answer.
+    /// - ClientOffers peer (v1 single PC): forwarded tracks wait for the client's next offer.
+    ///   Send `MediaSectionsRequirement{num_audios: missing_audio, num_videos: missing_video}`:
+    ///   the counts are the tracks no free recvonly m-section of the current offer can carry,
+    ///   often 0/0 — the client re-offers all the same.
+    RenegotiationNeeded {
         peer: PeerId,
-        audios: u32,
-        videos: u32,
+        missing_audio: u32,
+        missing_video: u32,
     },
     /// PeerConnection state: "new" | "connecting" | "connected" | "disconnected" | "failed" | "closed".
     ConnectionState { peer: PeerId, state: String },
@@ -182,12 +184,12 @@ pub enum SfuEvent {
 pub struct Answer {
     /// The SDP answer.
     pub sdp: String,
-    /// From the client's offer: mid → msid track id (== AddTrack cid) of every m-section
-    /// that carries an msid. Use it to match AddTrack requests to m-sections.
+    /// mid → track sid of every forwarded track this answer sends to the client: LiveKit's
+    /// `SessionDescription.mid_to_track_id`, put it into the answer verbatim.
     pub mid_to_track_id: HashMap<String, String>,
-    /// mid → track sid of the forwarded tracks this answer sends to the client
-    /// (LiveKit's `SessionDescription.mid_to_track_id` for single-PC clients).
-    pub mid_to_subscribed_sid: HashMap<String, String>,
+    /// From the client's offer: mid → msid track id (== AddTrack cid) of every m-section
+    /// carrying an msid, to match AddTrack requests to m-sections before RTP flows.
+    pub mid_to_cid: HashMap<String, String>,
 }
 
 /// The SFU. Cheap to clone; all clones share the same state.
@@ -357,7 +359,7 @@ impl Sfu {
 
         let sections = parse_sections(&sdp);
         let mut answer = Answer {
-            mid_to_track_id: sections
+            mid_to_cid: sections
                 .iter()
                 .filter_map(|s| Some((s.mid.clone()?, s.msid_track.clone()?)))
                 .collect(),
@@ -382,7 +384,7 @@ impl Sfu {
             .await
             .ok_or_else(|| anyhow!("no local description after answering"))?;
         answer.sdp = local.sdp;
-        answer.mid_to_subscribed_sid = self.inner.subscribed_mids(&peer).await;
+        answer.mid_to_track_id = self.inner.subscribed_mids(&peer).await;
         for forward in lock(&peer.forwards).values() {
             self.inner.request_keyframe_for(&forward.track);
         }
@@ -459,9 +461,16 @@ impl Sfu {
             .context("adding the remote ICE candidate")
     }
 
-    /// Names the incoming track on `mid` of `peer` (call it once AddTrack and the offer are
-    /// matched; before or after its RTP starts does not matter).
-    pub fn publish(&self, peer: PeerId, mid: &str, track_sid: &str) -> TrackKey {
+    /// Names the incoming track on `mid` of `peer` (call it once AddTrack and the m-section
+    /// are matched; before or after its RTP starts does not matter). Subscribers see it with
+    /// `a=msid:<participant_sid>|<track_sid> <track_sid>`, which LiveKit clients require.
+    pub fn publish(
+        &self,
+        peer: PeerId,
+        mid: &str,
+        track_sid: &str,
+        participant_sid: &str,
+    ) -> TrackKey {
         let key = TrackKey {
             peer,
             mid: mid.to_string(),
@@ -469,6 +478,7 @@ impl Sfu {
         };
         let track = self.inner.track_entry(peer, mid);
         *lock(&track.sid) = Some(track_sid.to_string());
+        *lock(&track.stream_id) = Some(format!("{participant_sid}|{track_sid}"));
         let started = lock(&track.counter).stats().first_rtp_ms.is_some();
         if started && !track.first_rtp_reported.swap(true, Ordering::SeqCst) {
             self.inner.emit(SfuEvent::FirstRtp {
@@ -476,14 +486,6 @@ impl Sfu {
             });
         }
         key
-    }
-
-    /// Sets the msid stream id subscribers see for this track. LiveKit clients expect
-    /// `"<publisher participant sid>|<track sid>"`. Default: the track sid. Applies to
-    /// forwards created afterwards.
-    pub fn set_stream_id(&self, track: &TrackKey, stream_id: &str) {
-        let entry = self.inner.track_entry(track.peer, &track.mid);
-        *lock(&entry.stream_id) = Some(stream_id.to_string());
     }
 
     /// The key of a published track by its sid.
@@ -507,8 +509,8 @@ impl Sfu {
         Some((remote.kind, remote.codec.mime_type))
     }
 
-    /// Subscribes `to` to `track`. ServerOffers: emits RenegotiationNeeded. ClientOffers:
-    /// emits MediaSectionsRequired; the track is attached on the client's next offer.
+    /// Subscribes `to` to `track` and emits RenegotiationNeeded. ServerOffers: the next
+    /// [`Sfu::create_offer`] carries it. ClientOffers: it is attached on the client's next offer.
     pub async fn forward(&self, track: &TrackKey, to: PeerId) -> anyhow::Result<()> {
         let peer = self.inner.peer(to)?;
         if to == track.peer {
@@ -545,8 +547,7 @@ impl Sfu {
                     .ok_or_else(|| anyhow!("new transceiver has no sender"))?;
                 self.inner
                     .activate_forward(&peer, track, local, sender, ssrc, codec);
-                self.inner
-                    .emit(SfuEvent::RenegotiationNeeded { peer: peer.id });
+                self.inner.emit_server_renegotiation(peer.id);
             }
             PeerRole::ClientOffers => {
                 lock(&peer.pending_forwards).push(track.clone());
@@ -572,8 +573,7 @@ impl Sfu {
         if let Some(forward) = forward {
             self.inner.drop_forward(&peer, &forward).await;
             if peer.role == PeerRole::ServerOffers {
-                self.inner
-                    .emit(SfuEvent::RenegotiationNeeded { peer: peer.id });
+                self.inner.emit_server_renegotiation(peer.id);
             }
         }
     }
@@ -692,8 +692,7 @@ impl Sfu {
                     lock(&sub.forwards).remove(&forward.track.track_sid);
                     self.inner.drop_forward(&sub, &forward).await;
                     if sub.role == PeerRole::ServerOffers {
-                        self.inner
-                            .emit(SfuEvent::RenegotiationNeeded { peer: sub.id });
+                        self.inner.emit_server_renegotiation(sub.id);
                     }
                 }
             }
@@ -710,6 +709,14 @@ impl Sfu {
 impl Inner {
     fn emit(&self, event: SfuEvent) {
         let _ = self.events.send(event);
+    }
+
+    fn emit_server_renegotiation(&self, peer: PeerId) {
+        self.emit(SfuEvent::RenegotiationNeeded {
+            peer,
+            missing_audio: 0,
+            missing_video: 0,
+        });
     }
 
     fn now_ms(&self) -> u64 {
@@ -1007,10 +1014,10 @@ impl Inner {
                 .unwrap_or(0)
                 .saturating_sub(free(kind))
         };
-        self.emit(SfuEvent::MediaSectionsRequired {
+        self.emit(SfuEvent::RenegotiationNeeded {
             peer: peer.id,
-            audios: need(TrackKind::Audio),
-            videos: need(TrackKind::Video),
+            missing_audio: need(TrackKind::Audio),
+            missing_video: need(TrackKind::Video),
         });
     }
 

@@ -483,14 +483,14 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     let (publisher, answer) = start_publisher(&sfu, &hub, pub_peer).await;
     let mid_of = |cid: &str| {
         answer
-            .mid_to_track_id
+            .mid_to_cid
             .iter()
             .find(|(_, t)| t.as_str() == cid)
             .map(|(m, _)| m.clone())
-            .unwrap_or_else(|| panic!("{cid} not in {:?}", answer.mid_to_track_id))
+            .unwrap_or_else(|| panic!("{cid} not in {:?}", answer.mid_to_cid))
     };
-    let video = sfu.publish(pub_peer, &mid_of("cid-video"), "TR_video");
-    let audio = sfu.publish(pub_peer, &mid_of("cid-audio"), "TR_audio");
+    let video = sfu.publish(pub_peer, &mid_of("cid-video"), "TR_video", "PA_pub");
+    let audio = sfu.publish(pub_peer, &mid_of("cid-audio"), "TR_audio", "PA_pub");
 
     hub.wait_for("video track started", |e| {
         matches!(e, SfuEvent::TrackStarted { peer, track_id, kind: TrackKind::Video, mime, .. }
@@ -523,12 +523,11 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     // A subscriber, offered to by the SFU.
     let sub_peer = sfu.create_peer(PeerRole::ServerOffers).await.unwrap();
     let mut subscriber = Client::new(&sfu, &hub, sub_peer).await;
-    sfu.set_stream_id(&video, "PA_pub|TR_video");
     sfu.forward(&video, sub_peer).await.unwrap();
     sfu.forward(&audio, sub_peer).await.unwrap();
     hub.wait_for(
         "renegotiation for the subscriber",
-        |e| matches!(e, SfuEvent::RenegotiationNeeded { peer } if *peer == sub_peer),
+        |e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer),
     )
     .await;
     let offer = sfu.create_offer(sub_peer, false).await.unwrap();
@@ -690,10 +689,10 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
 
     // Closing the publisher ends the subscription and asks for renegotiation.
     let renegotiations =
-        hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer } if *peer == sub_peer));
+        hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer));
     sfu.close_peer(pub_peer).await;
     wait_until("subscriber renegotiation after publisher left", || {
-        hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer } if *peer == sub_peer))
+        hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer))
             > renegotiations
     })
     .await;
