@@ -1,1 +1,441 @@
-//! webrtc-rs wrappers: publisher/subscriber PeerConnections, the trickle queue, data channels.
+//! webrtc-rs wrappers: publisher/subscriber PeerConnections, the trickle queue, data channels,
+//! local tracks fed from the media pipelines.
+pub mod keyframe;
+pub mod local_track;
+
+use livekit_protocol as proto;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Slot;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
+};
+
+/// The one H.264 we send: constrained baseline, level 3.1, packetization-mode 1 (LiveKit's PT 108
+/// entry; the server's matching ignores the level byte).
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+
+/// Data-channel labels LiveKit uses.
+pub const RELIABLE: &str = "_reliable";
+pub const LOSSY: &str = "_lossy";
+
+pub fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: video_feedback(),
+    }
+}
+
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48000,
+        channels: 2,
+        sdp_fmtp_line: OPUS_FMTP.to_owned(),
+        rtcp_feedback: vec![RTCPFeedback {
+            typ: "transport-cc".into(),
+            parameter: String::new(),
+        }],
+    }
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [
+        ("goog-remb", ""),
+        ("transport-cc", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(typ, parameter)| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    })
+    .collect()
+}
+
+/// Codecs this device speaks. Sending is H.264 + Opus only; receiving (subscriptions) also
+/// takes VP8, which is what most other SDKs publish by default.
+fn media_engine(receive_vp8: bool) -> anyhow::Result<MediaEngine> {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: h264_codec(),
+            payload_type: 108,
+            ..Default::default()
+        },
+        RtpCodecKind::Video,
+    )?;
+    if receive_vp8 {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: video_feedback(),
+                },
+                payload_type: 96,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: 111,
+            ..Default::default()
+        },
+        RtpCodecKind::Audio,
+    )?;
+    Ok(engine)
+}
+
+/// Which local addresses the ICE agent binds. A wildcard expands to every non-loopback
+/// interface (webrtc-rs skips loopback), so when the server itself is reached over loopback
+/// (devroom, tests) the loopback address that routes to it is bound explicitly.
+pub fn udp_bind_addrs(server: Option<IpAddr>) -> Vec<SocketAddr> {
+    let route = server.and_then(|ip| {
+        let socket = std::net::UdpSocket::bind((
+            if ip.is_ipv4() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                IpAddr::from([0u16; 8])
+            },
+            0,
+        ))
+        .ok()?;
+        socket.connect((ip, 9)).ok()?;
+        socket.local_addr().ok().map(|a| a.ip())
+    });
+    match route {
+        Some(ip) if ip.is_loopback() => vec![SocketAddr::new(ip, 0)],
+        _ => vec![SocketAddr::from(([0, 0, 0, 0], 0))],
+    }
+}
+
+/// Something a PeerConnection reports, tagged with the PC it came from.
+pub enum PeerEvent {
+    LocalCandidate {
+        target: proto::SignalTarget,
+        candidate_init: String,
+    },
+    ConnectionState {
+        target: proto::SignalTarget,
+        state: RTCPeerConnectionState,
+    },
+    DataChannel {
+        target: proto::SignalTarget,
+        channel: Arc<dyn DataChannel>,
+    },
+    Track {
+        target: proto::SignalTarget,
+        track: Arc<dyn TrackRemote>,
+    },
+    DataPacket {
+        target: proto::SignalTarget,
+        label: String,
+        data: bytes::Bytes,
+    },
+}
+
+struct Handler {
+    target: proto::SignalTarget,
+    events: mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(mut init) => {
+                // LiveKit's server reads sdpMid/sdpMLineIndex; with BUNDLE everything rides on the first section.
+                if init.sdp_mid.as_deref().unwrap_or("").is_empty() {
+                    init.sdp_mid = Some("0".into());
+                    init.sdp_mline_index = Some(0);
+                }
+                let json = serde_json::json!({
+                    "candidate": init.candidate,
+                    "sdpMid": init.sdp_mid,
+                    "sdpMLineIndex": init.sdp_mline_index,
+                });
+                let _ = self.events.send(PeerEvent::LocalCandidate {
+                    target: self.target,
+                    candidate_init: json.to_string(),
+                });
+            }
+            Err(e) => tracing::warn!("cannot serialise a local ICE candidate: {e}"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.send(PeerEvent::ConnectionState {
+            target: self.target,
+            state,
+        });
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        let _ = self.events.send(PeerEvent::DataChannel {
+            target: self.target,
+            channel,
+        });
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.send(PeerEvent::Track {
+            target: self.target,
+            track,
+        });
+    }
+}
+
+/// Settings shared by both PCs.
+#[derive(Clone, Debug, Default)]
+pub struct PeerOptions {
+    pub ice_servers: Vec<proto::IceServer>,
+    pub force_relay: bool,
+    pub udp_addrs: Vec<SocketAddr>,
+    /// Register VP8 for receiving (v1 publisher PC that also subscribes, v0 subscriber PC).
+    pub receive_vp8: bool,
+}
+
+/// One PeerConnection plus its remote-candidate queue.
+pub struct Transport {
+    pub target: proto::SignalTarget,
+    pub pc: Arc<dyn PeerConnection>,
+    /// Remote candidates that arrived before the remote description.
+    pending: Mutex<Option<Vec<RTCIceCandidateInit>>>,
+}
+
+fn ice_servers(servers: &[proto::IceServer]) -> Vec<RTCIceServer> {
+    servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect()
+}
+
+impl Transport {
+    pub async fn new(
+        target: proto::SignalTarget,
+        options: &PeerOptions,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> anyhow::Result<Self> {
+        let mut engine = media_engine(options.receive_vp8)?;
+        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+        let registry = registry.with(
+            Slot::from(keyframe::KEYFRAME_SLOT),
+            keyframe::KeyframeRequestInterceptor::default(),
+        );
+        let loopback = options.udp_addrs.iter().any(|a| a.ip().is_loopback());
+        let settings = SettingEngineBuilder::new()
+            // mDNS needs a multicast route and fails PC creation in network namespaces; a device
+            // has no use for it either.
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .with_include_loopback_candidate(loopback)
+            .build();
+        let mut config =
+            RTCConfigurationBuilder::new().with_ice_servers(ice_servers(&options.ice_servers));
+        if options.force_relay {
+            config = config
+                .with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay);
+        }
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config.build())
+            .with_media_engine(engine)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler { target, events }))
+            .with_udp_addrs(options.udp_addrs.clone())
+            .build()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the {target:?} PeerConnection: {e}"))?;
+        Ok(Self {
+            target,
+            pc: Arc::new(pc),
+            pending: Mutex::new(Some(Vec::new())),
+        })
+    }
+
+    /// Apply a trickled candidate now, or keep it until the remote description is set.
+    pub async fn add_remote_candidate(&self, candidate_init: &str) -> anyhow::Result<()> {
+        let init: RTCIceCandidateInit = serde_json::from_str(candidate_init).map_err(|e| {
+            anyhow::anyhow!("server sent an unreadable ICE candidate {candidate_init:?}: {e}")
+        })?;
+        if init.candidate.is_empty() {
+            return Ok(()); // end-of-candidates marker
+        }
+        let mut pending = self.pending.lock().await;
+        if let Some(queue) = pending.as_mut() {
+            queue.push(init);
+            return Ok(());
+        }
+        drop(pending);
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| anyhow::anyhow!("add ICE candidate: {e}"))
+    }
+
+    pub async fn set_remote_description(&self, desc: RTCSessionDescription) -> anyhow::Result<()> {
+        self.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| anyhow::anyhow!("set remote description: {e}"))?;
+        let queued = self.pending.lock().await.take().unwrap_or_default();
+        for init in queued {
+            if let Err(e) = self.pc.add_ice_candidate(init).await {
+                tracing::warn!("queued ICE candidate rejected: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Create an offer, apply it locally and return its SDP.
+    pub async fn create_offer(&self) -> anyhow::Result<String> {
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(|e| anyhow::anyhow!("create offer: {e}"))?;
+        let sdp = offer.sdp.clone();
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(|e| anyhow::anyhow!("set local offer: {e}"))?;
+        Ok(sdp)
+    }
+
+    pub async fn apply_answer(&self, sdp: String) -> anyhow::Result<()> {
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|e| anyhow::anyhow!("server answer is not valid SDP: {e}"))?;
+        self.set_remote_description(answer).await
+    }
+
+    /// Answer a server offer (subscriber PC in v0).
+    pub async fn answer_offer(&self, sdp: String) -> anyhow::Result<String> {
+        let offer = RTCSessionDescription::offer(sdp)
+            .map_err(|e| anyhow::anyhow!("server offer is not valid SDP: {e}"))?;
+        self.set_remote_description(offer).await?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| anyhow::anyhow!("create answer: {e}"))?;
+        let sdp = answer.sdp.clone();
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| anyhow::anyhow!("set local answer: {e}"))?;
+        Ok(sdp)
+    }
+
+    /// `_reliable` (ordered, reliable) and `_lossy` (unordered, no retransmits), as LiveKit expects.
+    pub async fn create_data_channels(&self) -> anyhow::Result<Vec<Arc<dyn DataChannel>>> {
+        let reliable = self
+            .pc
+            .create_data_channel(
+                RELIABLE,
+                Some(RTCDataChannelInit {
+                    ordered: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("create {RELIABLE}: {e}"))?;
+        let lossy = self
+            .pc
+            .create_data_channel(
+                LOSSY,
+                Some(RTCDataChannelInit {
+                    ordered: false,
+                    max_retransmits: Some(0),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("create {LOSSY}: {e}"))?;
+        Ok(vec![reliable, lossy])
+    }
+
+    /// Receive-only media sections for the single-PC mode, so the server can send us tracks.
+    pub async fn add_receive_sections(&self, audio: usize, video: usize) -> anyhow::Result<()> {
+        for (kind, n) in [(RtpCodecKind::Audio, audio), (RtpCodecKind::Video, video)] {
+            for _ in 0..n {
+                self.pc
+                    .add_transceiver_from_kind(
+                        kind,
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Recvonly,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("add recvonly {kind} transceiver: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!("closing {:?} PC: {e}", self.target);
+        }
+    }
+}
+
+/// Forward every message of a data channel as [`PeerEvent::DataPacket`] until it closes.
+pub fn watch_data_channel(
+    target: proto::SignalTarget,
+    channel: Arc<dyn DataChannel>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+) {
+    tokio::spawn(async move {
+        let label = channel.label().await.unwrap_or_default();
+        while let Some(event) = channel.poll().await {
+            match event {
+                DataChannelEvent::OnMessage(msg) if !msg.is_string => {
+                    let data = msg.data.freeze();
+                    if events
+                        .send(PeerEvent::DataPacket {
+                            target,
+                            label: label.clone(),
+                            data,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+    });
+}

@@ -1,3 +1,300 @@
 //! The public Room API (Room, LocalParticipant, RemoteParticipants, RoomEvent) and the task that
 //! drives one connection.
+//!
+//! One engine task owns the signalling handle, the PeerConnections and the local tracks and
+//! handles everything in order, so no state is shared except the snapshot [`Room`] reads.
 pub mod cli;
+mod engine;
+pub mod signalurl;
+
+use crate::media::{AudioSettings, VideoSettings};
+use livekit_protocol as proto;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+pub use signalurl::{PathChoice, SignalPath};
+
+/// Everything needed to join.
+#[derive(Clone)]
+pub struct RoomOptions {
+    /// ws://, wss://, http:// or https:// server URL.
+    pub url: String,
+    pub token: String,
+    pub signal_path: PathChoice,
+    pub auto_subscribe: bool,
+    pub ca_file: Option<PathBuf>,
+    pub video: VideoSettings,
+    pub audio: AudioSettings,
+    /// Upgrade timeout.
+    pub connect_timeout: Duration,
+    /// JoinResponse timeout after the upgrade.
+    pub join_timeout: Duration,
+    /// Called with every refresh_token the server sends (the token cache).
+    pub on_token_refreshed: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+}
+
+impl RoomOptions {
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: token.into(),
+            signal_path: PathChoice::Auto,
+            auto_subscribe: true,
+            ca_file: None,
+            video: VideoSettings::default(),
+            audio: AudioSettings::default(),
+            connect_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(5),
+            on_token_refreshed: None,
+        }
+    }
+}
+
+/// Where the connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Connecting,
+    Connected,
+    Reconnecting,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+impl TrackKind {
+    fn from_proto(t: i32) -> Self {
+        if t == proto::TrackType::Video as i32 {
+            TrackKind::Video
+        } else {
+            TrackKind::Audio
+        }
+    }
+}
+
+/// A remote participant's published track.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteTrackPublication {
+    pub sid: String,
+    pub name: String,
+    pub kind: TrackKind,
+    pub mime_type: String,
+    pub subscribed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteParticipant {
+    pub sid: String,
+    pub identity: String,
+    pub name: String,
+    pub tracks: HashMap<String, RemoteTrackPublication>,
+}
+
+/// One of our own tracks, once the server accepted it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalTrackPublication {
+    pub sid: String,
+    pub cid: String,
+    pub kind: TrackKind,
+    pub mime_type: String,
+    /// Encoded frames written to the wire so far.
+    pub frames_sent: u64,
+    pub bytes_sent: u64,
+    pub keyframe_requests: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LocalParticipant {
+    pub sid: String,
+    pub identity: String,
+    pub name: String,
+    pub tracks: Vec<LocalTrackPublication>,
+}
+
+/// What happened in the room. Serialised as `{"event": "<snake_case name>", ...}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RoomEvent {
+    ParticipantConnected {
+        identity: String,
+        sid: String,
+    },
+    ParticipantDisconnected {
+        identity: String,
+        sid: String,
+    },
+    TrackPublished {
+        participant: String,
+        track_sid: String,
+        kind: TrackKind,
+        mime_type: String,
+    },
+    TrackUnpublished {
+        participant: String,
+        track_sid: String,
+    },
+    TrackSubscribed {
+        participant: String,
+        track_sid: String,
+        kind: TrackKind,
+    },
+    TrackUnsubscribed {
+        participant: String,
+        track_sid: String,
+    },
+    LocalTrackPublished {
+        track_sid: String,
+        cid: String,
+        kind: TrackKind,
+    },
+    LocalTrackUnpublished {
+        track_sid: String,
+    },
+    DataReceived {
+        participant: String,
+        topic: Option<String>,
+        payload: Vec<u8>,
+        reliable: bool,
+    },
+    ConnectionStateChanged {
+        state: ConnectionState,
+    },
+    Reconnecting,
+    Reconnected,
+    Disconnected {
+        reason: String,
+    },
+}
+
+/// What the room knows right now.
+#[derive(Debug, Default)]
+pub(crate) struct RoomState {
+    pub room_name: String,
+    pub room_sid: String,
+    pub local: LocalParticipant,
+    pub remotes: HashMap<String, RemoteParticipant>,
+    pub state: Option<ConnectionState>,
+    pub signal_path: Option<SignalPath>,
+    pub disconnect_reason: Option<String>,
+}
+
+/// Why joining failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Connect(#[from] crate::signal::ws::ConnectError),
+    #[error("the server ended the join: {reason} (action {action})")]
+    Refused { reason: String, action: String },
+    #[error("no JoinResponse within {0:?} after the WebSocket opened")]
+    JoinTimeout(Duration),
+    #[error("the signalling connection closed before the join completed: {0}")]
+    Closed(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl JoinError {
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, JoinError::Connect(e) if e.is_auth_failure())
+    }
+}
+
+pub(crate) enum Command {
+    Close(oneshot::Sender<()>),
+}
+
+/// A joined room.
+#[derive(Clone)]
+pub struct Room {
+    state: Arc<Mutex<RoomState>>,
+    stats: Arc<Mutex<Vec<engine::TrackStatsRef>>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Room {
+    /// Join: open signalling (v1 with v0 fallback unless forced), wait for JoinResponse, then
+    /// publish the configured tracks in the background. LocalTrackPublished events follow.
+    pub async fn connect(
+        options: RoomOptions,
+    ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), JoinError> {
+        let state = Arc::new(Mutex::new(RoomState::default()));
+        let stats = Arc::new(Mutex::new(Vec::new()));
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        engine::start(options, state.clone(), stats.clone(), event_tx, command_rx).await?;
+        Ok((
+            Room {
+                state,
+                stats,
+                commands: command_tx,
+            },
+            event_rx,
+        ))
+    }
+
+    pub fn name(&self) -> String {
+        self.state.lock().unwrap().room_name.clone()
+    }
+
+    pub fn signal_path(&self) -> Option<SignalPath> {
+        self.state.lock().unwrap().signal_path
+    }
+
+    pub fn connection_state(&self) -> ConnectionState {
+        self.state
+            .lock()
+            .unwrap()
+            .state
+            .unwrap_or(ConnectionState::Connecting)
+    }
+
+    /// Why the room disconnected, once it has.
+    pub fn disconnect_reason(&self) -> Option<String> {
+        self.state.lock().unwrap().disconnect_reason.clone()
+    }
+
+    pub fn local_participant(&self) -> LocalParticipant {
+        let mut local = self.state.lock().unwrap().local.clone();
+        let stats = self.stats.lock().unwrap();
+        for track in &mut local.tracks {
+            if let Some(s) = stats.iter().find(|s| s.cid == track.cid) {
+                track.frames_sent = s
+                    .stats
+                    .frames_sent
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                track.bytes_sent = s
+                    .stats
+                    .bytes_sent
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                track.keyframe_requests = s
+                    .stats
+                    .keyframe_requests
+                    .load(std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        local
+    }
+
+    /// Remote participants by identity.
+    pub fn remote_participants(&self) -> HashMap<String, RemoteParticipant> {
+        self.state.lock().unwrap().remotes.clone()
+    }
+
+    /// Leave: Leave{CLIENT_INITIATED}, WebSocket close 1000, PCs closed. Returns when done
+    /// (bounded by about 600 ms even if the server does not answer).
+    pub async fn close(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.commands.send(Command::Close(done_tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_millis(900), done_rx).await;
+        }
+    }
+}

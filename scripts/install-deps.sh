@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Install everything the build, the demo and the test suites need. Idempotent and fast when cached:
+#   - Debian packages: only the missing ones are installed (apt-get runs under `flock /tmp/apt.lock`);
+#   - the official Python SDK in a pinned venv at .peers/venv (skipped while its stamp matches);
+#   - the official JS SDK + playwright-core in tests/peers/js/node_modules (`npm ci` only when
+#     package-lock.json changed).
+# usage: scripts/install-deps.sh [--demo]   (--demo: only what `roomcast demo` needs, no browser/peers)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+MODE=all
+[ "${1:-}" = "--demo" ] && MODE=demo
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+START=$(date +%s)
+
+# --- Debian packages --------------------------------------------------------------------------
+# build: gcc/make (cc crates), cmake (libopus via opusic-sys), pkg-config; file (tests inspect
+# built binaries); git, curl, ca-certificates (rustup on a fresh machine).
+# tests: iproute2 + util-linux (the network namespace), python3-venv (peers), chromium (browser peer),
+# nodejs/npm only when the machine has no node at all.
+APT_PKGS=(build-essential cmake pkg-config file git curl ca-certificates)
+if [ "$MODE" = all ]; then
+  APT_PKGS+=(iproute2 util-linux python3 python3-venv chromium)
+  command -v node >/dev/null 2>&1 || APT_PKGS+=(nodejs)
+  command -v npm >/dev/null 2>&1 || APT_PKGS+=(npm)
+fi
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    log "missing Debian packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}"
+    exit 1
+  fi
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  flock /tmp/apt.lock apt-get update -qq
+  flock /tmp/apt.lock apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages: all present"
+fi
+
+# --- Rust ---------------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    log "no cargo: installing the Rust toolchain with rustup (needs Rust >= 1.85)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+      sh -s -- -y --profile minimal --component rustfmt,clippy >/dev/null
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+for comp in rustfmt clippy; do
+  if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+    rustup component add "$comp" >/dev/null 2>&1 || log "could not add rustup component $comp"
+  fi
+done
+
+[ "$MODE" = demo ] && { log "done in $(( $(date +%s) - START )) s (demo deps)"; exit 0; }
+
+# --- Python venv with the official SDK ----------------------------------------------------------
+VENV=$ROOT/.peers/venv
+REQ=$ROOT/tests/peers/requirements.txt
+STAMP=$VENV/.roomcast-stamp
+want="$(sha256sum "$REQ" | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.version.split()[0])')"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  log "Python venv: cached ($VENV)"
+else
+  log "Python venv: installing $REQ"
+  rm -rf "$VENV"
+  mkdir -p "$ROOT/.peers"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-input -r "$REQ"
+  "$VENV/bin/python" -c 'import livekit.rtc, livekit.api, numpy, pytest' # fail here, not in a test
+  echo "$want" >"$STAMP"
+fi
+
+# --- npm: livekit-client, livekit-server-sdk, playwright-core -------------------------------------
+JS=$ROOT/tests/peers/js
+NSTAMP=$JS/node_modules/.roomcast-stamp
+nwant="$(sha256sum "$JS/package-lock.json" | cut -d' ' -f1) $(node --version)"
+if [ -f "$NSTAMP" ] && [ "$(cat "$NSTAMP")" = "$nwant" ]; then
+  log "npm packages: cached ($JS/node_modules)"
+else
+  log "npm ci in $JS"
+  (cd "$JS" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$nwant" >"$NSTAMP"
+fi
+
+[ -x /usr/lib/chromium/chromium ] || { log "chromium is missing at /usr/lib/chromium/chromium"; exit 1; }
+log "done in $(( $(date +%s) - START )) s"

@@ -1,0 +1,191 @@
+//! A local audio or video track: its webrtc-rs sample track, its sender, and the task that moves
+//! encoded frames from a media pipeline onto the wire.
+use super::Transport;
+use crate::media::pipeline::Pipeline;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Counters for one local track.
+#[derive(Debug, Default)]
+pub struct SendStats {
+    /// Encoded frames handed to the packetizer while connected.
+    pub frames_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// PLI/FIR received from the far end.
+    pub keyframe_requests: AtomicU64,
+}
+
+pub struct LocalTrack {
+    /// Client id: also the `a=msid` track id, so the server can tie the m-section to AddTrack.
+    pub cid: String,
+    pub kind: RtpCodecKind,
+    pub track: Arc<TrackLocalStaticSample>,
+    pub ssrc: u32,
+    pub sender: Option<Arc<dyn RtpSender>>,
+    pub stats: Arc<SendStats>,
+}
+
+fn random_hex(n: usize) -> String {
+    (0..n)
+        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+        .collect()
+}
+
+impl LocalTrack {
+    pub fn new(kind: RtpCodecKind, stream_id: &str) -> anyhow::Result<Self> {
+        let (codec, name) = match kind {
+            RtpCodecKind::Video => (super::h264_codec(), "video"),
+            _ => (super::opus_codec(), "audio"),
+        };
+        // Never reused within a session: the server queues a second AddTrack with a live cid.
+        let cid = format!("TR_roomcast_{name}_{}", random_hex(12));
+        let ssrc = rand::random::<u32>();
+        let media = MediaStreamTrack::new(
+            stream_id.to_owned(),
+            cid.clone(),
+            name.to_owned(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec,
+                ..Default::default()
+            }],
+        );
+        let track = Arc::new(
+            TrackLocalStaticSample::new(Instant::now(), media)
+                .map_err(|e| anyhow::anyhow!("create {name} track: {e}"))?,
+        );
+        Ok(Self {
+            cid,
+            kind,
+            track,
+            ssrc,
+            sender: None,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Add a send-only transceiver for this track, offering only our one codec.
+    pub async fn attach(&mut self, transport: &Transport) -> anyhow::Result<()> {
+        let transceiver = transport
+            .pc
+            .add_transceiver_from_track(
+                self.track.clone() as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("add {} transceiver: {e}", self.kind))?;
+        let codec = match self.kind {
+            RtpCodecKind::Video => super::h264_codec(),
+            _ => super::opus_codec(),
+        };
+        let payload_type = if self.kind == RtpCodecKind::Video {
+            108
+        } else {
+            111
+        };
+        if let Err(e) = transceiver
+            .set_codec_preferences(vec![RTCRtpCodecParameters {
+                rtp_codec: codec,
+                payload_type,
+                ..Default::default()
+            }])
+            .await
+        {
+            tracing::debug!("codec preferences for {}: {e}", self.kind);
+        }
+        self.sender = transceiver.sender().await.ok().flatten();
+        Ok(())
+    }
+
+    /// The payload type the answer settled on.
+    async fn payload_type(&self) -> anyhow::Result<u8> {
+        let sender = self
+            .sender
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{} track is not attached", self.kind))?;
+        let params = sender
+            .get_parameters()
+            .await
+            .map_err(|e| anyhow::anyhow!("sender parameters: {e}"))?;
+        params
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the server's answer accepted no codec for the {} track",
+                    self.kind
+                )
+            })
+    }
+
+    /// Move frames from `pipeline` onto the wire until it stops; answer PLI/FIR with a keyframe.
+    /// Call once the PC is connected: webrtc-rs silently drops samples written before that.
+    pub async fn start(
+        &self,
+        mut pipeline: Pipeline,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let payload_type = self.payload_type().await?;
+        let control = pipeline.control.clone();
+        let stats = self.stats.clone();
+        let track = self.track.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+                    if packets
+                        .iter()
+                        .any(|p| super::keyframe::is_keyframe_request(p.as_ref()))
+                    {
+                        stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        control.request_keyframe();
+                    }
+                }
+            }
+        });
+        let (track, ssrc, stats, kind) =
+            (self.track.clone(), self.ssrc, self.stats.clone(), self.kind);
+        Ok(tokio::spawn(async move {
+            while let Some(sample) = pipeline.samples.recv().await {
+                let bytes = sample.data.len() as u64;
+                let result = track
+                    .sample_writer(ssrc, payload_type)
+                    .write_sample(&Sample {
+                        data: sample.data,
+                        duration: sample.duration,
+                        ..Sample::new(Instant::now())
+                    })
+                    .await;
+                match result {
+                    Ok(()) => {
+                        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                        stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::debug!("{kind} write stopped: {e}");
+                        break;
+                    }
+                }
+            }
+            pipeline.control.stop();
+        }))
+    }
+}

@@ -1,0 +1,539 @@
+//! Issue 3 acceptance: the device client against devroom. Run inside `tests/netns.sh`
+//! (scripts/test.sh does); everything talks over 127.0.0.x only.
+//!
+//! Every wait here is a wait on a condition (a devroom event, a room event, a counter) with a
+//! deadline; nothing sleeps to let time pass.
+#![cfg(feature = "devroom")]
+
+use roomcast::devroom::{DevRoom, DevRoomConfig};
+use roomcast::media::{AudioSettings, VideoSettings};
+use roomcast::room::{PathChoice, Room, RoomEvent, RoomOptions, SignalPath};
+use serde_json::Value;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const WIDTH: u32 = 320;
+const HEIGHT: u32 = 240;
+const FPS: u32 = 30;
+
+fn token(identity: &str, room: &str, secret: &str) -> String {
+    use livekit_api::access_token::{AccessToken, VideoGrants};
+    AccessToken::with_api_key("devkey", secret)
+        .with_identity(identity)
+        .with_grants(VideoGrants {
+            room_join: true,
+            room: room.into(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap()
+}
+
+async fn devroom(frame_dir: &Path) -> DevRoom {
+    let config = DevRoomConfig {
+        frame_dir: frame_dir.to_path_buf(),
+        ..DevRoomConfig::local("127.0.0.1:0".parse().unwrap())
+    };
+    DevRoom::start(config).await.expect("devroom starts")
+}
+
+fn options(url: &str, token: String, path: PathChoice) -> RoomOptions {
+    let mut o = RoomOptions::new(url, token);
+    o.signal_path = path;
+    o.video = VideoSettings {
+        device: "test-pattern".into(),
+        width: WIDTH,
+        height: HEIGHT,
+        fps: FPS,
+        bitrate: 500,
+    };
+    o.audio = AudioSettings {
+        device: "tone".into(),
+        ..Default::default()
+    };
+    o
+}
+
+fn as_json(e: &impl serde::Serialize) -> Value {
+    serde_json::to_value(e).unwrap()
+}
+
+/// Wait for a room event matching `pred`, failing on Disconnected or after `timeout`.
+async fn wait_room_event(
+    events: &mut mpsc::UnboundedReceiver<RoomEvent>,
+    timeout: Duration,
+    mut pred: impl FnMut(&RoomEvent) -> bool,
+) -> RoomEvent {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(e)) if pred(&e) => return e,
+            Ok(Some(RoomEvent::Disconnected { reason })) => {
+                panic!("room disconnected while waiting: {reason}")
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("room event stream ended"),
+            Err(_) => panic!("no matching room event within {timeout:?}"),
+        }
+    }
+}
+
+/// Wait until `check` returns Some, polling every 50 ms, up to `timeout`.
+async fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn devroom_tracks(room: &DevRoom, identity: &str) -> Vec<Value> {
+    roomcast::demo::tracks_of(&room.snapshot(), identity)
+}
+
+/// Join, publish both tracks, and wait until devroom saw RTP on both. Returns (room, events, sids).
+async fn join_and_publish(
+    devroom: &DevRoom,
+    identity: &str,
+    path: PathChoice,
+) -> (Room, mpsc::UnboundedReceiver<RoomEvent>, Vec<String>) {
+    let (room, mut events) = Room::connect(options(
+        &devroom.url(),
+        token(identity, "lobby", "secret"),
+        path,
+    ))
+    .await
+    .expect("join");
+    let mut sids = Vec::new();
+    while sids.len() < 2 {
+        if let RoomEvent::LocalTrackPublished { track_sid, .. } =
+            wait_room_event(&mut events, Duration::from_secs(10), |e| {
+                matches!(e, RoomEvent::LocalTrackPublished { .. })
+            })
+            .await
+        {
+            sids.push(track_sid);
+        }
+    }
+    for sid in &sids {
+        let wanted = sid.clone();
+        let seen = devroom
+            .wait_event(Duration::from_secs(10), move |e| {
+                let v = as_json(e);
+                v["type"] == "first_rtp" && v["track_sid"] == wanted.as_str()
+            })
+            .await;
+        assert!(
+            seen.is_some(),
+            "devroom saw no RTP on track {sid}: {:#}",
+            devroom.snapshot()
+        );
+    }
+    (room, events, sids)
+}
+
+async fn publishes_both_tracks(path: PathChoice, expect: SignalPath, wire: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (room, _events, sids) = join_and_publish(&devroom, "cam-1", path).await;
+    assert_eq!(room.signal_path(), Some(expect));
+    let joined = devroom
+        .wait_event(Duration::from_secs(1), |e| {
+            as_json(e)["type"] == "participant_joined"
+        })
+        .await
+        .expect("participant_joined");
+    assert_eq!(as_json(&joined)["signal_path"], wire);
+    let tracks = devroom_tracks(&devroom, "cam-1");
+    let codecs: Vec<String> = tracks
+        .iter()
+        .map(|t| t["codec"].as_str().unwrap_or("").to_lowercase())
+        .collect();
+    assert!(
+        codecs.contains(&"video/h264".to_string()),
+        "codecs at devroom: {codecs:?}"
+    );
+    assert!(
+        codecs.contains(&"audio/opus".to_string()),
+        "codecs at devroom: {codecs:?}"
+    );
+    let local = room.local_participant();
+    for sid in &sids {
+        assert!(local.tracks.iter().any(|t| &t.sid == sid));
+    }
+    room.close().await;
+    devroom.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_h264_and_opus_over_rtc_v1() {
+    publishes_both_tracks(PathChoice::V1, SignalPath::V1, "v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_h264_and_opus_over_rtc_v0() {
+    publishes_both_tracks(PathChoice::V0, SignalPath::V0, "v0").await;
+}
+
+/// devroom counts at least 90 % of the video frames sent over 5 s, and the last frame it
+/// decoded is our test pattern, pixel for pixel within codec tolerance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn devroom_receives_90_percent_of_frames_and_decodes_the_test_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (room, _events, _) = join_and_publish(&devroom, "cam-frames", PathChoice::Auto).await;
+    let video = room
+        .local_participant()
+        .tracks
+        .into_iter()
+        .find(|t| t.kind == roomcast::room::TrackKind::Video)
+        .unwrap();
+    let received = |sid: &str| {
+        devroom_tracks(&devroom, "cam-frames")
+            .into_iter()
+            .find(|t| t["sid"] == sid)
+            .map(|t| t["frames"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    let sent = || {
+        room.local_participant()
+            .tracks
+            .iter()
+            .find(|t| t.sid == video.sid)
+            .map(|t| t.frames_sent)
+            .unwrap_or(0)
+    };
+    let (sent_start, received_start) = (sent(), received(&video.sid));
+    // A 5 s window: 5 * FPS frames leave the device.
+    let target = sent_start + 5 * FPS as u64;
+    wait_until(Duration::from_secs(12), || (sent() >= target).then_some(()))
+        .await
+        .expect("device kept sending");
+    let sent_window = sent() - sent_start;
+    // Frames in flight need a moment to land; wait for the count, with a deadline.
+    let needed = received_start + sent_window * 9 / 10;
+    let got = wait_until(Duration::from_secs(3), || {
+        let r = received(&video.sid);
+        (r >= needed).then_some(r)
+    })
+    .await;
+    assert!(
+        got.is_some(),
+        "devroom counted {} of {sent_window} frames sent in 5 s (need 90 %)",
+        received(&video.sid) - received_start
+    );
+
+    let png_path = devroom
+        .write_png(&video.sid)
+        .await
+        .expect("devroom decodes a frame");
+    let (rgb, w, h) = read_png(&png_path);
+    assert_eq!((w, h), (WIDTH, HEIGHT));
+    let checked = roomcast::media::synthetic::check_rgb(&rgb, w, h, 48)
+        .unwrap_or_else(|e| panic!("{}: {e}", png_path.display()));
+    assert!(checked > 100);
+    room.close().await;
+    devroom.shutdown().await;
+}
+
+fn read_png(path: &Path) -> (Vec<u8>, u32, u32) {
+    let decoder = png::Decoder::new(BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bytes = &buf[..info.buffer_size()];
+    let rgb = match info.color_type {
+        png::ColorType::Rgb => bytes.to_vec(),
+        png::ColorType::Rgba => bytes.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    (rgb, info.width, info.height)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_token_names_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let result = Room::connect(options(
+        &devroom.url(),
+        token("cam-bad", "lobby", "not-the-secret"),
+        PathChoice::Auto,
+    ))
+    .await;
+    let err = match result {
+        Ok(_) => panic!("a token signed with the wrong secret was accepted"),
+        Err(e) => e,
+    };
+    assert!(err.is_auth_failure(), "expected a 401, got: {err}");
+    let text = err.to_string();
+    assert!(text.contains("401"), "{text}");
+    // The reason comes from the server (validate endpoint), not just the status line.
+    assert!(
+        text.len() > "the server refused the connection (HTTP 401): ".len() + 3,
+        "no reason in: {text}"
+    );
+    devroom.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_tokens_reach_the_cache_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let stored = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut o = options(
+        &devroom.url(),
+        token("cam-refresh", "lobby", "secret"),
+        PathChoice::Auto,
+    );
+    let sink = stored.clone();
+    o.on_token_refreshed = Some(Arc::new(move |t: &str| {
+        sink.lock().unwrap().push(t.to_string())
+    }));
+    o.video.device = "none".into();
+    o.audio.device = "none".into();
+    let (room, _events) = Room::connect(o).await.expect("join");
+    let refreshed = wait_until(Duration::from_secs(5), || {
+        stored.lock().unwrap().first().cloned()
+    })
+    .await
+    .expect("a refresh_token");
+    room.close().await;
+    // The refreshed token is good for the next join.
+    let mut again = options(&devroom.url(), refreshed, PathChoice::Auto);
+    again.video.device = "none".into();
+    again.audio.device = "none".into();
+    let (room, _events) = Room::connect(again)
+        .await
+        .expect("join with the refreshed token");
+    assert_eq!(room.local_participant().identity, "cam-refresh");
+    room.close().await;
+    devroom.shutdown().await;
+}
+
+// ---- the built binary: `roomcast run` ------------------------------------------------------
+
+struct Device {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Device {
+    fn spawn(config: &Path) -> Device {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn roomcast");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Device { child, lines }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, url: &str, token: &str) -> PathBuf {
+    let path = dir.join("roomcast.toml");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "url = \"{url}\"\ntoken = \"{token}\"\nstate_dir = \"{}\"\n\n[video]\ndevice = \"test-pattern\"\nwidth = {WIDTH}\nheight = {HEIGHT}\nfps = {FPS}\nbitrate = 500\n\n[audio]\ndevice = \"tone\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn wait_first_rtp_of(devroom: &DevRoom, identity: &str) {
+    let who = identity.to_string();
+    let published = devroom
+        .wait_event(Duration::from_secs(15), move |e| {
+            let v = as_json(e);
+            v["type"] == "track_published" && v["identity"] == who.as_str() && v["kind"] == "video"
+        })
+        .await
+        .expect("the device published video");
+    let sid = as_json(&published)["track_sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    devroom
+        .wait_event(Duration::from_secs(10), move |e| {
+            let v = as_json(e);
+            v["type"] == "first_rtp" && v["track_sid"] == sid.as_str()
+        })
+        .await
+        .expect("RTP from the device");
+}
+
+/// SIGTERM: Leave{CLIENT_INITIATED} reaches devroom within 1 s, and the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_sends_leave_within_one_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-term", "lobby", "secret"),
+    );
+    let mut device = Device::spawn(&config);
+    wait_first_rtp_of(&devroom, "cam-term").await;
+    let sent = Instant::now();
+    device.signal("TERM");
+    let leave = devroom
+        .wait_event(Duration::from_secs(3), |e| {
+            let v = as_json(e);
+            v["type"] == "leave_received" && v["identity"] == "cam-term"
+        })
+        .await;
+    let elapsed = sent.elapsed();
+    let leave = leave.unwrap_or_else(|| {
+        panic!(
+            "no Leave reached devroom; device said:\n{}",
+            device.output()
+        )
+    });
+    assert!(elapsed < Duration::from_secs(1), "Leave took {elapsed:?}");
+    assert!(
+        as_json(&leave)["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CLIENT_INITIATED"),
+        "{leave:?}"
+    );
+    // After the Leave devroom has forgotten the identity; the sid still names the socket.
+    let sid = as_json(&leave)["sid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let closed = devroom
+        .wait_event(Duration::from_secs(2), move |e| {
+            let v = as_json(e);
+            v["type"] == "ws_closed" && v["sid"] == sid.as_str()
+        })
+        .await
+        .expect("the WebSocket closed");
+    assert_eq!(as_json(&closed)["code"], 1000);
+    let exited = wait_until(Duration::from_secs(3), || {
+        device.child.try_wait().ok().flatten()
+    })
+    .await;
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "roomcast did not exit cleanly: {:?}\n{}",
+        exited,
+        device.output()
+    );
+    devroom.shutdown().await;
+}
+
+/// A second join with the same identity: the earlier device is told DUPLICATE_IDENTITY, says
+/// so, stays up, and does not rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-dup", "lobby", "secret"),
+    );
+    let mut device = Device::spawn(&config);
+    wait_first_rtp_of(&devroom, "cam-dup").await;
+
+    let mut newcomer = options(
+        &devroom.url(),
+        token("cam-dup", "lobby", "secret"),
+        PathChoice::Auto,
+    );
+    newcomer.video.device = "none".into();
+    newcomer.audio.device = "none".into();
+    let (room, _events) = Room::connect(newcomer)
+        .await
+        .expect("the second device joins");
+    let said = wait_until(Duration::from_secs(5), || {
+        device.output().contains("DUPLICATE_IDENTITY").then_some(())
+    })
+    .await;
+    assert!(
+        said.is_some(),
+        "the earlier device did not report DUPLICATE_IDENTITY:\n{}",
+        device.output()
+    );
+    // No third join for this identity may follow: wait (with a deadline) for one and expect none.
+    let last_seq = devroom
+        .past_events()
+        .iter()
+        .map(|e| as_json(e)["seq"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let rejoin = devroom
+        .wait_event(Duration::from_secs(3), move |e| {
+            let v = as_json(e);
+            v["type"] == "participant_joined"
+                && v["identity"] == "cam-dup"
+                && v["seq"].as_u64().unwrap_or(0) > last_seq
+        })
+        .await;
+    assert!(
+        rejoin.is_none(),
+        "the earlier device rejoined: {rejoin:?}\n{}",
+        device.output()
+    );
+    let joins = devroom
+        .past_events()
+        .iter()
+        .filter(|e| as_json(*e)["type"] == "participant_joined")
+        .count();
+    assert_eq!(joins, 2);
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "the process must stay up:\n{}",
+        device.output()
+    );
+    room.close().await;
+    devroom.shutdown().await;
+}

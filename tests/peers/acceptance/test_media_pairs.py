@@ -1,0 +1,67 @@
+"""Issue 2 acceptance: the official Python SDK and livekit-client (in Chromium) connect to devroom
+on /rtc/v1 (single PeerConnection) and on /rtc (two PeerConnections), publish audio and video, and
+receive the other's DECODED video and audio. Two peers in a room both publish, so one room run
+proves both directions; the three rooms cover the four pairs py→py, py→browser, browser→py,
+browser→browser, on each signalling path.
+"""
+from __future__ import annotations
+
+import pytest
+
+from conftest import report, track_summary
+
+VIDEO_FRAMES = 30   # decoded frames per remote video track (2 s at 15 fps)
+AUDIO_FRAMES = 50   # decoded 10 ms audio frames with signal
+PATHS = {"1": ("/rtc/v1", "v1"), "0": ("/rtc", "v0")}
+
+
+@pytest.mark.parametrize("spc", ["1", "0"], ids=["rtc-v1", "rtc-v0"])
+@pytest.mark.parametrize("sdk_a,sdk_b", [("py", "py"), ("py", "browser"), ("browser", "browser")],
+                         ids=["py+py", "py+browser", "browser+browser"])
+def test_both_publish_and_receive_decoded_media(world, sdk_a: str, sdk_b: str, spc: str) -> None:
+    path, signal_path = PATHS[spc]
+    room = f"pairs-{sdk_a}-{sdk_b}-{signal_path}"
+    a_id, b_id = f"{sdk_a}-a", f"{sdk_b}-b"
+    common = ["--publish", "audio,video", "--hold", "--expect-video", str(VIDEO_FRAMES),
+              "--expect-audio", str(AUDIO_FRAMES)]
+    a = world.peer(sdk_a, a_id, *common, "--expect-from", b_id, room=room, spc=spc, stay=75)
+    a.wait_event("connected", 40)
+    b = world.peer(sdk_b, b_id, *common, "--expect-from", a_id, room=room, spc=spc, stay=75)
+    b.wait_event("connected", 40)
+
+    dr = world.devroom
+    for ident in (a_id, b_id):
+        joined = dr.wait_event(lambda e, i=ident: e.get("type") == "participant_joined" and e.get("identity") == i,
+                               10, f"participant_joined for {ident}")
+        assert joined.get("signal_path") == signal_path, \
+            f"{ident} asked for {path} but devroom saw signal_path={joined.get('signal_path')!r}"
+        for kind in ("audio", "video"):
+            dr.wait_event(lambda e, i=ident, k=kind: e.get("type") == "track_published" and e.get("identity") == i
+                          and e.get("kind") == k, 30, f"track_published {kind} by {ident}")
+
+    # Both peers hold on until each has decoded the other's media, then both leave.
+    failures = []
+    for p in (a, b):
+        try:
+            p.wait_event("expectations_met", 50)
+        except AssertionError as e:
+            failures.append(str(e))
+    for p in (a, b):
+        p.stop()
+    results = {p.identity: p.finish(20) for p in (a, b)}
+
+    for src, dst in ((a, b), (b, a)):
+        rc, summary = results[dst.identity]
+        got = track_summary(summary.get("received", {}), src.identity)
+        video, audio = got.get("video", {}), got.get("audio", {})
+        ok = (video.get("frames", 0) >= VIDEO_FRAMES and audio.get("frames", 0) >= AUDIO_FRAMES)
+        detail = (f"video {video.get('frames', 0)} frames {video.get('width', 0)}x{video.get('height', 0)}, "
+                  f"audio {audio.get('frames', 0)} frames with signal")
+        report(f"{src.sdk}→{dst.sdk} on {path}", ok, detail)
+        if not ok:
+            failures.append(f"{src.sdk}→{dst.sdk} on {path}: {detail}; {dst.identity} summary={summary}")
+    for p in (a, b):
+        rc, summary = results[p.identity]
+        if rc != 0 or not summary.get("ok"):
+            failures.append(f"{p.sdk}:{p.identity} exited {rc}, error={summary.get('error')}")
+    assert not failures, "\n".join(failures) + "\n" + world.diagnostics()
