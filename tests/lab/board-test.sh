@@ -24,8 +24,8 @@ while [ $# -gt 0 ]; do
 done
 [ -x "$BOARD" ] || { echo "board-test.sh: need --board BIN" >&2; exit 2; }
 # The tap device and its 198.51.100.0/24 addresses must never appear in the host's own network namespace:
-# run in a fresh one unless the caller already made one (tests/netns.sh sets ROOMCAST_NETNS=1).
-if [ -z "${ROOMCAST_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
+# run in a fresh one unless the caller already made one (tests/netns.sh sets ROOMCAST_IN_NETNS=1).
+if [ -z "${ROOMCAST_IN_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
   exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" ${HOST:+--host "$HOST"}
 fi
 ip link set lo up

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# timeout: 2400
 # Suite 60: board packaging. Builds the static aarch64 board binary with cargo-zigbuild and proves it:
 #   - `file`: static aarch64 ELF; the board feature set (no devroom/demo subcommands);
 #   - qemu-aarch64 user mode: --version, and check-config on examples/roomcast.toml and every board/*.toml

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# timeout: 1500
 # Suite 62: the qemu lab. Boots Debian's arm64 kernel (resolved from the linux-image-arm64 metapackage by
 # tests/lab/setup.sh) in qemu-system-aarch64 and runs the static aarch64 roomcast inside (tests/lab/board-test.sh):
 # --version and check-config on every board profile; then, when the host binary has devroom and the board
@@ -19,6 +20,6 @@ fi
 export CARGO_NET_OFFLINE=${CARGO_NET_OFFLINE:-true}
 BOARD=$(scripts/build-static.sh aarch64-unknown-linux-musl 2>/dev/null | tail -1) || { echo "not ok - board build"; echo "lab: 0 passed, 1 failed"; exit 1; }
 HOSTARGS=()
-HOSTBIN=${ROOMCAST_HOST_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/roomcast}
+HOSTBIN=${ROOMCAST_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/roomcast}   # scripts/test.sh exports ROOMCAST_BIN
 [ -x "$HOSTBIN" ] && HOSTARGS=(--host "$HOSTBIN")
 exec tests/lab/board-test.sh --board "$BOARD" "${HOSTARGS[@]}"
