@@ -48,6 +48,9 @@ finish() {
 }
 
 step install-deps bash scripts/install-deps.sh || finish
+# zig, cargo-zigbuild, cargo-deb, qemu, static alsa-lib and the qemu lab for suites 60/62 (needs network,
+# cached in ~/.cache); not fatal: those suites report what is missing.
+step install-cross-tools bash scripts/install-cross-tools.sh --lab
 export ROOMCAST_VENV=$ROOT/.peers/venv
 step "cargo build --all-targets" cargo build --all-targets || finish
 export ROOMCAST_BIN=$CARGO_TARGET_DIR/debug/roomcast

@@ -116,18 +116,26 @@ fi
 DEVPID=$!
 for _ in $(seq 100); do grep -q "devroom listening" "$W/devroom.log" && break; kill -0 $DEVPID 2>/dev/null || break; sleep 0.1; done
 grep -q "devroom listening" "$W/devroom.log" || { cat "$W/devroom.log"; bad "devroom start"; echo "lab: $PASS passed, $FAIL failed"; exit 1; }
-cat > "$W/share/lab.toml" <<'X'
+# A participant token for devroom's devkey:secret, minted here (HS256, stdlib only). Token auth is the one
+# auth form every roomcast config parser accepts; room and identity travel inside the token.
+TOKEN=$(python3 - <<'X'
+import base64, hashlib, hmac, json, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+now = int(time.time())
+claims = {"iss": "devkey", "sub": "lab-board", "name": "lab board", "nbf": now - 60, "exp": now + 3600,
+          "video": {"room": "lab", "roomJoin": True, "canPublish": True, "canSubscribe": True}}
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+print(head + "." + b64(hmac.new(b"secret", head.encode(), hashlib.sha256).digest()))
+X
+)
+cat > "$W/share/lab.toml" <<X
 url = "ws://198.51.100.1:7880"
-api_key = "devkey"
-api_secret = "secret"
-room = "lab"
-identity = "lab-board"
+token = "$TOKEN"
 [video]
 device = "test-pattern"
 width = 640
 height = 360
 fps = 15
-encoder = "software"
 [audio]
 device = "tone"
 X
