@@ -328,14 +328,20 @@ struct Device {
 
 impl Device {
     fn spawn(config: &Path) -> Device {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        command
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        Device::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> Device {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn roomcast");
+            .expect("spawn the process");
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -535,5 +541,199 @@ async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
         device.output()
     );
     room.close().await;
+    devroom.shutdown().await;
+}
+
+// ---- an official SDK in the same room --------------------------------------------------------
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("ROOMCAST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peers/venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no official-SDK venv at {}: run scripts/install-deps.sh (or set ROOMCAST_VENV)",
+        venv.display()
+    );
+    python
+}
+
+/// The official Python SDK receives roomcast's video and audio as decoded frames, and roomcast
+/// reports the Python participant, its tracks, and (auto_subscribe) its subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_official_python_participant_and_roomcast_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (room, mut events, _) = join_and_publish(&devroom, "cam-py", PathChoice::Auto).await;
+
+    let mut command = Command::new(python());
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/py_peer.py"))
+        .args([
+            "--url",
+            &devroom.url(),
+            "--token",
+            &token("py-peer", "lobby", "secret"),
+        ])
+        .args([
+            "--publish",
+            std::env::var("PY_PUBLISH")
+                .as_deref()
+                .unwrap_or("audio,video"),
+            "--expect-from",
+            "cam-py",
+            "--expect-video",
+            "20",
+            "--expect-audio",
+            "20",
+        ])
+        .args(["--stay", "40", "--hold"]);
+    let mut peer = Device::spawn_command(command);
+
+    let connected = wait_room_event(
+        &mut events,
+        Duration::from_secs(20),
+        |e| matches!(e, RoomEvent::ParticipantConnected { identity, .. } if identity == "py-peer"),
+    )
+    .await;
+    assert!(matches!(connected, RoomEvent::ParticipantConnected { .. }));
+    let (mut published, mut subscribed, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while published.len() < 2 || subscribed.len() < 2 {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(RoomEvent::TrackPublished {
+                participant, kind, ..
+            })) if participant == "py-peer" => published.push(kind),
+            Ok(Some(RoomEvent::TrackSubscribed {
+                participant, kind, ..
+            })) if participant == "py-peer" => subscribed.push(kind),
+            Ok(Some(other)) => seen.push(other),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let context = format!("other room events: {seen:?}\npy_peer:\n{}", peer.output());
+    assert_eq!(
+        published.len(),
+        2,
+        "TrackPublished from py-peer: {published:?}\n{context}"
+    );
+    assert_eq!(
+        subscribed.len(),
+        2,
+        "TrackSubscribed from py-peer: {subscribed:?}\n{context}"
+    );
+    assert!(room.remote_participants()["py-peer"]
+        .tracks
+        .values()
+        .all(|t| t.subscribed));
+
+    // The peer holds on until its expectations on cam-py are met; the summary says so.
+    let met = wait_until(Duration::from_secs(30), || {
+        peer.output().contains("\"expectations_met\"").then_some(())
+    })
+    .await;
+    peer.signal("TERM");
+    let status = wait_until(Duration::from_secs(10), || {
+        peer.child.try_wait().ok().flatten()
+    })
+    .await;
+    let output = peer.output();
+    assert!(
+        met.is_some(),
+        "py_peer never reported its expectations:\n{output}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "py_peer failed ({status:?}):\n{output}"
+    );
+    let summary: Value = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("summary").cloned())
+        .unwrap_or_else(|| panic!("no summary from py_peer:\n{output}"));
+    let received = summary["received"].as_object().cloned().unwrap_or_default();
+    let ours: Vec<&Value> = received
+        .iter()
+        .filter(|(k, _)| k.starts_with("cam-py/"))
+        .map(|(_, v)| v)
+        .collect();
+    let video = ours
+        .iter()
+        .find(|v| v["kind"] == "video")
+        .expect("py_peer decoded our video");
+    let audio = ours
+        .iter()
+        .find(|v| v["kind"] == "audio")
+        .expect("py_peer decoded our audio");
+    assert!(video["frames"].as_u64().unwrap_or(0) >= 20, "{summary}");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(WIDTH as u64), Some(HEIGHT as u64))
+    );
+    assert!(audio["frames"].as_u64().unwrap_or(0) >= 20, "{summary}");
+    room.close().await;
+    devroom.shutdown().await;
+}
+
+/// `roomcast run` keeps every refresh_token in state_dir and joins with it next time: the second
+/// run's configured token is signed with a wrong secret, so only the cached one can get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_stores_the_refreshed_token_and_joins_with_it_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-cache", "lobby", "secret"),
+    );
+    let cached = dir.path().join("state/refresh-token");
+    let mut device = Device::spawn(&config);
+    wait_first_rtp_of(&devroom, "cam-cache").await;
+    let stored = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&cached).ok()
+    })
+    .await;
+    assert!(
+        stored.is_some_and(|t| t.split('.').count() == 3),
+        "no token cached:\n{}",
+        device.output()
+    );
+    device.signal("TERM");
+    wait_until(Duration::from_secs(3), || {
+        device.child.try_wait().ok().flatten()
+    })
+    .await
+    .expect("first run exits");
+    let first_sid = devroom
+        .past_events()
+        .iter()
+        .map(as_json)
+        .filter(|v| v["type"] == "participant_joined")
+        .count();
+    assert_eq!(first_sid, 1);
+
+    write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-cache", "lobby", "not-the-secret"),
+    );
+    let device = Device::spawn(&config);
+    let rejoined = devroom
+        .wait_event(Duration::from_secs(15), |e| {
+            let v = as_json(e);
+            (v["type"] == "participant_joined"
+                && v["identity"] == "cam-cache"
+                && v["seq"].as_u64() > Some(1))
+                || v["type"] == "join_rejected"
+        })
+        .await
+        .expect("the second run reached devroom");
+    assert_eq!(
+        as_json(&rejoined)["type"],
+        "participant_joined",
+        "the cached token was not used:\n{}",
+        device.output()
+    );
     devroom.shutdown().await;
 }

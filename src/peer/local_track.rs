@@ -105,7 +105,6 @@ impl LocalTrack {
             .set_codec_preferences(vec![RTCRtpCodecParameters {
                 rtp_codec: codec,
                 payload_type,
-                ..Default::default()
             }])
             .await
         {

@@ -82,7 +82,6 @@ fn media_engine(receive_vp8: bool) -> anyhow::Result<MediaEngine> {
         RTCRtpCodecParameters {
             rtp_codec: h264_codec(),
             payload_type: 108,
-            ..Default::default()
         },
         RtpCodecKind::Video,
     )?;
@@ -97,7 +96,6 @@ fn media_engine(receive_vp8: bool) -> anyhow::Result<MediaEngine> {
                     rtcp_feedback: video_feedback(),
                 },
                 payload_type: 96,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )?;
@@ -106,7 +104,6 @@ fn media_engine(receive_vp8: bool) -> anyhow::Result<MediaEngine> {
         RTCRtpCodecParameters {
             rtp_codec: opus_codec(),
             payload_type: 111,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )?;

@@ -150,37 +150,35 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
     let (signal, mut signal_rx) = ws::spawn(ws, session_options);
     // The first message decides: JoinResponse, or a Leave saying why not.
     let join = loop {
-        let event = tokio::time::timeout(
-            options.join_timeout + Duration::from_secs(1),
-            signal_rx.recv(),
-        )
-        .await;
+        let wait = options.join_timeout + Duration::from_secs(1);
+        let event = match tokio::time::timeout(wait, signal_rx.recv()).await {
+            Err(_) => SessionEvent::FirstMessageTimeout,
+            Ok(Some(SignalEvent::Session(event))) => *event,
+            Ok(Some(SignalEvent::Closed { code, reason })) => {
+                return Err(JoinError::Closed(format!("code {code:?} {reason}")));
+            }
+            Ok(None) => return Err(JoinError::Closed("signal task ended".into())),
+        };
         match event {
-            Err(_) | Ok(Some(SignalEvent::Session(SessionEvent::FirstMessageTimeout))) => {
+            SessionEvent::FirstMessageTimeout => {
                 signal.close();
                 return Err(JoinError::JoinTimeout(options.join_timeout));
             }
-            Ok(Some(SignalEvent::Session(SessionEvent::Joined(join)))) => break *join,
-            Ok(Some(SignalEvent::Session(SessionEvent::Leave { reason, action }))) => {
+            SessionEvent::Joined(join) => break *join,
+            SessionEvent::Leave { reason, action } => {
                 signal.close();
                 return Err(JoinError::Refused {
                     reason: reason.as_str_name().into(),
                     action: action.as_str_name().into(),
                 });
             }
-            Ok(Some(SignalEvent::Session(SessionEvent::UnexpectedFirstMessage(msg)))) => {
+            SessionEvent::UnexpectedFirstMessage(msg) => {
                 signal.close();
                 return Err(JoinError::Closed(format!(
                     "the server's first message was not a JoinResponse: {msg:?}"
                 )));
             }
-            Ok(Some(SignalEvent::Session(other))) => {
-                tracing::debug!("before JoinResponse: {other:?}")
-            }
-            Ok(Some(SignalEvent::Closed { code, reason })) => {
-                return Err(JoinError::Closed(format!("code {code:?} {reason}")));
-            }
-            Ok(None) => return Err(JoinError::Closed("signal task ended".into())),
+            other => tracing::debug!("before JoinResponse: {other:?}"),
         }
     };
     Ok(Opened {
@@ -906,7 +904,7 @@ impl Engine {
                     }
                 },
                 event = signal_rx.recv() => match event {
-                    Some(SignalEvent::Session(event)) => match self.handle_session(event).await {
+                    Some(SignalEvent::Session(event)) => match self.handle_session(*event).await {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => tracing::error!("{e:#}"),

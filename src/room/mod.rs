@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use signalurl::{PathChoice, SignalPath};
 
+/// Where refreshed tokens go (the token cache).
+pub type TokenSink = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Everything needed to join.
 #[derive(Clone)]
 pub struct RoomOptions {
@@ -34,7 +37,7 @@ pub struct RoomOptions {
     /// JoinResponse timeout after the upgrade.
     pub join_timeout: Duration,
     /// Called with every refresh_token the server sends (the token cache).
-    pub on_token_refreshed: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub on_token_refreshed: Option<TokenSink>,
 }
 
 impl RoomOptions {

@@ -186,7 +186,7 @@ pub async fn validate(
 /// What the signalling task reports.
 #[derive(Debug)]
 pub enum SignalEvent {
-    Session(SessionEvent),
+    Session(Box<SessionEvent>),
     /// The socket is gone: closed by the server (with its close code) or broken.
     Closed {
         code: Option<u16>,
@@ -195,7 +195,7 @@ pub enum SignalEvent {
 }
 
 enum Command {
-    Send(proto::signal_request::Message),
+    Send(Box<proto::signal_request::Message>),
     Leave(proto::DisconnectReason, oneshot::Sender<()>),
     Close,
 }
@@ -208,7 +208,7 @@ pub struct SignalHandle {
 
 impl SignalHandle {
     pub fn send(&self, msg: proto::signal_request::Message) {
-        let _ = self.commands.send(Command::Send(msg));
+        let _ = self.commands.send(Command::Send(Box::new(msg)));
     }
 
     /// Send Leave{reason}, close the socket with 1000, and return when that is done
@@ -257,7 +257,7 @@ async fn flush(
         }
     }
     while let Some(event) = session.poll_event() {
-        let _ = events.send(SignalEvent::Session(event));
+        let _ = events.send(SignalEvent::Session(Box::new(event)));
     }
     true
 }
@@ -319,7 +319,7 @@ async fn run(
                 Some(Err(e)) => {
                     session.handle_transport_closed();
                     while let Some(event) = session.poll_event() {
-                        let _ = events.send(SignalEvent::Session(event));
+                        let _ = events.send(SignalEvent::Session(Box::new(event)));
                     }
                     let _ = events.send(SignalEvent::Closed { code: None, reason: e.to_string() });
                     return;
@@ -327,14 +327,14 @@ async fn run(
                 None => {
                     session.handle_transport_closed();
                     while let Some(event) = session.poll_event() {
-                        let _ = events.send(SignalEvent::Session(event));
+                        let _ = events.send(SignalEvent::Session(Box::new(event)));
                     }
                     let _ = events.send(SignalEvent::Closed { code: None, reason: "connection closed".into() });
                     return;
                 }
             },
             command = commands.recv() => match command {
-                Some(Command::Send(msg)) => session.send(msg),
+                Some(Command::Send(msg)) => session.send(*msg),
                 Some(Command::Leave(reason, done)) => {
                     session.leave(reason);
                     let _ = flush(&mut ws, &mut session, &events).await;
