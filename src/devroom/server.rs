@@ -354,23 +354,20 @@ impl Shared {
         Ok(Some((room_name, sid, sink.conn)))
     }
 
-    /// The WebSocket of `conn` ended (client close, error or drop).
-    pub fn on_ws_closed(&self, room: &str, sid: &str, conn: u64, code: u16) {
-        let identity = {
+    /// The WebSocket of `conn` ended (client close, error or drop). The participant stays for
+    /// a resume unless it left; `identity` comes from the connection, which may outlive it.
+    pub fn on_ws_closed(&self, room: &str, sid: &str, identity: &str, conn: u64, code: u16) {
+        {
             let mut state = self.state.lock().unwrap();
-            match state.participant_mut(room, sid) {
-                Some(p) => {
-                    if p.signal.as_ref().is_some_and(|s| s.conn == conn) {
-                        p.signal = None;
-                        p.disconnected_since = Some(Instant::now());
-                    }
-                    p.identity.clone()
+            if let Some(p) = state.participant_mut(room, sid) {
+                if p.signal.as_ref().is_some_and(|s| s.conn == conn) {
+                    p.signal = None;
+                    p.disconnected_since = Some(Instant::now());
                 }
-                None => String::new(),
             }
-        };
+        }
         self.events.push(EventKind::WsClosed {
-            identity,
+            identity: identity.into(),
             sid: sid.into(),
             code,
         });
