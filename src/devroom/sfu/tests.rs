@@ -701,3 +701,228 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     publisher.client.pc.close().await.ok();
     subscriber.pc.close().await.ok();
 }
+
+/// Offers from a client peer, lets the SFU answer, applies the answer.
+async fn client_offers(
+    sfu: &Sfu,
+    hub: &Hub,
+    client: &Client,
+    peer: PeerId,
+    ice_restart: bool,
+) -> (String, Answer) {
+    let options = rtc::peer_connection::configuration::RTCOfferOptions { ice_restart };
+    let offer = client.pc.create_offer(Some(options)).await.unwrap();
+    client.pc.set_local_description(offer).await.unwrap();
+    let offer_sdp = client.pc.local_description().await.unwrap().sdp;
+    let answer = sfu
+        .accept_offer(peer, offer_sdp.clone())
+        .await
+        .expect("SFU answers");
+    client
+        .pc
+        .set_remote_description(RTCSessionDescription::answer(answer.sdp.clone()).unwrap())
+        .await
+        .expect("client applies the SFU answer");
+    hub.ready(peer).await;
+    (offer_sdp, answer)
+}
+
+/// Sends Opus silence on `track` every 20 ms until the PC goes away.
+fn spawn_opus(track: Arc<TrackLocalStaticSample>, ssrc: u32, payload_type: u8) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let sample = Sample {
+                data: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
+                duration: Duration::from_millis(20),
+                ..Sample::new(Instant::now())
+            };
+            if track
+                .write_sample(ssrc, payload_type, &sample, &[])
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+}
+
+/// A v1-style single-PC client (client offers): it publishes its own audio on the first
+/// m-section and has one recvonly video section. Forwarded tracks land on recvonly sections
+/// (one more audio section is requested), its own audio keeps flowing, and a client ICE
+/// restart keeps media going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart() {
+    let frames = tempfile::tempdir().unwrap();
+    let (sfu, hub) = new_sfu(frames.path());
+
+    let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let (_publisher, answer) = start_publisher(&sfu, &hub, pub_peer).await;
+    let mid_of = |answer: &Answer, cid: &str| {
+        answer
+            .mid_to_cid
+            .iter()
+            .find(|(_, t)| t.as_str() == cid)
+            .map(|(m, _)| m.clone())
+            .unwrap_or_else(|| panic!("{cid} not in {:?}", answer.mid_to_cid))
+    };
+    let video = sfu.publish(
+        pub_peer,
+        &mid_of(&answer, "cid-video"),
+        "TR_video",
+        "PA_pub",
+    );
+    let audio = sfu.publish(
+        pub_peer,
+        &mid_of(&answer, "cid-audio"),
+        "TR_audio",
+        "PA_pub",
+    );
+    hub.wait_for(
+        "video first rtp",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == video),
+    )
+    .await;
+
+    let peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let mut client = Client::new(&sfu, &hub, peer).await;
+    let own_ssrc = rand::random::<u32>();
+    let own = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            local_track(
+                RtpCodecKind::Audio,
+                "cid-own",
+                default_codec(TrackKind::Audio),
+                own_ssrc,
+            ),
+        )
+        .unwrap(),
+    );
+    let own_transceiver = client
+        .pc
+        .add_transceiver_from_track(
+            own.clone(),
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    client
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    let (_, first) = client_offers(&sfu, &hub, &client, peer, false).await;
+    assert!(
+        first.mid_to_track_id.is_empty(),
+        "{:?}",
+        first.mid_to_track_id
+    );
+    client
+        .pump_until("single-PC client connected", |c| c.connected)
+        .await;
+    let own_sender = own_transceiver.sender().await.unwrap().unwrap();
+    spawn_opus(
+        own.clone(),
+        own_ssrc,
+        payload_type(&own_sender, MIME_TYPE_OPUS).await,
+    );
+    let own_mid = mid_of(&first, "cid-own");
+    let own_key = sfu.publish(peer, &own_mid, "TR_own", "PA_sub");
+    hub.wait_for(
+        "own audio first rtp",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == own_key),
+    )
+    .await;
+
+    sfu.forward(&video, peer).await.unwrap();
+    sfu.forward(&audio, peer).await.unwrap();
+    // One recvonly video section exists, no recvonly audio one: ask for one audio section.
+    hub.wait_for("media sections requirement", |e| {
+        matches!(e, SfuEvent::RenegotiationNeeded { peer: p, missing_audio: 1, missing_video: 0 } if *p == peer)
+    })
+    .await;
+    client
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Audio,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    let (offer, second) = client_offers(&sfu, &hub, &client, peer, false).await;
+    let mut sids: Vec<&String> = second.mid_to_track_id.values().collect();
+    sids.sort();
+    assert_eq!(sids, ["TR_audio", "TR_video"]);
+    let offered = parse_sections(&offer);
+    let answered = parse_sections(&second.sdp);
+    for mid in second.mid_to_track_id.keys() {
+        let o = offered
+            .iter()
+            .find(|s| s.mid.as_ref() == Some(mid))
+            .unwrap();
+        assert_eq!(o.direction, "recvonly", "forwarded on a recvonly section");
+        let a = answered
+            .iter()
+            .find(|s| s.mid.as_ref() == Some(mid))
+            .unwrap();
+        assert_eq!(a.direction, "sendonly");
+    }
+    let own_answered = answered
+        .iter()
+        .find(|s| s.mid.as_ref() == Some(&own_mid))
+        .unwrap();
+    assert_eq!(
+        own_answered.direction, "recvonly",
+        "the client's own track stays receive-only"
+    );
+
+    client
+        .pump_until("both forwarded tracks", |c| c.tracks.len() == 2)
+        .await;
+    let received = Arc::new(Received::default());
+    for track in &client.tracks {
+        count_received(
+            track.clone(),
+            track_kind_name(track).await,
+            received.clone(),
+        );
+    }
+    wait_until("single-PC client receives video and audio", || {
+        received.get("video") >= 20 && received.get("audio") >= 20
+    })
+    .await;
+    let own_packets = sfu.stats(&own_key).packets;
+    wait_until("the client's own audio still arrives", || {
+        sfu.stats(&own_key).packets >= own_packets + 20
+    })
+    .await;
+
+    // ICE restart from the client; media keeps flowing both ways.
+    client_offers(&sfu, &hub, &client, peer, true).await;
+    let (video_before, own_before) = (received.get("video"), sfu.stats(&own_key).packets);
+    wait_until("media after the ICE restart", || {
+        received.get("video") >= video_before + 30 && sfu.stats(&own_key).packets >= own_before + 25
+    })
+    .await;
+    sfu.close_peer(peer).await;
+    sfu.close_peer(pub_peer).await;
+    client.pc.close().await.ok();
+}
