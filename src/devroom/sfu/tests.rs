@@ -926,3 +926,52 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
     sfu.close_peer(pub_peer).await;
     client.pc.close().await.ok();
 }
+
+#[test]
+fn layer_selection_prefers_the_best_flowing_layer() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut layers = LayerState::default();
+    assert!(matches!(
+        layers.judge(1, 1, t0),
+        LayerVerdict::Use { switched: false }
+    ));
+    assert!(!layers.awaiting_key, "the first layer needs no switch");
+    assert!(matches!(
+        layers.judge(3, 3, t0 + ms(10)),
+        LayerVerdict::Use { switched: true }
+    ));
+    assert!(layers.awaiting_key);
+    assert!(matches!(
+        layers.judge(2, 2, t0 + ms(20)),
+        LayerVerdict::Skip
+    ));
+    assert!(matches!(
+        layers.judge(1, 1, t0 + ms(900)),
+        LayerVerdict::Skip
+    ));
+    assert!(matches!(
+        layers.judge(3, 3, t0 + ms(950)),
+        LayerVerdict::Use { switched: false }
+    ));
+    // The top layer falls silent for over a second: whatever still flows takes over.
+    assert!(matches!(
+        layers.judge(2, 2, t0 + ms(2000)),
+        LayerVerdict::Use { switched: true }
+    ));
+    assert_eq!(layers.selected, Some(2));
+    assert_eq!(layers.generation, 2);
+    assert_eq!(rid_rank(Some("f")), 3);
+    assert_eq!(rid_rank(None), 0);
+}
+
+#[test]
+fn key_picture_start_includes_parameter_sets() {
+    // STAP-A with SPS + PPS (the IDR follows in FU-A packets).
+    assert!(media::h264_payload_starts_key_picture(&[
+        0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce
+    ]));
+    assert!(media::h264_payload_starts_key_picture(&[0x7c, 0x85, 0]));
+    assert!(!media::h264_payload_starts_key_picture(&[0x7c, 0x05, 0]));
+    assert!(!media::h264_payload_starts_key_picture(&[0x41, 0x9a]));
+}
