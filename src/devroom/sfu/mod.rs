@@ -633,7 +633,8 @@ impl Sfu {
         Ok(())
     }
 
-    /// Ends a subscription. ServerOffers: emits RenegotiationNeeded.
+    /// Ends a subscription and emits RenegotiationNeeded (the m-section goes inactive; a
+    /// ClientOffers peer's section becomes free for the next forward after its next offer).
     pub async fn unforward(&self, track: &TrackKey, to: PeerId) {
         let Ok(peer) = self.inner.peer(to) else {
             return;
@@ -642,9 +643,7 @@ impl Sfu {
         let forward = lock(&peer.forwards).remove(&track.track_sid);
         if let Some(forward) = forward {
             self.inner.drop_forward(&peer, &forward).await;
-            if peer.role == PeerRole::ServerOffers {
-                self.inner.emit_server_renegotiation(peer.id);
-            }
+            self.inner.renegotiate(&peer).await;
         }
     }
 
@@ -761,9 +760,7 @@ impl Sfu {
                 if let Ok(sub) = self.inner.peer(forward.to) {
                     lock(&sub.forwards).remove(&forward.track.track_sid);
                     self.inner.drop_forward(&sub, &forward).await;
-                    if sub.role == PeerRole::ServerOffers {
-                        self.inner.emit_server_renegotiation(sub.id);
-                    }
+                    self.inner.renegotiate(&sub).await;
                 }
             }
         }
@@ -779,6 +776,20 @@ impl Sfu {
 impl Inner {
     fn emit(&self, event: SfuEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// Emits RenegotiationNeeded for either role.
+    async fn renegotiate(&self, peer: &Peer) {
+        match peer.role {
+            PeerRole::ServerOffers => self.emit_server_renegotiation(peer.id),
+            PeerRole::ClientOffers => {
+                let sections = match peer.pc.remote_description().await {
+                    Some(desc) => parse_sections(&desc.sdp),
+                    None => Vec::new(),
+                };
+                self.emit_media_sections_required(peer, &sections).await;
+            }
+        }
     }
 
     fn emit_server_renegotiation(&self, peer: PeerId) {

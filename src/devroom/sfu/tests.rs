@@ -687,6 +687,23 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
         "audio cannot be snapshotted"
     );
 
+    // ICE restart offered by the SFU; media keeps reaching the subscriber.
+    let restart = sfu.create_offer(sub_peer, true).await.unwrap();
+    subscriber
+        .pc
+        .set_remote_description(RTCSessionDescription::offer(restart).unwrap())
+        .await
+        .unwrap();
+    let local = subscriber.pc.create_answer(None).await.unwrap();
+    subscriber.pc.set_local_description(local).await.unwrap();
+    let answer_sdp = subscriber.pc.local_description().await.unwrap().sdp;
+    sfu.accept_answer(sub_peer, answer_sdp).await.unwrap();
+    let after_restart = received.get("video");
+    wait_until("video after the SFU's ICE restart", || {
+        received.get("video") >= after_restart + 30
+    })
+    .await;
+
     // Closing the publisher ends the subscription and asks for renegotiation.
     let renegotiations =
         hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer));
@@ -885,6 +902,11 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
             .unwrap();
         assert_eq!(a.direction, "sendonly");
     }
+    assert!(
+        second.sdp.contains("a=msid:PA_pub|TR_video TR_video"),
+        "{}",
+        second.sdp
+    );
     let own_answered = answered
         .iter()
         .find(|s| s.mid.as_ref() == Some(&own_mid))
