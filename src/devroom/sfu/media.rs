@@ -350,6 +350,19 @@ impl H264Snapshotter {
         overflowed
     }
 
+    /// The stream continues on another SSRC (a simulcast layer switch): forget the packet
+    /// sequence of the old one instead of mistaking the jump for a loss.
+    pub fn restart_stream(&mut self) {
+        self.current.clear();
+        self.current_timestamp = None;
+        self.current_broken = false;
+        self.last_sequence = None;
+        self.depacketizer = H264Packet::default();
+        // P-frames of the new layer cannot use the old layer's references.
+        self.have_reference = false;
+        self.restart();
+    }
+
     fn restart(&mut self) {
         self.pending.clear();
         self.decoder = None;

@@ -1232,6 +1232,7 @@ impl Inner {
                     entry.mid
                 );
                 lock(&entry.counter).restart_pictures();
+                lock(&entry.snapshot).restart_stream();
                 *lock(&entry.last_pli) = None;
                 self.request_keyframe(entry);
             }
