@@ -1,2 +1,241 @@
 //! devroom: a LiveKit-protocol room server for tests and the demo (feature `devroom`).
+//!
+//! Signalling (this module) drives the media plane in [`sfu`]: joins on `/rtc` (v0, two PCs,
+//! server offers on the subscriber PC) and `/rtc/v1` (one PC, the client always offers; new
+//! subscriptions are delivered by asking the client to re-offer with MediaSectionsRequirement and
+//! answering with `mid_to_track_id`, as the Go server does). Everything observable is an
+//! [`events::DevRoomEvent`]; faults are injected through [`Faults`] or `/admin/fault/*`.
+pub mod auth;
 pub mod cli;
+pub mod connect;
+pub mod events;
+mod http;
+pub mod room;
+pub mod sdp;
+mod server;
+pub mod sfu;
+mod twirp;
+
+pub use events::{DevRoomEvent, EventKind};
+pub use livekit_protocol::leave_request::Action as LeaveAction;
+pub use livekit_protocol::DisconnectReason;
+
+use server::Shared;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How to run a devroom.
+#[derive(Debug, Clone)]
+pub struct DevRoomConfig {
+    /// HTTP + WebSocket listener (signal, validate, admin, twirp). Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// API key -> secret.
+    pub keys: Vec<(String, String)>,
+    /// UDP bind + advertised host-candidate address for the SFU.
+    pub media_ip: IpAddr,
+    /// Sent in JoinResponse and ReconnectResponse (default empty).
+    pub ice_servers: Vec<livekit_protocol::IceServer>,
+    /// Where PNG snapshots go.
+    pub frame_dir: PathBuf,
+    /// JoinResponse.ping_interval in seconds (LiveKit: 5).
+    pub ping_interval: u32,
+    /// JoinResponse.ping_timeout in seconds (LiveKit: 15).
+    pub ping_timeout: u32,
+}
+
+impl DevRoomConfig {
+    /// Keys devkey:secret, media on the listen IP, frames in the temp dir.
+    pub fn local(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            keys: vec![("devkey".into(), "secret".into())],
+            media_ip: listen.ip(),
+            ice_servers: Vec::new(),
+            frame_dir: std::env::temp_dir().join("devroom-frames"),
+            ping_interval: 5,
+            ping_timeout: 15,
+        }
+    }
+}
+
+/// A running devroom. Dropping it without `shutdown` leaves the tasks running until the runtime ends.
+pub struct DevRoom {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DevRoom {
+    pub async fn start(cfg: DevRoomConfig) -> anyhow::Result<DevRoom> {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "devroom cannot listen on {}: {e} (pick another --listen port)",
+                    cfg.listen
+                )
+            })?;
+        let local_addr = listener.local_addr()?;
+        std::fs::create_dir_all(&cfg.frame_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "devroom cannot create frame dir {}: {e} (pass --frame-dir)",
+                cfg.frame_dir.display()
+            )
+        })?;
+        let (sfu, mut sfu_events) = sfu::Sfu::new(sfu::SfuConfig {
+            media_ip: cfg.media_ip,
+            frame_dir: cfg.frame_dir.clone(),
+        });
+        let shared = Arc::new(Shared::new(cfg, sfu, Instant::now()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let app = http::router(shared.clone());
+        let mut stop_http = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_http.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "devroom: listener failed");
+            }
+        }));
+
+        let dispatcher = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(event) = sfu_events.recv().await {
+                dispatcher.handle_sfu_event(event).await;
+            }
+        }));
+
+        let ticker = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => ticker.tick().await,
+                    _ = stopped.changed() => break,
+                }
+            }
+        }));
+        Ok(DevRoom {
+            shared,
+            local_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The actual listening address (the port is resolved when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// "ws://127.0.0.1:PORT"
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.local_addr)
+    }
+
+    /// "http://127.0.0.1:PORT"
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Exactly what GET /admin/rooms returns.
+    pub fn snapshot(&self) -> serde_json::Value {
+        self.shared.snapshot()
+    }
+
+    /// Events from now on (use `wait_event` to also see past ones).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<DevRoomEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Every event so far, oldest first.
+    pub fn past_events(&self) -> Vec<DevRoomEvent> {
+        self.shared.events.after(0)
+    }
+
+    /// The first event, past or future, matching `pred`; None after `timeout`.
+    pub async fn wait_event(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&DevRoomEvent) -> bool,
+    ) -> Option<DevRoomEvent> {
+        self.shared.events.wait_for(timeout, pred).await
+    }
+
+    pub fn faults(&self) -> Faults {
+        Faults {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Decode the latest H.264 frame of a track and write it as PNG.
+    pub async fn write_png(&self, track_sid: &str) -> anyhow::Result<PathBuf> {
+        self.shared
+            .write_png(track_sid)
+            .await
+            .map(|(path, _, _)| path)
+    }
+
+    pub async fn shutdown(self) {
+        self.shared.fault_restart().await;
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// Fault injection (the same as `POST /admin/fault/*`). Methods return false when no participant
+/// with that identity is connected.
+#[derive(Clone)]
+pub struct Faults {
+    shared: Arc<Shared>,
+}
+
+impl Faults {
+    /// Drop the participant's WebSocket without a close frame (the participant stays for a resume).
+    pub fn drop_ws(&self, identity: &str) -> bool {
+        self.shared.fault_drop_ws(identity)
+    }
+
+    /// Stop (false) or resume (true) answering the participant's ping/ping_req.
+    pub fn answer_pings(&self, identity: &str, answer: bool) -> bool {
+        self.shared.fault_answer_pings(identity, answer)
+    }
+
+    /// Send LeaveRequest{reason, action}. DISCONNECT and RECONNECT also remove the participant;
+    /// RESUME closes only the WebSocket, so the client resumes.
+    pub async fn send_leave(
+        &self,
+        identity: &str,
+        reason: DisconnectReason,
+        action: LeaveAction,
+    ) -> bool {
+        self.shared.fault_send_leave(identity, reason, action).await
+    }
+
+    /// Forget all rooms and sessions; connections are dropped without a word.
+    pub async fn restart(&self) {
+        self.shared.fault_restart().await
+    }
+
+    /// Stop (true) or resume (false) forwarding media.
+    pub fn pause_media(&self, paused: bool) {
+        self.shared.fault_pause_media(paused)
+    }
+
+    /// Refuse the next `count` connect attempts with HTTP `http_status`.
+    pub fn reject_joins(&self, count: u32, http_status: u16) {
+        self.shared.fault_reject_joins(count, http_status)
+    }
+}

@@ -1,0 +1,627 @@
+//! devroom's signalling driven by a raw WebSocket client speaking livekit-protocol messages:
+//! join on both paths, ping, AddTrack, ParticipantUpdate, leave, duplicate identity, resume,
+//! bad tokens, validate, admin and Twirp. No media: these tests never send an SDP offer.
+#![cfg(feature = "devroom")]
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use livekit_api::access_token::{AccessToken, VideoGrants};
+use livekit_protocol as proto;
+use prost::Message as _;
+use proto::signal_request::Message as Req;
+use proto::signal_response::Message as Resp;
+use roomcast::devroom::{DevRoom, DevRoomConfig, EventKind};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn token(identity: &str, room: &str) -> String {
+    AccessToken::with_api_key("devkey", "secret")
+        .with_identity(identity)
+        .with_name(&format!("{identity} display"))
+        .with_grants(VideoGrants {
+            room_join: true,
+            room: room.into(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap()
+}
+
+async fn start() -> DevRoom {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = DevRoomConfig::local("127.0.0.1:0".parse().unwrap());
+    cfg.frame_dir = dir.keep();
+    DevRoom::start(cfg).await.unwrap()
+}
+
+fn v0_url(room: &DevRoom, query: &str) -> String {
+    format!(
+        "{}/rtc?protocol=17&sdk=rust&auto_subscribe=1&{query}",
+        room.url()
+    )
+}
+
+fn v1_url(room: &DevRoom, join: &proto::JoinRequest) -> String {
+    let encoded = roomcast::signal::url::encode_join_request(join);
+    let q: String = url::form_urlencoded::byte_serialize(encoded.as_bytes()).collect();
+    format!("{}/rtc/v1?join_request={q}", room.url())
+}
+
+fn v1_join(reconnect_sid: Option<&str>) -> proto::JoinRequest {
+    proto::JoinRequest {
+        client_info: Some(proto::ClientInfo {
+            sdk: proto::client_info::Sdk::Rust as i32,
+            protocol: 17,
+            client_protocol: 2,
+            ..Default::default()
+        }),
+        connection_settings: Some(proto::ConnectionSettings {
+            auto_subscribe: true,
+            ..Default::default()
+        }),
+        reconnect: reconnect_sid.is_some(),
+        participant_sid: reconnect_sid.unwrap_or_default().into(),
+        ..Default::default()
+    }
+}
+
+/// Connect with the token in the Authorization header (as the Python/Rust SDKs do).
+async fn connect_bearer(url: &str, jwt: &str) -> Result<Ws, tungstenite::Error> {
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {jwt}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn send(ws: &mut Ws, message: Req) {
+    let bytes = proto::SignalRequest {
+        message: Some(message),
+    }
+    .encode_to_vec();
+    ws.send(tungstenite::Message::Binary(bytes.into()))
+        .await
+        .unwrap();
+}
+
+/// The next response satisfying `pick`, skipping others (trickle, offers, updates...).
+async fn next<T>(ws: &mut Ws, what: &str, mut pick: impl FnMut(Resp) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        match frame {
+            Some(Ok(tungstenite::Message::Binary(bytes))) => {
+                let resp = proto::SignalResponse::decode(bytes.as_ref()).unwrap();
+                if let Some(found) = resp.message.and_then(&mut pick) {
+                    return found;
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("connection ended while waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+async fn join_v0(room: &DevRoom, identity: &str, lk_room: &str) -> (Ws, proto::JoinResponse) {
+    let url = v0_url(room, &format!("access_token={}", token(identity, lk_room)));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let join = next(&mut ws, "join", |m| match m {
+        Resp::Join(j) => Some(j),
+        _ => None,
+    })
+    .await;
+    (ws, join)
+}
+
+fn http_get(url: &str) -> (u16, String, Option<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().unwrap();
+    let cors = resp
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_string());
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_string().unwrap(),
+        cors,
+    )
+}
+
+#[tokio::test]
+async fn join_v0_gets_join_response_refresh_token_and_pong() {
+    let room = start().await;
+    let (mut ws, join) = join_v0(&room, "cam", "lobby").await;
+    let me = join.participant.clone().unwrap();
+    assert!(me.sid.starts_with("PA_"));
+    assert_eq!(me.identity, "cam");
+    assert_eq!(me.name, "cam display");
+    assert_eq!(join.room.as_ref().unwrap().name, "lobby");
+    assert!(join.room.unwrap().sid.starts_with("RM_"));
+    assert_eq!((join.ping_interval, join.ping_timeout), (5, 15));
+    assert!(
+        join.subscriber_primary,
+        "v0 with protocol 17 and canSubscribe is subscriber-primary"
+    );
+    assert!(join.server_info.is_some());
+    assert!(join.other_participants.is_empty());
+
+    let refreshed = next(&mut ws, "refresh_token", |m| match m {
+        Resp::RefreshToken(t) => Some(t),
+        _ => None,
+    })
+    .await;
+    let claims = livekit_api::access_token::TokenVerifier::with_api_key("devkey", "secret")
+        .verify(&refreshed)
+        .unwrap();
+    assert_eq!(claims.sub, "cam");
+
+    send(
+        &mut ws,
+        Req::PingReq(proto::Ping {
+            timestamp: 1234,
+            rtt: 0,
+        }),
+    )
+    .await;
+    let pong = next(&mut ws, "pong_resp", |m| match m {
+        Resp::PongResp(p) => Some(p),
+        _ => None,
+    })
+    .await;
+    assert_eq!(pong.last_ping_timestamp, 1234);
+    assert!(pong.timestamp > 0);
+    send(&mut ws, Req::Ping(99)).await;
+    next(&mut ws, "legacy pong", |m| {
+        matches!(m, Resp::Pong(_)).then_some(())
+    })
+    .await;
+
+    let joined = room
+        .wait_event(WAIT, |e| matches!(&e.kind, EventKind::ParticipantJoined { identity, signal_path, .. } if identity == "cam" && signal_path == "v0"))
+        .await;
+    assert!(joined.is_some());
+    let snapshot = room.snapshot();
+    assert_eq!(snapshot["rooms"][0]["participants"][0]["identity"], "cam");
+    assert_eq!(snapshot["rooms"][0]["participants"][0]["signal_path"], "v0");
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn add_track_publishes_and_reused_cid_is_queued() {
+    let room = start().await;
+    let (mut ws, _) = join_v0(&room, "cam", "lobby").await;
+    let add = proto::AddTrackRequest {
+        cid: "video-cid-1".into(),
+        name: "camera".into(),
+        r#type: proto::TrackType::Video as i32,
+        source: proto::TrackSource::Camera as i32,
+        width: 640,
+        height: 480,
+        ..Default::default()
+    };
+    send(&mut ws, Req::AddTrack(add.clone())).await;
+    let published = next(&mut ws, "track_published", |m| match m {
+        Resp::TrackPublished(p) => Some(p),
+        _ => None,
+    })
+    .await;
+    assert_eq!(published.cid, "video-cid-1");
+    let info = published.track.unwrap();
+    assert!(info.sid.starts_with("TR_"));
+    assert_eq!(info.r#type, proto::TrackType::Video as i32);
+    assert_eq!((info.width, info.height), (640, 480));
+
+    send(&mut ws, Req::AddTrack(add)).await;
+    let queued = next(&mut ws, "request_response", |m| match m {
+        Resp::RequestResponse(r) => Some(r),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        queued.reason,
+        proto::request_response::Reason::Queued as i32
+    );
+
+    send(
+        &mut ws,
+        Req::Mute(proto::MuteTrackRequest {
+            sid: info.sid.clone(),
+            muted: true,
+        }),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let track = &room.snapshot()["rooms"][0]["participants"][0]["tracks"][0];
+        if track["muted"] == true {
+            assert_eq!(track["sid"], info.sid);
+            assert_eq!(track["cid"], "video-cid-1");
+            assert_eq!(track["kind"], "video");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mute never reached the room state"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn publish_source_not_granted_is_not_allowed() {
+    let room = start().await;
+    let jwt = AccessToken::with_api_key("devkey", "secret")
+        .with_identity("mic-only")
+        .with_grants(VideoGrants {
+            room_join: true,
+            room: "lobby".into(),
+            can_publish_sources: vec!["microphone".into()],
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    let mut ws = connect_bearer(&v0_url(&room, ""), &jwt).await.unwrap();
+    send(
+        &mut ws,
+        Req::AddTrack(proto::AddTrackRequest {
+            cid: "c".into(),
+            r#type: proto::TrackType::Video as i32,
+            source: proto::TrackSource::Camera as i32,
+            ..Default::default()
+        }),
+    )
+    .await;
+    let refused = next(&mut ws, "request_response", |m| match m {
+        Resp::RequestResponse(r) => Some(r),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        refused.reason,
+        proto::request_response::Reason::NotAllowed as i32
+    );
+    assert!(refused.message.contains("CAMERA"), "{}", refused.message);
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn v1_join_with_bearer_sees_others_and_others_see_it() {
+    let room = start().await;
+    let (mut first, _) = join_v0(&room, "first", "lobby").await;
+    let mut second = connect_bearer(&v1_url(&room, &v1_join(None)), &token("second", "lobby"))
+        .await
+        .unwrap();
+    let join = next(&mut second, "join", |m| match m {
+        Resp::Join(j) => Some(j),
+        _ => None,
+    })
+    .await;
+    assert!(
+        !join.subscriber_primary,
+        "single PC is never subscriber-primary"
+    );
+    assert_eq!(join.other_participants.len(), 1);
+    assert_eq!(join.other_participants[0].identity, "first");
+
+    let update = next(&mut first, "participant update", |m| match m {
+        Resp::Update(u) => u.participants.into_iter().find(|p| p.identity == "second"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(update.sid, join.participant.unwrap().sid);
+    assert!(room
+        .wait_event(WAIT, |e| matches!(&e.kind, EventKind::ParticipantJoined { identity, signal_path, .. } if identity == "second" && signal_path == "v1"))
+        .await
+        .is_some());
+
+    // Client leave: the event says so and the others learn it.
+    send(
+        &mut second,
+        Req::Leave(proto::LeaveRequest {
+            reason: proto::DisconnectReason::ClientInitiated as i32,
+            action: proto::leave_request::Action::Disconnect as i32,
+            ..Default::default()
+        }),
+    )
+    .await;
+    let left = room
+        .wait_event(WAIT, |e| matches!(&e.kind, EventKind::ParticipantLeft { identity, .. } if identity == "second"))
+        .await
+        .expect("participant_left");
+    assert!(
+        matches!(left.kind, EventKind::ParticipantLeft { ref reason, .. } if reason == "CLIENT_INITIATED")
+    );
+    assert!(room
+        .wait_event(WAIT, |e| matches!(&e.kind, EventKind::LeaveReceived { reason, .. } if reason == "CLIENT_INITIATED"))
+        .await
+        .is_some());
+    let gone = next(&mut first, "disconnected update", |m| match m {
+        Resp::Update(u) => u.participants.into_iter().find(|p| p.identity == "second"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        gone.state,
+        proto::participant_info::State::Disconnected as i32
+    );
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicate_identity_disconnects_the_older_session() {
+    let room = start().await;
+    let (mut older, older_join) = join_v0(&room, "cam", "lobby").await;
+    let (_newer, newer_join) = join_v0(&room, "cam", "lobby").await;
+    assert_ne!(
+        older_join.participant.unwrap().sid,
+        newer_join.participant.clone().unwrap().sid
+    );
+    let leave = next(&mut older, "leave", |m| match m {
+        Resp::Leave(l) => Some(l),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        leave.reason,
+        proto::DisconnectReason::DuplicateIdentity as i32
+    );
+    assert_eq!(
+        leave.action,
+        proto::leave_request::Action::Disconnect as i32
+    );
+    assert!(room
+        .wait_event(WAIT, |e| matches!(&e.kind, EventKind::ParticipantLeft { reason, .. } if reason == "DUPLICATE_IDENTITY"))
+        .await
+        .is_some());
+    let participants = room.snapshot()["rooms"][0]["participants"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(participants.len(), 1);
+    assert_eq!(participants[0]["sid"], newer_join.participant.unwrap().sid);
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn resume_after_dropped_ws_gets_reconnect_response_and_unknown_sid_gets_state_mismatch() {
+    let room = start().await;
+    let (_ws, join) = join_v0(&room, "cam", "lobby").await;
+    let sid = join.participant.unwrap().sid;
+    assert!(room.faults().drop_ws("cam"));
+    assert!(room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::WsClosed { identity, .. } if identity == "cam")
+        )
+        .await
+        .is_some());
+
+    // v0 resume.
+    let url = v0_url(
+        &room,
+        &format!(
+            "reconnect=1&sid={sid}&access_token={}",
+            token("cam", "lobby")
+        ),
+    );
+    let (mut resumed, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let first = next(&mut resumed, "first message", Some).await;
+    assert!(
+        matches!(first, Resp::Reconnect(_)),
+        "first message after resume: {first:?}"
+    );
+    assert!(room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::ParticipantResumed { sid: s, .. } if *s == sid)
+        )
+        .await
+        .is_some());
+
+    // v1 resume of an unknown sid.
+    let mut stale = connect_bearer(
+        &v1_url(&room, &v1_join(Some("PA_unknown"))),
+        &token("ghost", "lobby"),
+    )
+    .await
+    .unwrap();
+    let first = next(&mut stale, "first message", Some).await;
+    match first {
+        Resp::Leave(l) => {
+            assert_eq!(l.reason, proto::DisconnectReason::StateMismatch as i32);
+            assert_eq!(l.action, proto::leave_request::Action::Reconnect as i32);
+        }
+        other => panic!("expected Leave, got {other:?}"),
+    }
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_leave_fault_reaches_the_client() {
+    let room = start().await;
+    let (mut ws, _) = join_v0(&room, "cam", "lobby").await;
+    assert!(
+        room.faults()
+            .send_leave(
+                "cam",
+                proto::DisconnectReason::ServerShutdown,
+                proto::leave_request::Action::Resume
+            )
+            .await
+    );
+    let leave = next(&mut ws, "leave", |m| match m {
+        Resp::Leave(l) => Some(l),
+        _ => None,
+    })
+    .await;
+    assert_eq!(leave.reason, proto::DisconnectReason::ServerShutdown as i32);
+    assert_eq!(leave.action, proto::leave_request::Action::Resume as i32);
+    assert!(leave.can_reconnect);
+    assert!(!room.faults().drop_ws("nobody"));
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_with_reason_on_ws_and_validate() {
+    let room = start().await;
+    let forged = AccessToken::with_api_key("devkey", "not-the-secret")
+        .with_identity("x")
+        .with_grants(VideoGrants {
+            room_join: true,
+            room: "lobby".into(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    for url in [v0_url(&room, ""), v1_url(&room, &v1_join(None))] {
+        match connect_bearer(&url, &forged).await {
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 401);
+                let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+                assert!(body.contains("signature"), "{body}");
+            }
+            other => panic!("expected HTTP 401, got {:?}", other.map(|_| "a WebSocket")),
+        }
+    }
+    assert!(room
+        .wait_event(WAIT, |e| matches!(
+            &e.kind,
+            EventKind::JoinRejected { status: 401, .. }
+        ))
+        .await
+        .is_some());
+
+    let http = room.http_url();
+    let good = token("x", "lobby");
+    let results = tokio::task::spawn_blocking(move || {
+        let q = |t: &str| format!("access_token={t}&protocol=17");
+        vec![
+            http_get(&format!("{http}/rtc/validate?{}", q(&good))),
+            http_get(&format!("{http}/rtc/validate?{}", q(&forged))),
+            http_get(&format!("{http}/rtc/validate")),
+            http_get(&format!("{http}/rtc/v1/validate?{}", q(&good))),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(results[0].0, 200);
+    assert_eq!(results[0].1, "success");
+    assert_eq!(results[0].2.as_deref(), Some("*"));
+    assert_eq!(results[1].0, 401);
+    assert!(
+        results[1].1.contains("invalid authorization token"),
+        "{}",
+        results[1].1
+    );
+    assert_eq!(results[2].0, 401);
+    assert!(results[2].1.contains("access_token"), "{}", results[2].1);
+    assert_eq!(results[3].0, 400, "v1 validate without join_request");
+    assert_eq!(results[3].1, "join_request is required");
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn reject_joins_fault_refuses_the_next_n_connects() {
+    let room = start().await;
+    room.faults().reject_joins(1, 503);
+    let url = v0_url(&room, &format!("access_token={}", token("cam", "lobby")));
+    match tokio_tungstenite::connect_async(url.clone()).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| "a WebSocket")),
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    next(&mut ws, "join", |m| {
+        matches!(m, Resp::Join(_)).then_some(())
+    })
+    .await;
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_events_long_poll_and_twirp_list_participants() {
+    let room = start().await;
+    let http = room.http_url();
+    let poll = {
+        let http = http.clone();
+        tokio::task::spawn_blocking(move || {
+            http_get(&format!("{http}/admin/events?after=0&wait_ms=5000"))
+        })
+    };
+    let (_ws, _) = join_v0(&room, "cam", "lobby").await;
+    let (status, body, _) = poll.await.unwrap();
+    assert_eq!(status, 200);
+    let events: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(events["events"][0]["type"], "participant_joined");
+    assert_eq!(events["events"][0]["seq"], 1);
+
+    let (status, body, _) = {
+        let http = http.clone();
+        tokio::task::spawn_blocking(move || {
+            http_get(&format!("{http}/admin/events?after=1000&wait_ms=50"))
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["events"],
+        serde_json::json!([])
+    );
+
+    let (status, body, _) = {
+        let http = http.clone();
+        tokio::task::spawn_blocking(move || http_get(&format!("{http}/admin/rooms")))
+            .await
+            .unwrap()
+    };
+    assert_eq!(status, 200);
+    let rooms: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rooms, room.snapshot());
+
+    let admin = AccessToken::with_api_key("devkey", "secret")
+        .with_grants(VideoGrants {
+            room_admin: true,
+            room_list: true,
+            room: "lobby".into(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&format!(
+                "{http}/twirp/livekit.RoomService/ListParticipants"
+            ))
+            .header("Authorization", &format!("Bearer {admin}"))
+            .header("Content-Type", "application/json")
+            .send(r#"{"room":"lobby"}"#)
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["participants"][0]["identity"], "cam");
+    room.shutdown().await;
+}
