@@ -85,11 +85,16 @@ impl DevRoom {
                 cfg.frame_dir.display()
             )
         })?;
-        let (sfu, mut sfu_events) = sfu::Sfu::new(sfu::SfuConfig {
-            media_ip: cfg.media_ip,
-            frame_dir: cfg.frame_dir.clone(),
-        });
-        let shared = Arc::new(Shared::new(cfg, sfu, Instant::now()));
+        // One epoch for event times and first_rtp_ms, so both count from devroom start.
+        let started = Instant::now();
+        let (sfu, mut sfu_events) = sfu::Sfu::with_epoch(
+            sfu::SfuConfig {
+                media_ip: cfg.media_ip,
+                frame_dir: cfg.frame_dir.clone(),
+            },
+            started,
+        );
+        let shared = Arc::new(Shared::new(cfg, sfu, started));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
 

@@ -499,7 +499,7 @@ impl Shared {
         if keys.is_empty() {
             return;
         }
-        // The SFU emits RenegotiationNeeded (v0) or MediaSectionsRequired (v1) per forward.
+        // The SFU emits RenegotiationNeeded for each forward (v0: offer, v1: ask for a re-offer).
         for (track_sid, key) in keys {
             self.forward_one(room, sid, peer, &track_sid, &key).await;
         }
@@ -544,7 +544,7 @@ impl Shared {
     }
 
     /// Something changed in what `sid` receives and the SFU did not say so itself: v0 re-offers
-    /// the subscriber PC. (v1 re-offers come from the SFU's MediaSectionsRequired.)
+    /// the subscriber PC. (v1 re-offers come from the SFU's RenegotiationNeeded.)
     pub async fn renegotiate(self: &Arc<Self>, room: &str, sid: &str) {
         if self.path_of(room, sid) == Some(Path::V0) {
             self.negotiate_subscriber(room, sid, false).await;
@@ -619,7 +619,7 @@ impl Shared {
                     r#type: "answer".into(),
                     sdp: answer.sdp,
                     id: offer.id,
-                    mid_to_track_id: answer.mid_to_subscribed_sid,
+                    mid_to_track_id: answer.mid_to_track_id,
                 }),
             ),
             Err(e) => tracing::warn!(error = %e, "devroom: cannot answer client offer"),
@@ -999,12 +999,34 @@ impl Shared {
                 })
                 .await;
             }
-            SfuEvent::RenegotiationNeeded { peer } => {
+            SfuEvent::GatheringComplete { .. } => {}
+            SfuEvent::FirstRtp { track_key } => {
+                self.events.push(EventKind::FirstRtp {
+                    track_sid: track_key.track_sid.clone(),
+                });
+            }
+            SfuEvent::RenegotiationNeeded {
+                peer,
+                missing_audio,
+                missing_video,
+            } => {
                 let owner = self.state.lock().unwrap().peers.get(&peer).cloned();
                 let Some(owner) = owner else { return };
-                if owner.pc == Pc::Subscriber {
-                    self.negotiate_subscriber(&owner.room, &owner.sid, false)
-                        .await;
+                match (owner.pc, self.path_of(&owner.room, &owner.sid)) {
+                    (Pc::Subscriber, _) => {
+                        self.negotiate_subscriber(&owner.room, &owner.sid, false)
+                            .await
+                    }
+                    // v1: ask the client to re-offer, as the Go server's sendUnmatchedMediaRequirement.
+                    (Pc::Publisher, Some(Path::V1)) => self.send_to(
+                        &owner.room,
+                        &owner.sid,
+                        Resp::MediaSectionsRequirement(proto::MediaSectionsRequirement {
+                            num_audios: missing_audio,
+                            num_videos: missing_video,
+                        }),
+                    ),
+                    _ => {}
                 }
             }
             SfuEvent::ConnectionState {
@@ -1072,9 +1094,10 @@ impl Shared {
                     return;
                 }
                 Some(i) => {
-                    let key = self
-                        .sfu
-                        .publish(media.peer, &media.mid, &p.tracks[i].info.sid);
+                    // Subscribers see msid "<participant sid>|<track sid>", as LiveKit clients need.
+                    let key =
+                        self.sfu
+                            .publish(media.peer, &media.mid, &p.tracks[i].info.sid, &p.sid);
                     let t = &mut p.tracks[i];
                     t.key = Some(key.clone());
                     t.info.mid = media.mid.clone();

@@ -1,0 +1,703 @@
+//! End-to-end tests of the SFU with webrtc-rs client peers in the same process, talking
+//! over 127.0.0.1 (no signalling: SDP and candidates are handed over directly).
+//!
+//! Every wait is on an event or a condition with a deadline; nothing sleeps blindly.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use openh264::encoder::{Encoder, EncoderConfig};
+use openh264::formats::{RgbSliceU8, YUVBuffer};
+use openh264::OpenH264API;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::{mpsc, Notify};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::*;
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const DEADLINE: Duration = Duration::from_secs(15);
+const WIDTH: usize = 160;
+const HEIGHT: usize = 120;
+/// Top-left, top-right, bottom-left, bottom-right.
+const QUADRANTS: [[u8; 3]; 4] = [[220, 30, 30], [30, 200, 40], [40, 50, 210], [235, 235, 235]];
+
+/// Collects SFU events and routes the SFU's candidates to the client peers.
+struct Hub {
+    log: Mutex<Vec<SfuEvent>>,
+    notify: Notify,
+    clients: Mutex<HashMap<PeerId, ClientSlot>>,
+}
+
+#[derive(Default)]
+struct ClientSlot {
+    pc: Option<Arc<dyn PeerConnection>>,
+    ready: bool,
+    queued: Vec<RTCIceCandidateInit>,
+}
+
+impl Hub {
+    fn start(mut events: mpsc::UnboundedReceiver<SfuEvent>) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
+            log: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+            clients: Mutex::new(HashMap::new()),
+        });
+        let h = hub.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let SfuEvent::LocalCandidate {
+                    peer,
+                    candidate_init,
+                } = &event
+                {
+                    let init: RTCIceCandidateInit =
+                        serde_json::from_str(candidate_init).expect("SFU candidate is JSON");
+                    assert!(init.candidate.starts_with("candidate:"), "{candidate_init}");
+                    let ready_pc = {
+                        let mut clients = lock(&h.clients);
+                        let slot = clients.entry(*peer).or_default();
+                        if slot.ready {
+                            slot.pc.clone()
+                        } else {
+                            slot.queued.push(init.clone());
+                            None
+                        }
+                    };
+                    if let Some(pc) = ready_pc {
+                        let _ = pc.add_ice_candidate(init).await;
+                    }
+                }
+                lock(&h.log).push(event);
+                h.notify.notify_waiters();
+            }
+        });
+        hub
+    }
+
+    fn attach(&self, peer: PeerId, pc: Arc<dyn PeerConnection>) {
+        lock(&self.clients).entry(peer).or_default().pc = Some(pc);
+    }
+
+    /// The client applied the SFU's description: deliver queued candidates from now on.
+    async fn ready(&self, peer: PeerId) {
+        let (pc, queued) = {
+            let mut clients = lock(&self.clients);
+            let slot = clients.entry(peer).or_default();
+            slot.ready = true;
+            (slot.pc.clone(), std::mem::take(&mut slot.queued))
+        };
+        let pc = pc.expect("client attached before ready");
+        for init in queued {
+            let _ = pc.add_ice_candidate(init).await;
+        }
+    }
+
+    async fn wait_for(&self, what: &str, pred: impl Fn(&SfuEvent) -> bool) -> SfuEvent {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let notified = self.notify.notified();
+            if let Some(event) = lock(&self.log).iter().find(|e| pred(e)) {
+                return event.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                panic!(
+                    "timed out waiting for SFU event: {what}; saw {:?}",
+                    self.kinds()
+                );
+            }
+        }
+    }
+
+    fn count(&self, pred: impl Fn(&SfuEvent) -> bool) -> usize {
+        lock(&self.log).iter().filter(|e| pred(e)).count()
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        lock(&self.log)
+            .iter()
+            .filter(|e| !matches!(e, SfuEvent::LocalCandidate { .. }))
+            .map(|e| format!("{e:?}").chars().take(120).collect())
+            .collect()
+    }
+}
+
+/// Waits until `cond` holds, re-checking every 20 ms, failing after the deadline.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+enum ClientEvent {
+    Track(Arc<dyn TrackRemote>),
+    State(RTCPeerConnectionState),
+    DataChannel(Arc<dyn DataChannel>),
+}
+
+struct ClientHandler {
+    sfu: Sfu,
+    sfu_peer: PeerId,
+    tx: mpsc::UnboundedSender<ClientEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ClientHandler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        let init = event.candidate.to_json().expect("candidate to json");
+        let json = serde_json::to_string(&init).unwrap();
+        let (sfu, peer) = (self.sfu.clone(), self.sfu_peer);
+        tokio::spawn(async move {
+            sfu.add_remote_candidate(peer, &json)
+                .await
+                .expect("SFU accepts the client's candidate");
+        });
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(ClientEvent::State(state));
+    }
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self.tx.send(ClientEvent::DataChannel(dc));
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tx.send(ClientEvent::Track(track));
+    }
+}
+
+struct Client {
+    pc: Arc<dyn PeerConnection>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    tracks: Vec<Arc<dyn TrackRemote>>,
+    data_channels: Vec<Arc<dyn DataChannel>>,
+    connected: bool,
+}
+
+impl Client {
+    async fn new(sfu: &Sfu, hub: &Hub, sfu_peer: PeerId) -> Client {
+        let (tx, events) = mpsc::unbounded_channel();
+        let handler = Arc::new(ClientHandler {
+            sfu: sfu.clone(),
+            sfu_peer,
+            tx,
+        });
+        let pc = build_peer_connection(LOOPBACK, handler)
+            .await
+            .expect("client PC");
+        hub.attach(sfu_peer, pc.clone());
+        Client {
+            pc,
+            events,
+            tracks: Vec::new(),
+            data_channels: Vec::new(),
+            connected: false,
+        }
+    }
+
+    /// Handles client events until `done` says so (or the deadline passes).
+    async fn pump_until(&mut self, what: &str, done: impl Fn(&Client) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(ClientEvent::Track(track))) => self.tracks.push(track),
+                Ok(Some(ClientEvent::DataChannel(dc))) => self.data_channels.push(dc),
+                Ok(Some(ClientEvent::State(state))) => {
+                    assert_ne!(state, RTCPeerConnectionState::Failed, "{what}: PC failed");
+                    if state == RTCPeerConnectionState::Connected {
+                        self.connected = true;
+                    }
+                }
+                Ok(None) => panic!("{what}: client event channel closed"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+}
+
+/// A synthetic picture: four solid quadrants.
+fn quadrant_picture() -> Vec<u8> {
+    let mut rgb = vec![0u8; WIDTH * HEIGHT * 3];
+    for y in 0..HEIGHT {
+        for x in 0..WIDTH {
+            let q = (y >= HEIGHT / 2) as usize * 2 + (x >= WIDTH / 2) as usize;
+            rgb[(y * WIDTH + x) * 3..][..3].copy_from_slice(&QUADRANTS[q]);
+        }
+    }
+    rgb
+}
+
+fn local_track(kind: RtpCodecKind, id: &str, codec: RTCRtpCodec, ssrc: u32) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        format!("stream-{id}"),
+        id.to_string(),
+        id.to_string(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )
+}
+
+async fn payload_type(sender: &Arc<dyn RtpSender>, mime: &str) -> u8 {
+    let params = sender.get_parameters().await.expect("sender parameters");
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .unwrap_or_else(|| panic!("{mime} not negotiated"))
+        .payload_type
+}
+
+/// A publishing client: H.264 quadrants at 30 fps and Opus silence at 50 packets/s.
+struct Publisher {
+    client: Client,
+    plis: Arc<AtomicUsize>,
+    video_frames_sent: Arc<AtomicU64>,
+}
+
+async fn start_publisher(sfu: &Sfu, hub: &Hub, peer: PeerId) -> (Publisher, Answer) {
+    let mut client = Client::new(sfu, hub, peer).await;
+    let video_ssrc = rand::random::<u32>();
+    let audio_ssrc = rand::random::<u32>();
+    let video = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            local_track(
+                RtpCodecKind::Video,
+                "cid-video",
+                default_codec(TrackKind::Video),
+                video_ssrc,
+            ),
+        )
+        .unwrap(),
+    );
+    let audio = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            local_track(
+                RtpCodecKind::Audio,
+                "cid-audio",
+                default_codec(TrackKind::Audio),
+                audio_ssrc,
+            ),
+        )
+        .unwrap(),
+    );
+    let video_sender = client.pc.add_track(video.clone()).await.unwrap();
+    let audio_sender = client.pc.add_track(audio.clone()).await.unwrap();
+    let reliable = client
+        .pc
+        .create_data_channel("_reliable", None)
+        .await
+        .unwrap();
+    client.data_channels.push(reliable);
+
+    let offer = client.pc.create_offer(None).await.unwrap();
+    client.pc.set_local_description(offer).await.unwrap();
+    let offer_sdp = client.pc.local_description().await.unwrap().sdp;
+    let answer = sfu
+        .accept_offer(peer, offer_sdp)
+        .await
+        .expect("SFU answers");
+    client
+        .pc
+        .set_remote_description(RTCSessionDescription::answer(answer.sdp.clone()).unwrap())
+        .await
+        .expect("client applies the SFU answer");
+    hub.ready(peer).await;
+    client
+        .pump_until("publisher connected", |c| c.connected)
+        .await;
+
+    let video_pt = payload_type(&video_sender, MIME_TYPE_H264).await;
+    let audio_pt = payload_type(&audio_sender, MIME_TYPE_OPUS).await;
+
+    let plis = Arc::new(AtomicUsize::new(0));
+    let force_key = Arc::new(AtomicUsize::new(0));
+    {
+        let (video, plis, force_key) = (video.clone(), plis.clone(), force_key.clone());
+        tokio::spawn(async move {
+            while let Some(event) = video.poll().await {
+                if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                        plis.fetch_add(1, Ordering::SeqCst);
+                        force_key.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+    }
+    let video_frames_sent = Arc::new(AtomicU64::new(0));
+    {
+        let sent = video_frames_sent.clone();
+        tokio::spawn(async move {
+            let config = EncoderConfig::new().skip_frames(false);
+            let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+                .expect("openh264 encoder");
+            let rgb = quadrant_picture();
+            let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(&rgb, (WIDTH, HEIGHT)));
+            let mut seen_requests = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(33));
+            loop {
+                tick.tick().await;
+                let requests = force_key.load(Ordering::SeqCst);
+                if requests != seen_requests {
+                    seen_requests = requests;
+                    encoder.force_intra_frame();
+                }
+                let data = encoder.encode(&yuv).expect("encode").to_vec();
+                if data.is_empty() {
+                    continue;
+                }
+                let sample = Sample {
+                    data: Bytes::from(data),
+                    duration: Duration::from_millis(33),
+                    ..Sample::new(Instant::now())
+                };
+                if video
+                    .write_sample(video_ssrc, video_pt, &sample, &[])
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            // A valid 20 ms Opus silence frame.
+            let sample = Sample {
+                data: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
+                duration: Duration::from_millis(20),
+                ..Sample::new(Instant::now())
+            };
+            if audio
+                .write_sample(audio_ssrc, audio_pt, &sample, &[])
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    (
+        Publisher {
+            client,
+            plis,
+            video_frames_sent,
+        },
+        answer,
+    )
+}
+
+/// Counts what a subscribing client receives per kind.
+#[derive(Default)]
+struct Received {
+    packets: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Received {
+    fn get(&self, kind: &str) -> u64 {
+        lock(&self.packets).get(kind).copied().unwrap_or(0)
+    }
+}
+
+fn count_received(track: Arc<dyn TrackRemote>, kind: &'static str, received: Arc<Received>) {
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            match event {
+                TrackRemoteEvent::OnRtpPacket(_) => {
+                    *lock(&received.packets).entry(kind).or_default() += 1;
+                }
+                TrackRemoteEvent::OnEnded => break,
+                _ => {}
+            }
+        }
+    });
+}
+
+async fn track_kind_name(track: &Arc<dyn TrackRemote>) -> &'static str {
+    match track.kind().await {
+        RtpCodecKind::Audio => "audio",
+        _ => "video",
+    }
+}
+
+fn assert_close(got: [u8; 3], want: [u8; 3], what: &str) {
+    for c in 0..3 {
+        let diff = (got[c] as i32 - want[c] as i32).abs();
+        assert!(
+            diff <= 40,
+            "{what}: pixel {got:?} differs from the encoded {want:?}"
+        );
+    }
+}
+
+fn new_sfu(dir: &std::path::Path) -> (Sfu, Arc<Hub>) {
+    let (sfu, events) = Sfu::new(SfuConfig {
+        media_ip: LOOPBACK,
+        frame_dir: dir.to_path_buf(),
+    });
+    (sfu, Hub::start(events))
+}
+
+/// Publisher → SFU → subscriber (server offers, like a v0 subscriber PC): counters,
+/// keyframes, forwarded RTP, PLI relay, data channels, pause and the PNG snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_media_reaches_a_server_offered_subscriber() {
+    let frames = tempfile::tempdir().unwrap();
+    let (sfu, hub) = new_sfu(frames.path());
+
+    let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let (publisher, answer) = start_publisher(&sfu, &hub, pub_peer).await;
+    let mid_of = |cid: &str| {
+        answer
+            .mid_to_cid
+            .iter()
+            .find(|(_, t)| t.as_str() == cid)
+            .map(|(m, _)| m.clone())
+            .unwrap_or_else(|| panic!("{cid} not in {:?}", answer.mid_to_cid))
+    };
+    let video = sfu.publish(pub_peer, &mid_of("cid-video"), "TR_video", "PA_pub");
+    let audio = sfu.publish(pub_peer, &mid_of("cid-audio"), "TR_audio", "PA_pub");
+
+    hub.wait_for("video track started", |e| {
+        matches!(e, SfuEvent::TrackStarted { peer, track_id, kind: TrackKind::Video, mime, .. }
+            if *peer == pub_peer && track_id == "cid-video" && mime.eq_ignore_ascii_case("video/H264"))
+    })
+    .await;
+    hub.wait_for(
+        "audio first rtp",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == audio),
+    )
+    .await;
+    assert_eq!(sfu.track_by_sid("TR_video"), Some(video.clone()));
+
+    // The publisher's data channel reaches the SFU.
+    let reliable = publisher.client.data_channels[0].clone();
+    let open_deadline = Instant::now() + DEADLINE;
+    while reliable
+        .send(BytesMut::from(&b"hello sfu"[..]))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < open_deadline, "_reliable never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.wait_for("data from the publisher", |e| {
+        matches!(e, SfuEvent::Data { peer, label, data } if *peer == pub_peer && label == "_reliable" && &data[..] == b"hello sfu")
+    })
+    .await;
+
+    // A subscriber, offered to by the SFU.
+    let sub_peer = sfu.create_peer(PeerRole::ServerOffers).await.unwrap();
+    let mut subscriber = Client::new(&sfu, &hub, sub_peer).await;
+    sfu.forward(&video, sub_peer).await.unwrap();
+    sfu.forward(&audio, sub_peer).await.unwrap();
+    hub.wait_for(
+        "renegotiation for the subscriber",
+        |e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer),
+    )
+    .await;
+    let offer = sfu.create_offer(sub_peer, false).await.unwrap();
+    assert!(
+        offer.contains("PA_pub|TR_video") || offer.contains("TR_video"),
+        "{offer}"
+    );
+    subscriber
+        .pc
+        .set_remote_description(RTCSessionDescription::offer(offer).unwrap())
+        .await
+        .unwrap();
+    let local = subscriber.pc.create_answer(None).await.unwrap();
+    subscriber.pc.set_local_description(local).await.unwrap();
+    let answer_sdp = subscriber.pc.local_description().await.unwrap().sdp;
+    hub.ready(sub_peer).await;
+    sfu.accept_answer(sub_peer, answer_sdp).await.unwrap();
+    subscriber
+        .pump_until(
+            "subscriber gets both tracks and the SFU's data channels",
+            |c| c.connected && c.tracks.len() == 2 && c.data_channels.len() == 2,
+        )
+        .await;
+
+    let received = Arc::new(Received::default());
+    let mut sub_video = None;
+    for track in &subscriber.tracks {
+        let kind = track_kind_name(track).await;
+        if kind == "video" {
+            sub_video = Some(track.clone());
+            assert_eq!(track.track_id().await.to_string(), "TR_video");
+        }
+        count_received(track.clone(), kind, received.clone());
+    }
+    let sub_video = sub_video.expect("subscriber got a video track");
+    wait_until("subscriber receives video and audio", || {
+        received.get("video") >= 30 && received.get("audio") >= 25
+    })
+    .await;
+
+    // Counters on the SFU.
+    let v = sfu.stats(&video);
+    let a = sfu.stats(&audio);
+    assert!(v.packets >= 30 && v.bytes > 0, "{v:?}");
+    assert!(v.frames > 0 && v.frames <= v.packets, "{v:?}");
+    assert!(v.keyframes >= 1, "the first picture is an IDR: {v:?}");
+    assert!(v.first_rtp_ms.is_some() && a.first_rtp_ms.is_some());
+    assert_eq!(a.frames, a.packets, "audio counts one frame per packet");
+    assert_eq!(a.keyframes, 0);
+    let sent = publisher.video_frames_sent.load(Ordering::SeqCst);
+    assert!(
+        v.frames <= sent,
+        "SFU counted {} pictures, {sent} sent",
+        v.frames
+    );
+
+    // A PLI from the subscriber reaches the publisher, and a keyframe follows.
+    let ssrc = sub_video.ssrcs().await[0];
+    let plis_before = publisher.plis.load(Ordering::SeqCst);
+    let keyframes_before = sfu.stats(&video).keyframes;
+    let pli_deadline = Instant::now() + DEADLINE;
+    while publisher.plis.load(Ordering::SeqCst) == plis_before {
+        assert!(
+            Instant::now() < pli_deadline,
+            "PLI never reached the publisher"
+        );
+        sub_video
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })])
+            .await
+            .unwrap();
+        // Requests within 100 ms of the last one are coalesced by the SFU; try again later.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    hub.wait_for(
+        "keyframe requested",
+        |e| matches!(e, SfuEvent::KeyframeRequested { track_key } if *track_key == video),
+    )
+    .await;
+    wait_until("a new keyframe is counted", || {
+        sfu.stats(&video).keyframes > keyframes_before
+    })
+    .await;
+
+    // SFU → subscriber data on its own _reliable channel.
+    let mut labels = Vec::new();
+    for dc in &subscriber.data_channels {
+        labels.push(dc.label().await.unwrap());
+    }
+    labels.sort();
+    assert_eq!(labels, ["_lossy", "_reliable"]);
+    let sub_reliable = {
+        let mut found = None;
+        for dc in &subscriber.data_channels {
+            if dc.label().await.unwrap() == "_reliable" {
+                found = Some(dc.clone());
+            }
+        }
+        found.unwrap()
+    };
+    sfu.send_data(sub_peer, true, Bytes::from_static(b"to subscriber"))
+        .await
+        .expect("send on _reliable");
+    let got = tokio::time::timeout(DEADLINE, async {
+        while let Some(event) = sub_reliable.poll().await {
+            if let DataChannelEvent::OnMessage(msg) = event {
+                return Some(msg.data.freeze());
+            }
+        }
+        None
+    })
+    .await
+    .expect("subscriber data in time");
+    assert_eq!(got.as_deref(), Some(&b"to subscriber"[..]));
+
+    // Pause: the SFU keeps counting but forwards nothing.
+    sfu.set_paused(true);
+    let paused_at_packets = sfu.stats(&video).packets;
+    // Packets already handed to the subscriber's PC may still land; let them.
+    let before_pause = received.get("video");
+    wait_until("publisher keeps sending while paused", || {
+        sfu.stats(&video).packets >= paused_at_packets + 40
+    })
+    .await;
+    let during_pause = received.get("video");
+    assert!(
+        during_pause <= before_pause + 5,
+        "paused SFU forwarded {} packets",
+        during_pause - before_pause
+    );
+    sfu.set_paused(false);
+    wait_until("forwarding resumes", || {
+        received.get("video") >= during_pause + 10
+    })
+    .await;
+
+    // The PNG shows the picture that was encoded.
+    let (path, width, height) = sfu.write_png(&video).await.expect("PNG written");
+    assert_eq!((width, height), (WIDTH as u32, HEIGHT as u32));
+    assert!(path.starts_with(frames.path()));
+    let png = media::read_png_rgb(&path).unwrap();
+    assert_eq!((png.width, png.height), (width, height));
+    let (w, h) = (png.width, png.height);
+    let centres = [
+        (w / 4, h / 4),
+        (3 * w / 4, h / 4),
+        (w / 4, 3 * h / 4),
+        (3 * w / 4, 3 * h / 4),
+    ];
+    for (i, (x, y)) in centres.into_iter().enumerate() {
+        assert_close(png.pixel(x, y), QUADRANTS[i], &format!("quadrant {i}"));
+    }
+    assert!(
+        sfu.write_png(&audio).await.is_err(),
+        "audio cannot be snapshotted"
+    );
+
+    // Closing the publisher ends the subscription and asks for renegotiation.
+    let renegotiations =
+        hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer));
+    sfu.close_peer(pub_peer).await;
+    wait_until("subscriber renegotiation after publisher left", || {
+        hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer))
+            > renegotiations
+    })
+    .await;
+    assert_eq!(sfu.stats(&video), TrackStats::default());
+    sfu.close_peer(sub_peer).await;
+    publisher.client.pc.close().await.ok();
+    subscriber.pc.close().await.ok();
+}
