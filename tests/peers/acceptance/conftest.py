@@ -317,6 +317,7 @@ def report(case: str, ok: bool, detail: str) -> None:
     """One clear line per checked case, printed live (pytest -s) and kept in the log."""
     line = f"{'PASS' if ok else 'FAIL'} {case}: {detail}"
     print(line, flush=True)
+    LOG_ROOT.mkdir(parents=True, exist_ok=True)
     with open(LOG_ROOT / "cases.txt", "a") as f:
         f.write(line + "\n")
 
