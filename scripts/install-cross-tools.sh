@@ -72,4 +72,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 if [ $LAB = 1 ]; then "$HERE/../tests/lab/setup.sh" arm64; fi
 # --- crates for every target (the suites build offline)
 (cd "$HERE/.." && cargo fetch --locked -q)
+# ... and for std itself, which the armv7 build compiles from source (-Zbuild-std needs its crates offline too)
+RUSTC_BOOTSTRAP=1 cargo fetch --locked -q --manifest-path "$(rustc --print sysroot)/lib/rustlib/src/rust/library/Cargo.toml" \
+  || log "could not fetch std's crates: the armv7 build (ROOMCAST_TEST_ARMV7=1) will need network"
 log "ok: zig $("$TOOLS/venv/bin/python" -m ziglang version), $("$TOOLS/bin/cargo-zigbuild" --version)"

@@ -114,7 +114,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 "$HOST" devroom --listen 198.51.100.1:7880 --keys devkey:secret --media-ip 198.51.100.1 --frame-dir "$W" > "$W/devroom.log" 2>&1 &
 DEVPID=$!
-for _ in $(seq 100); do grep -q "devroom listening" "$W/devroom.log" && break; kill -0 $DEVPID 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "devroom listening" "$W/devroom.log" && break; kill -0 $DEVPID 2>/dev/null || break; sleep 0.1; done
 grep -q "devroom listening" "$W/devroom.log" || { cat "$W/devroom.log"; bad "devroom start"; echo "lab: $PASS passed, $FAIL failed"; exit 1; }
 # A participant token for devroom's devkey:secret, minted here (HS256, stdlib only). Token auth is the one
 # auth form every roomcast config parser accepts; room and identity travel inside the token.
@@ -133,8 +133,8 @@ url = "ws://198.51.100.1:7880"
 token = "$TOKEN"
 [video]
 device = "test-pattern"
-width = 640
-height = 360
+width = 320
+height = 240
 fps = 15
 [audio]
 device = "tone"
@@ -156,19 +156,24 @@ T0=$(date +%s.%N)
 LABPID=$!
 # wait for first RTP on a video and an audio track (devroom's long-poll event API; no sleeps)
 AFTER=0 VIDEO_AT= AUDIO_AT= DEADLINE=$(( $(date +%s) + 240 ))
-declare -A KIND
+declare -A KIND FIRST   # track sid -> kind (track_published), host seconds since qemu start (first_rtp)
 while [ "$(date +%s)" -lt $DEADLINE ] && { [ -z "$VIDEO_AT" ] || [ -z "$AUDIO_AT" ]; } && kill -0 $LABPID 2>/dev/null; do
   EV=$(curl -s --max-time 10 "http://198.51.100.1:7880/admin/events?after=$AFTER&wait_ms=5000") || continue
+  now=$(echo "$(date +%s.%N) - $T0" | bc)
   while IFS=$'\t' read -r seq type tsid kind; do
     [ -n "$seq" ] || continue
     AFTER=$seq
-    [ "$type" = track_published ] && KIND[$tsid]=$kind
-    if [ "$type" = first_rtp ]; then
-      now=$(echo "$(date +%s.%N) - $T0" | bc)
-      case "${KIND[$tsid]:-}" in video) VIDEO_AT=${VIDEO_AT:-$now};; audio) AUDIO_AT=${AUDIO_AT:-$now};; esac
-    fi
+    echo "$type $tsid $kind" >> "$W/events.txt"
+    case $type in
+      track_published) KIND[$tsid]=$kind;;
+      first_rtp) FIRST[$tsid]=${FIRST[$tsid]:-$now};;
+    esac
   done < <(python3 -c 'import json,sys
 for e in json.load(sys.stdin).get("events",[]): print("\t".join(str(e.get(k,"")) for k in ("seq","type","track_sid","kind")))' <<<"$EV")
+  # devroom may report first RTP before it matches the track to its AddTrack: pair them up either way
+  for sid in "${!FIRST[@]}"; do
+    case "${KIND[$sid]:-}" in video) VIDEO_AT=${VIDEO_AT:-${FIRST[$sid]}};; audio) AUDIO_AT=${AUDIO_AT:-${FIRST[$sid]}};; esac
+  done
 done
 touch "$W/share/stop"
 wait $LABPID
@@ -178,6 +183,8 @@ if [ -n "$VIDEO_AT" ] && [ -n "$AUDIO_AT" ]; then
   echo "# boot to first media: video ${VIDEO_AT:0:6}s audio ${AUDIO_AT:0:6}s after qemu start (TCG, $(grep -o 'LAB-READY uptime=[0-9.]*' "$W/stage2.log"))"
 else
   sed 's/^/# roomcast: /' "$W/share/roomcast.log" 2>/dev/null | tail -20
+  sed 's/^/# devroom event: /' "$W/events.txt" 2>/dev/null | tail -20
+  echo "# devroom rooms: $(curl -s --max-time 5 http://198.51.100.1:7880/admin/rooms)"
   bad "devroom received video and audio from the VM (video=${VIDEO_AT:-none} audio=${AUDIO_AT:-none})"
 fi
 echo "lab: $PASS passed, $FAIL failed"
