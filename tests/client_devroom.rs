@@ -737,3 +737,62 @@ async fn run_stores_the_refreshed_token_and_joins_with_it_next_time() {
     );
     devroom.shutdown().await;
 }
+
+/// Subscribing (auto_subscribe) works in both signalling modes: a second roomcast sees the
+/// first one connect, publish, and its tracks arrive.
+async fn subscribes_to_another_participant(path: PathChoice) {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let mut watcher = options(&devroom.url(), token("watcher", "lobby", "secret"), path);
+    watcher.video.device = "none".into();
+    watcher.audio.device = "none".into();
+    let (watcher, mut events) = Room::connect(watcher).await.expect("watcher joins");
+    let (publisher, _publisher_events, sids) =
+        join_and_publish(&devroom, "cam-sub", PathChoice::Auto).await;
+    wait_room_event(
+        &mut events,
+        Duration::from_secs(10),
+        |e| matches!(e, RoomEvent::ParticipantConnected { identity, .. } if identity == "cam-sub"),
+    )
+    .await;
+    let mut subscribed = Vec::new();
+    while subscribed.len() < 2 {
+        if let RoomEvent::TrackSubscribed {
+            participant,
+            track_sid,
+            ..
+        } = wait_room_event(&mut events, Duration::from_secs(15), |e| {
+            matches!(e, RoomEvent::TrackSubscribed { .. })
+        })
+        .await
+        {
+            assert_eq!(participant, "cam-sub");
+            subscribed.push(track_sid);
+        }
+    }
+    subscribed.sort();
+    let mut expected = sids.clone();
+    expected.sort();
+    assert_eq!(subscribed, expected);
+    assert!(watcher.remote_participants()["cam-sub"]
+        .tracks
+        .values()
+        .all(|t| t.subscribed));
+    publisher.close().await;
+    wait_room_event(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, RoomEvent::ParticipantDisconnected { identity, .. } if identity == "cam-sub")
+    })
+    .await;
+    watcher.close().await;
+    devroom.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribes_over_rtc_v1() {
+    subscribes_to_another_participant(PathChoice::V1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribes_over_rtc_v0() {
+    subscribes_to_another_participant(PathChoice::V0).await;
+}
