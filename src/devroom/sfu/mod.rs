@@ -1011,17 +1011,29 @@ impl Inner {
             if self.pub_track(&track).is_none() {
                 continue; // the publisher went away
             }
-            let mut attached = false;
+            let codec = self.track_codec(&track).await;
+            let kind = kind_of_mime(&codec.mime_type);
+            // Find the slot with probe tracks of their own track ids: webrtc keys a sender's
+            // RTCP events by track id, so a placeholder carrying the real id would, when
+            // released, take the real sender's PLI route with it.
+            let mut slot = None;
             for _attempt in 0..64 {
-                let (local, ssrc, codec) = match self.new_local_track(&track).await {
-                    Ok(t) => t,
-                    Err(err) => {
-                        tracing::warn!("forward {}: {err:#}", track.track_sid);
-                        break;
-                    }
-                };
-                let kind = kind_of_mime(&codec.mime_type);
-                let sender = match peer.pc.add_track(local.clone()).await {
+                let probe_id = format!("probe-{}", rand::random::<u64>());
+                let probe = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                    probe_id.clone(),
+                    probe_id.clone(),
+                    probe_id,
+                    kind.to_rtc(),
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(rand::random::<u32>()),
+                            ..Default::default()
+                        },
+                        codec: codec.clone(),
+                        ..Default::default()
+                    }],
+                )));
+                let sender = match peer.pc.add_track(probe).await {
                     Ok(s) => s,
                     Err(err) => {
                         tracing::warn!("forward {}: add_track: {err}", track.track_sid);
@@ -1038,8 +1050,15 @@ impl Inner {
                     })
                 });
                 if usable {
-                    self.activate_forward(peer, &track, local, sender, ssrc, codec);
-                    attached = true;
+                    // Free the slot again: it is now the first free one, so the real track
+                    // lands there next.
+                    match peer.pc.remove_track(&sender).await {
+                        Ok(()) => slot = mid,
+                        Err(err) => {
+                            tracing::warn!("peer {}: releasing probe: {err}", peer.id);
+                            placeholders.push(sender);
+                        }
+                    }
                     break;
                 }
                 let brand_new = mid.is_none();
@@ -1048,7 +1067,35 @@ impl Inner {
                     break; // no free transceiver of that kind left in this offer
                 }
             }
-            if !attached {
+            let Some(slot) = slot else {
+                still_pending.push(track);
+                continue;
+            };
+            let (local, ssrc, codec) = match self.new_local_track(&track).await {
+                Ok(t) => t,
+                Err(err) => {
+                    tracing::warn!("forward {}: {err:#}", track.track_sid);
+                    still_pending.push(track);
+                    continue;
+                }
+            };
+            let sender = match peer.pc.add_track(local.clone()).await {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!("forward {}: add_track: {err}", track.track_sid);
+                    still_pending.push(track);
+                    continue;
+                }
+            };
+            let landed = transceiver_mid(&peer.pc, sender.id().into()).await;
+            if landed.as_deref() == Some(slot.as_str()) {
+                self.activate_forward(peer, &track, local, sender, ssrc, codec);
+            } else {
+                tracing::warn!(
+                    "forward {}: landed on {landed:?} instead of mid {slot}; retrying on the next offer",
+                    track.track_sid
+                );
+                let _ = peer.pc.remove_track(&sender).await;
                 still_pending.push(track);
             }
         }

@@ -793,7 +793,7 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
     let (sfu, hub) = new_sfu(frames.path());
 
     let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
-    let (_publisher, answer) = start_publisher(&sfu, &hub, pub_peer).await;
+    let (publisher, answer) = start_publisher(&sfu, &hub, pub_peer).await;
     let mid_of = |answer: &Answer, cid: &str| {
         answer
             .mid_to_cid
@@ -835,6 +835,32 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
         )
         .unwrap(),
     );
+    // First m-section: a video track of the client's own that sends nothing; forwarded video
+    // must not be put on it (it is the first sender-less video transceiver on the SFU side).
+    let idle_video = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            local_track(
+                RtpCodecKind::Video,
+                "cid-idle-video",
+                default_codec(TrackKind::Video),
+                rand::random::<u32>(),
+            ),
+        )
+        .unwrap(),
+    );
+    client
+        .pc
+        .add_transceiver_from_track(
+            idle_video,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
     let own_transceiver = client
         .pc
         .add_transceiver_from_track(
@@ -924,14 +950,17 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
         "{}",
         second.sdp
     );
-    let own_answered = answered
-        .iter()
-        .find(|s| s.mid.as_ref() == Some(&own_mid))
-        .unwrap();
-    assert_eq!(
-        own_answered.direction, "recvonly",
-        "the client's own track stays receive-only"
-    );
+    for own in ["cid-own", "cid-idle-video"] {
+        let mid = mid_of(&second, own);
+        let answered = answered
+            .iter()
+            .find(|s| s.mid == Some(mid.clone()))
+            .unwrap();
+        assert_eq!(
+            answered.direction, "recvonly",
+            "the client's own {own} stays receive-only"
+        );
+    }
 
     client
         .pump_until("both forwarded tracks", |c| c.tracks.len() == 2)
@@ -953,6 +982,33 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
         sfu.stats(&own_key).packets >= own_packets + 20
     })
     .await;
+
+    // A PLI from this subscriber reaches the publisher too.
+    let mut sub_video = None;
+    for track in &client.tracks {
+        if track.kind().await == RtpCodecKind::Video {
+            sub_video = Some(track.clone());
+        }
+    }
+    let sub_video = sub_video.expect("video track");
+    let ssrc = sub_video.ssrcs().await[0];
+    let plis_before = publisher.plis.load(Ordering::SeqCst);
+    let pli_deadline = Instant::now() + DEADLINE;
+    while publisher.plis.load(Ordering::SeqCst) == plis_before {
+        assert!(
+            Instant::now() < pli_deadline,
+            "PLI never reached the publisher"
+        );
+        sub_video
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })])
+            .await
+            .unwrap();
+        // Requests within 100 ms of the last one are coalesced by the SFU; try again later.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
 
     // ICE restart from the client; media keeps flowing both ways.
     client_offers(&sfu, &hub, &client, peer, true).await;
