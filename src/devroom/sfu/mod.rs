@@ -1605,7 +1605,15 @@ pub(crate) async fn build_peer_connection(
     media_ip: IpAddr,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
-    let mut engine = media_engine()?;
+    build_peer_connection_with(media_ip, handler, media_engine()?).await
+}
+
+/// [`build_peer_connection`] with a given media engine (tests use other payload types).
+pub(crate) async fn build_peer_connection_with(
+    media_ip: IpAddr,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    mut engine: MediaEngine,
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let registry = registry.with(
         Slot::from(KEYFRAME_INTERCEPTOR_SLOT),

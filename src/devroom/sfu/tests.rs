@@ -195,13 +195,17 @@ struct Client {
 
 impl Client {
     async fn new(sfu: &Sfu, hub: &Hub, sfu_peer: PeerId) -> Client {
+        Client::with_engine(sfu, hub, sfu_peer, media_engine().unwrap()).await
+    }
+
+    async fn with_engine(sfu: &Sfu, hub: &Hub, sfu_peer: PeerId, engine: MediaEngine) -> Client {
         let (tx, events) = mpsc::unbounded_channel();
         let handler = Arc::new(ClientHandler {
             sfu: sfu.clone(),
             sfu_peer,
             tx,
         });
-        let pc = build_peer_connection(LOOPBACK, handler)
+        let pc = build_peer_connection_with(LOOPBACK, handler, engine)
             .await
             .expect("client PC");
         hub.attach(sfu_peer, pc.clone());
@@ -300,7 +304,16 @@ struct Publisher {
 }
 
 async fn start_publisher(sfu: &Sfu, hub: &Hub, peer: PeerId) -> (Publisher, Answer) {
-    let mut client = Client::new(sfu, hub, peer).await;
+    start_publisher_with(sfu, hub, peer, media_engine().unwrap()).await
+}
+
+async fn start_publisher_with(
+    sfu: &Sfu,
+    hub: &Hub,
+    peer: PeerId,
+    engine: MediaEngine,
+) -> (Publisher, Answer) {
+    let mut client = Client::with_engine(sfu, hub, peer, engine).await;
     let video_ssrc = rand::random::<u32>();
     let audio_ssrc = rand::random::<u32>();
     let video = Arc::new(
@@ -442,6 +455,7 @@ async fn start_publisher(sfu: &Sfu, hub: &Hub, peer: PeerId) -> (Publisher, Answ
 #[derive(Default)]
 struct Received {
     packets: Mutex<HashMap<&'static str, u64>>,
+    payload_types: Mutex<HashMap<&'static str, std::collections::BTreeSet<u8>>>,
 }
 
 impl Received {
@@ -454,8 +468,12 @@ fn count_received(track: Arc<dyn TrackRemote>, kind: &'static str, received: Arc
     tokio::spawn(async move {
         while let Some(event) = track.poll().await {
             match event {
-                TrackRemoteEvent::OnRtpPacket(_) => {
+                TrackRemoteEvent::OnRtpPacket(packet) => {
                     *lock(&received.packets).entry(kind).or_default() += 1;
+                    lock(&received.payload_types)
+                        .entry(kind)
+                        .or_default()
+                        .insert(packet.header.payload_type);
                 }
                 TrackRemoteEvent::OnEnded => break,
                 _ => {}
@@ -668,12 +686,12 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     // Packets already handed to the subscriber's PC may still land; let them.
     let before_pause = received.get("video");
     wait_until("publisher keeps sending while paused", || {
-        sfu.stats(&video).packets >= paused_at_packets + 40
+        sfu.stats(&video).packets >= paused_at_packets + 60
     })
     .await;
     let during_pause = received.get("video");
     assert!(
-        during_pause <= before_pause + 5,
+        during_pause <= before_pause + 15,
         "paused SFU forwarded {} packets",
         during_pause - before_pause
     );
@@ -1270,4 +1288,110 @@ async fn simulcast_publisher_is_forwarded_from_its_best_layer() {
     sfu.close_peer(pub_peer).await;
     publisher.pc.close().await.ok();
     subscriber.pc.close().await.ok();
+}
+
+/// A client media engine numbering its payload types like a browser might, unlike the SFU's.
+fn foreign_engine(opus_pt: u8, h264_pt: u8) -> MediaEngine {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: default_codec(TrackKind::Audio),
+                payload_type: opus_pt,
+            },
+            RtpCodecKind::Audio,
+        )
+        .unwrap();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: default_codec(TrackKind::Video),
+                payload_type: h264_pt,
+            },
+            RtpCodecKind::Video,
+        )
+        .unwrap();
+    engine
+}
+
+/// Clients number payload types their own way (Chrome's H.264 is rarely 125): the SFU must
+/// receive with the publisher's numbers and send with each subscriber's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_types_follow_each_client() {
+    let frames = tempfile::tempdir().unwrap();
+    let (sfu, hub) = new_sfu(frames.path());
+    let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let (_publisher, answer) =
+        start_publisher_with(&sfu, &hub, pub_peer, foreign_engine(109, 106)).await;
+    assert!(
+        answer.sdp.contains("a=rtpmap:106 H264/90000"),
+        "{}",
+        answer.sdp
+    );
+    let mid_of = |cid: &str| {
+        answer
+            .mid_to_cid
+            .iter()
+            .find(|(_, t)| t.as_str() == cid)
+            .map(|(m, _)| m.clone())
+            .unwrap()
+    };
+    let video = sfu.publish(pub_peer, &mid_of("cid-video"), "TR_video", "PA_pub");
+    let audio = sfu.publish(pub_peer, &mid_of("cid-audio"), "TR_audio", "PA_pub");
+    hub.wait_for(
+        "video first rtp",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == video),
+    )
+    .await;
+
+    // A single-PC subscriber with yet other numbers.
+    let peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let mut client = Client::with_engine(&sfu, &hub, peer, foreign_engine(110, 98)).await;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        client
+            .pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                    direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    client_offers(&sfu, &hub, &client, peer, false).await;
+    client
+        .pump_until("subscriber connected", |c| c.connected)
+        .await;
+    sfu.forward(&video, peer).await.unwrap();
+    sfu.forward(&audio, peer).await.unwrap();
+    let (_, second) = client_offers(&sfu, &hub, &client, peer, false).await;
+    assert!(
+        second.sdp.contains("a=rtpmap:98 H264/90000"),
+        "{}",
+        second.sdp
+    );
+    client
+        .pump_until("both forwarded tracks", |c| c.tracks.len() == 2)
+        .await;
+    let received = Arc::new(Received::default());
+    for track in &client.tracks {
+        count_received(
+            track.clone(),
+            track_kind_name(track).await,
+            received.clone(),
+        );
+    }
+    wait_until("the subscriber receives video and audio", || {
+        received.get("video") >= 20 && received.get("audio") >= 20
+    })
+    .await;
+    let pts = lock(&received.payload_types).clone();
+    assert_eq!(pts["video"].iter().copied().collect::<Vec<_>>(), [98]);
+    assert_eq!(pts["audio"].iter().copied().collect::<Vec<_>>(), [110]);
+    sfu.close_peer(peer).await;
+    sfu.close_peer(pub_peer).await;
+    client.pc.close().await.ok();
 }
