@@ -20,6 +20,9 @@ else
 fi
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
+export ROOMCAST_TEST_LOGS=${ROOMCAST_TEST_LOGS:-/tmp/roomcast-test-logs}
+rm -rf "$ROOMCAST_TEST_LOGS" && mkdir -p "$ROOMCAST_TEST_LOGS"
+
 passed=0
 failed=0
 failures=()
@@ -40,6 +43,10 @@ step() { # step NAME CMD... : run one counted step, print its result and time
 }
 
 finish() {
+  if [ -s "$ROOMCAST_TEST_LOGS/cases.txt" ]; then
+    printf '\n=== official-SDK cases (logs in %s)\n' "$ROOMCAST_TEST_LOGS"
+    sed 's/^/  /' "$ROOMCAST_TEST_LOGS/cases.txt"
+  fi
   printf '\n=== summary (%ss)\n' "$(( $(date +%s) - RUN_START ))"
   for f in "${failures[@]}"; do printf '  failed: %s\n' "$f"; done
   printf '%d passed, %d failed\n' "$passed" "$failed"

@@ -6,9 +6,10 @@
 // usage: node browser_peer.mjs --url URL [--token T | --identity ID --room R] [--publish audio,video|none]
 //          [--spc 0|1] [--stay S] [--expect-video N] [--expect-audio N] [--expect-from ID]...
 //          [--expect-connect-error TEXT] [--expect-disconnect REASON] [--hold] [--codec vp8|h264]
-//          [--width W --height H --fps F] [--progress-ms N] [--verbose]
+//          [--width W --height H --fps F] [--progress-ms N] [--fake-mic] [--verbose]
 // The page is served from 127.0.0.1 on a free port (a secure context, so getUserMedia works);
-// Chromium's fake camera (moving pattern) and fake microphone (beeps) are the media.
+// Chromium's fake camera (moving pattern) and a WebAudio 440 Hz tone (or, with --fake-mic, Chromium's
+// fake microphone, which beeps 20 ms every 500 ms) are the media.
 import { chromium } from 'playwright-core';
 import { AccessToken } from 'livekit-server-sdk';
 import fs from 'node:fs';
@@ -26,7 +27,7 @@ function parseArgs(argv) {
     url: process.env.LIVEKIT_URL ?? 'ws://127.0.0.1:7880', token: '', identity: 'browser-peer', room: 'test-room',
     key: 'devkey', secret: 'secret', publish: 'audio,video', spc: null, stay: 30, expectVideo: 0, expectAudio: 0,
     expectFrom: [], expectConnectError: null, expectDisconnect: '', hold: false, codec: '', width: 320, height: 240,
-    fps: 15, progressMs: 0, verbose: false,
+    fps: 15, progressMs: 0, fakeMic: false, verbose: false,
   };
   const num = new Set(['progressMs', 'stay', 'expectVideo', 'expectAudio', 'width', 'height', 'fps']);
   for (let i = 0; i < argv.length; i++) {
@@ -100,6 +101,8 @@ async function main() {
     const t = Date.now();
     ctx = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM, headless: true,
+      // Our own SIGTERM/SIGINT handlers let the page leave the room and report first.
+      handleSIGTERM: false, handleSIGINT: false, handleSIGHUP: false,
       args: [
         '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
         '--disable-sync', '--no-first-run', '--disable-dev-shm-usage', '--disable-quic',
@@ -123,7 +126,7 @@ async function main() {
       url: o.url, token, identity: o.identity, publish: o.publish === 'none' ? '' : o.publish, spc: o.spc,
       expectVideo: o.expectVideo, expectAudio: o.expectAudio, expectFrom: o.expectFrom,
       expectConnectError: o.expectConnectError, expectDisconnect: o.expectDisconnect, hold: o.hold,
-      codec: o.codec, progressMs: o.progressMs, width: o.width, height: o.height, fps: o.fps,
+      codec: o.codec, progressMs: o.progressMs, fakeMic: o.fakeMic, width: o.width, height: o.height, fps: o.fps,
     });
     clearTimeout(stayTimer);
   } catch (e) {
