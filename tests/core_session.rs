@@ -615,9 +615,7 @@ fn a_leave_sent_through_send_is_a_leave() {
     }));
     session.send(add_track("after"));
     let sent = drain_transmit(&mut session);
-    assert!(
-        matches!(sent.as_slice(), [Req::AddTrack(_), Req::Leave(_)]),
-        "{sent:?}"
-    );
+    // Frames not yet written are pointless once we leave: only the Leave goes out.
+    assert!(matches!(sent.as_slice(), [Req::Leave(_)]), "{sent:?}");
     assert_eq!(session.state(), SessionState::Closed);
 }
