@@ -1,2 +1,794 @@
-//! The one TOML config file: schema, validation with located errors, secrets. (Owner: config/auth/session work.)
+//! The one TOML config file: schema, validation with located errors, secrets.
+//!
+//! Loading runs in three passes so that every error can name its key, its line and the fix:
+//! 1. `toml`'s span-keeping parser (`DeTable`) reads the document; a syntax error has a span.
+//! 2. A walk over that tree checks every key against the schema (unknown key → did-you-mean) and
+//!    records where each key sits, so later errors can be located.
+//! 3. serde fills typed raw structs; type errors carry a span that we map back to the key.
+//!    Then semantic checks (one auth method, ranges, URLs) and secret resolution (file/env).
 pub mod cli;
+mod schema;
+mod secret;
+
+pub use secret::{Secret, SecretSource};
+
+use crate::signal::url::{validate_server_url, SignalPath};
+use schema::{KeyIndex, Raw};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A config problem: which key, where, what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub kind: ConfigErrorKind,
+    /// The file the error is about.
+    pub file: PathBuf,
+    /// Dotted key path (`video.fps`, `api_secret.env`); empty for whole-file problems.
+    pub key: String,
+    /// 1-based line of the key (or of the problem), when there is one.
+    pub line: Option<usize>,
+    pub message: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// The file cannot be read.
+    Io,
+    /// Not valid TOML.
+    Syntax,
+    /// A key the schema does not know.
+    UnknownKey,
+    /// A key with a value of the wrong type or out of range.
+    InvalidValue,
+    /// A required key is absent.
+    MissingKey,
+    /// Keys that must not be used together (e.g. two auth methods).
+    Conflict,
+    /// A `{ file = .. }` / `{ env = .. }` secret that cannot be resolved.
+    Secret,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.fix.is_empty() {
+            write!(f, "\n  fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How the device gets its access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// A token given in the config (its own room/identity claims rule).
+    Token(Secret),
+    /// Mint on the device with the API key and secret.
+    ApiKey { api_key: Secret, api_secret: Secret },
+    /// POST a TokenSourceRequest to this URL.
+    TokenUrl(String),
+}
+
+/// Which signalling path to use (`signal_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalPathChoice {
+    /// `/rtc/v1`, falling back to `/rtc` on 404 like the official SDKs.
+    #[default]
+    Auto,
+    V1,
+    V0,
+}
+
+impl SignalPathChoice {
+    /// The paths to try, in order.
+    pub fn attempts(self) -> &'static [SignalPath] {
+        match self {
+            SignalPathChoice::Auto => &[SignalPath::V1, SignalPath::V0],
+            SignalPathChoice::V1 => &[SignalPath::V1],
+            SignalPathChoice::V0 => &[SignalPath::V0],
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            SignalPathChoice::Auto => "auto",
+            SignalPathChoice::V1 => "v1",
+            SignalPathChoice::V0 => "v0",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoDevice {
+    /// A V4L2 capture device node.
+    Path(PathBuf),
+    /// The synthetic moving test pattern.
+    TestPattern,
+    /// Publish no video.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderChoice {
+    #[default]
+    Auto,
+    /// The camera delivers H.264 itself.
+    Passthrough,
+    /// The SoC's V4L2 memory-to-memory encoder.
+    V4l2m2m,
+    /// openh264.
+    Software,
+}
+
+impl EncoderChoice {
+    fn as_str(self) -> &'static str {
+        match self {
+            EncoderChoice::Auto => "auto",
+            EncoderChoice::Passthrough => "passthrough",
+            EncoderChoice::V4l2m2m => "v4l2m2m",
+            EncoderChoice::Software => "software",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoConfig {
+    pub device: VideoDevice,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// kbit/s
+    pub bitrate: u32,
+    pub encoder: EncoderChoice,
+    pub encoder_device: Option<PathBuf>,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            device: VideoDevice::Path(PathBuf::from("/dev/video0")),
+            width: 1280,
+            height: 720,
+            fps: 30,
+            bitrate: 1500,
+            encoder: EncoderChoice::Auto,
+            encoder_device: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioDevice {
+    /// An ALSA PCM name ("default", "hw:1,0", ...).
+    Alsa(String),
+    /// The synthetic tone.
+    Tone,
+    /// Publish no audio.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioConfig {
+    pub device: AudioDevice,
+    /// Hz
+    pub rate: u32,
+    pub channels: u32,
+    /// kbit/s
+    pub bitrate: u32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            device: AudioDevice::Alsa("default".into()),
+            rate: 48000,
+            channels: 1,
+            bitrate: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedConfig {
+    pub chip: String,
+    pub connected: Option<u32>,
+    pub activity: Option<u32>,
+    pub error: Option<u32>,
+    pub active_low: bool,
+}
+
+/// The effective configuration: validated, defaults filled in, secrets resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Server URL as ws:// or wss:// (http(s) mapped), without query.
+    pub url: String,
+    pub auth: AuthConfig,
+    pub room: Option<String>,
+    pub identity: String,
+    /// True when `identity` came from the hostname, not the file.
+    pub identity_is_default: bool,
+    pub name: Option<String>,
+    pub metadata: Option<String>,
+    pub auto_subscribe: bool,
+    pub signal_path: SignalPathChoice,
+    pub ca_file: Option<PathBuf>,
+    /// Where the refreshed-token cache lives; None disables the cache.
+    pub state_dir: Option<PathBuf>,
+    pub video: VideoConfig,
+    pub audio: AudioConfig,
+    /// Present when the file has a `[leds]` section.
+    pub leds: Option<LedConfig>,
+}
+
+/// Read, validate and resolve a config file.
+pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        kind: ConfigErrorKind::Io,
+        file: path.to_path_buf(),
+        key: String::new(),
+        line: None,
+        message: format!("cannot read the config file: {err}"),
+        fix: "check the path (roomcast run --config FILE) and the file's permissions".into(),
+    })?;
+    parse(&text, path)
+}
+
+/// Validate config text; `file` only names the source in errors and anchors relative `{ file = .. }`.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let ctx = Ctx { file, text };
+    let index = schema::check_keys(&ctx)?;
+    let raw: Raw = toml::from_str(text).map_err(|err| ctx.serde_error(&err, &index))?;
+    build(&ctx, &index, raw)
+}
+
+/// Error-building context: the file name and its text (for line numbers).
+pub(crate) struct Ctx<'a> {
+    pub file: &'a Path,
+    pub text: &'a str,
+}
+
+impl Ctx<'_> {
+    pub fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    pub fn error(
+        &self,
+        kind: ConfigErrorKind,
+        key: &str,
+        line: Option<usize>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            kind,
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            line,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    fn serde_error(&self, err: &toml::de::Error, index: &KeyIndex) -> ConfigError {
+        let span = err.span();
+        let key = span
+            .as_ref()
+            .and_then(|span| index.key_at(span.start))
+            .unwrap_or_default();
+        let line = span.map(|span| self.line_of(span.start));
+        let fix = match schema::expected_for(&key) {
+            Some(expected) => format!("set `{key}` to {expected}"),
+            None => "correct the value's type (see the config reference in the README)".to_string(),
+        };
+        let message = if schema::SECRET_KEYS.contains(&key.as_str()) {
+            format!(
+                "`{key}` must be {}",
+                schema::expected_for(&key).unwrap_or_default()
+            )
+        } else {
+            err.message().trim().to_string()
+        };
+        self.error(ConfigErrorKind::InvalidValue, &key, line, message, fix)
+    }
+}
+
+fn build(ctx: &Ctx, index: &KeyIndex, raw: Raw) -> Result<Config, ConfigError> {
+    let line = |key: &str| index.line(ctx, key);
+    let invalid = |key: &str, message: String, fix: String| {
+        ctx.error(ConfigErrorKind::InvalidValue, key, line(key), message, fix)
+    };
+
+    // url
+    let Some(url) = raw.url else {
+        return Err(ctx.error(
+            ConfigErrorKind::MissingKey,
+            "url",
+            None,
+            "the server URL is missing",
+            "add `url = \"wss://your-project.livekit.cloud\"` (ws://, wss://, http:// or https://)",
+        ));
+    };
+    let url = validate_server_url(url.get_ref()).map_err(|err| {
+        invalid(
+            "url",
+            err.to_string(),
+            "use ws://host[:port], wss://host, http://host or https://host".into(),
+        )
+    })?;
+
+    // auth: exactly one method
+    let mut methods: Vec<&str> = Vec::new();
+    if raw.token.is_some() {
+        methods.push("token");
+    }
+    if raw.api_key.is_some() || raw.api_secret.is_some() {
+        methods.push(if raw.api_key.is_some() {
+            "api_key"
+        } else {
+            "api_secret"
+        });
+    }
+    if raw.token_url.is_some() {
+        methods.push("token_url");
+    }
+    const AUTH_FIX: &str =
+        "use exactly one of: `token`, `api_key` + `api_secret`, or `token_url` (see the config reference)";
+    if methods.len() > 1 {
+        let second = methods[1];
+        return Err(ctx.error(
+            ConfigErrorKind::Conflict,
+            second,
+            line(second),
+            format!(
+                "`{}` and `{}` are two auth methods; only one may be set",
+                methods[0], second
+            ),
+            AUTH_FIX,
+        ));
+    }
+    let auth = if let Some(token) = raw.token {
+        AuthConfig::Token(secret::resolve(ctx, index, "token", token)?)
+    } else if raw.api_key.is_some() || raw.api_secret.is_some() {
+        let (Some(key), Some(secret)) = (raw.api_key, raw.api_secret) else {
+            let (present, missing) = if index.contains("api_key") {
+                ("api_key", "api_secret")
+            } else {
+                ("api_secret", "api_key")
+            };
+            return Err(ctx.error(
+                ConfigErrorKind::MissingKey,
+                missing,
+                line(present),
+                format!("`{present}` is set but `{missing}` is missing"),
+                format!("add `{missing}` (a literal, {{ file = \"/path\" }} or {{ env = \"VAR\" }}), or remove `{present}`"),
+            ));
+        };
+        AuthConfig::ApiKey {
+            api_key: secret::resolve(ctx, index, "api_key", key)?,
+            api_secret: secret::resolve(ctx, index, "api_secret", secret)?,
+        }
+    } else if let Some(token_url) = raw.token_url {
+        let parsed = url::Url::parse(token_url.get_ref()).map_err(|err| {
+            invalid(
+                "token_url",
+                format!("not a URL: {err}"),
+                "use https://host/path (or http:// on a trusted network)".into(),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid(
+                "token_url",
+                format!("scheme `{}` is not http or https", parsed.scheme()),
+                "use https://host/path (or http:// on a trusted network)".into(),
+            ));
+        }
+        AuthConfig::TokenUrl(token_url.into_inner())
+    } else {
+        return Err(ctx.error(
+            ConfigErrorKind::MissingKey,
+            "token",
+            None,
+            "no auth method is configured",
+            AUTH_FIX,
+        ));
+    };
+
+    let room = raw.room.map(|r| r.into_inner().trim().to_string());
+    if room.as_deref() == Some("") {
+        return Err(invalid(
+            "room",
+            "the room name is empty".into(),
+            "set `room = \"lobby\"` or remove it".into(),
+        ));
+    }
+    if room.is_none() && !matches!(auth, AuthConfig::Token(_)) {
+        let method = if matches!(auth, AuthConfig::TokenUrl(_)) {
+            "token_url"
+        } else {
+            "api_key"
+        };
+        return Err(ctx.error(
+            ConfigErrorKind::MissingKey,
+            "room",
+            line(method),
+            format!("`room` is required with `{method}`"),
+            "add `room = \"lobby\"`",
+        ));
+    }
+
+    let (identity, identity_is_default) = match raw.identity {
+        Some(identity) => {
+            let identity = identity.into_inner();
+            if identity.trim().is_empty() {
+                return Err(invalid(
+                    "identity",
+                    "the identity is empty".into(),
+                    "set a unique `identity = \"cam-1\"` or remove it to use the hostname".into(),
+                ));
+            }
+            (identity, false)
+        }
+        None => (hostname(), true),
+    };
+
+    let ca_file = match raw.ca_file {
+        Some(ca) => {
+            let ca = PathBuf::from(ca.into_inner());
+            if let Err(err) = std::fs::metadata(&ca) {
+                return Err(invalid(
+                    "ca_file",
+                    format!("cannot read {}: {err}", ca.display()),
+                    "point `ca_file` at a PEM file with the extra CA certificate(s), or remove it"
+                        .into(),
+                ));
+            }
+            Some(ca)
+        }
+        None => None,
+    };
+    // systemd's StateDirectory= exports STATE_DIRECTORY: a sensible default for the unit.
+    let state_dir = raw
+        .state_dir
+        .map(|s| PathBuf::from(s.into_inner()))
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from));
+
+    let video = build_video(ctx, index, raw.video.unwrap_or_default())?;
+    let audio = build_audio(ctx, index, raw.audio.unwrap_or_default())?;
+    let leds = raw.leds.map(|leds| LedConfig {
+        chip: leds
+            .chip
+            .map(|c| c.into_inner())
+            .unwrap_or_else(|| "gpiochip0".into()),
+        connected: leds.connected.map(|v| v.into_inner()),
+        activity: leds.activity.map(|v| v.into_inner()),
+        error: leds.error.map(|v| v.into_inner()),
+        active_low: leds.active_low.map(|v| v.into_inner()).unwrap_or(false),
+    });
+
+    Ok(Config {
+        url: url.to_string().trim_end_matches('/').to_string(),
+        auth,
+        room,
+        identity,
+        identity_is_default,
+        name: raw.name.map(|v| v.into_inner()),
+        metadata: raw.metadata.map(|v| v.into_inner()),
+        auto_subscribe: raw.auto_subscribe.map(|v| v.into_inner()).unwrap_or(true),
+        signal_path: raw.signal_path.map(|v| v.into_inner()).unwrap_or_default(),
+        ca_file,
+        state_dir,
+        video,
+        audio,
+        leds,
+    })
+}
+
+fn check_range(
+    ctx: &Ctx,
+    index: &KeyIndex,
+    key: &str,
+    value: u32,
+    range: std::ops::RangeInclusive<u32>,
+    unit: &str,
+) -> Result<u32, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ctx.error(
+            ConfigErrorKind::InvalidValue,
+            key,
+            index.line(ctx, key),
+            format!("{value}{unit} is out of range"),
+            format!(
+                "use a value from {} to {}{unit}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+fn build_video(
+    ctx: &Ctx,
+    index: &KeyIndex,
+    raw: schema::RawVideo,
+) -> Result<VideoConfig, ConfigError> {
+    let defaults = VideoConfig::default();
+    let device = match raw.device.map(|d| d.into_inner()) {
+        None => defaults.device,
+        Some(d) if d == "test-pattern" => VideoDevice::TestPattern,
+        Some(d) if d == "none" => VideoDevice::None,
+        Some(d) if d.starts_with('/') => VideoDevice::Path(PathBuf::from(d)),
+        Some(d) => {
+            return Err(ctx.error(
+                ConfigErrorKind::InvalidValue,
+                "video.device",
+                index.line(ctx, "video.device"),
+                format!("`{d}` is not a device path"),
+                "use a V4L2 device path like \"/dev/video0\", \"test-pattern\" or \"none\"",
+            ))
+        }
+    };
+    let even =
+        |key: &str, value: Option<toml::Spanned<u32>>, default: u32| -> Result<u32, ConfigError> {
+            let value = check_range(
+                ctx,
+                index,
+                key,
+                value.map(|v| v.into_inner()).unwrap_or(default),
+                16..=4096,
+                "",
+            )?;
+            if value % 2 != 0 {
+                return Err(ctx.error(
+                    ConfigErrorKind::InvalidValue,
+                    key,
+                    index.line(ctx, key),
+                    format!("{value} is odd; H.264 with 4:2:0 chroma needs even dimensions"),
+                    format!("use {} or {}", value - 1, value + 1),
+                ));
+            }
+            Ok(value)
+        };
+    let width = even("video.width", raw.width, defaults.width)?;
+    let height = even("video.height", raw.height, defaults.height)?;
+    let fps = check_range(
+        ctx,
+        index,
+        "video.fps",
+        raw.fps.map(|v| v.into_inner()).unwrap_or(defaults.fps),
+        1..=120,
+        "",
+    )?;
+    let bitrate = check_range(
+        ctx,
+        index,
+        "video.bitrate",
+        raw.bitrate
+            .map(|v| v.into_inner())
+            .unwrap_or(defaults.bitrate),
+        50..=50_000,
+        " kbit/s",
+    )?;
+    Ok(VideoConfig {
+        device,
+        width,
+        height,
+        fps,
+        bitrate,
+        encoder: raw.encoder.map(|v| v.into_inner()).unwrap_or_default(),
+        encoder_device: raw.encoder_device.map(|v| PathBuf::from(v.into_inner())),
+    })
+}
+
+fn build_audio(
+    ctx: &Ctx,
+    index: &KeyIndex,
+    raw: schema::RawAudio,
+) -> Result<AudioConfig, ConfigError> {
+    let defaults = AudioConfig::default();
+    let device = match raw.device.map(|d| d.into_inner()) {
+        None => defaults.device,
+        Some(d) if d == "tone" => AudioDevice::Tone,
+        Some(d) if d == "none" => AudioDevice::None,
+        Some(d) if d.trim().is_empty() => {
+            return Err(ctx.error(
+                ConfigErrorKind::InvalidValue,
+                "audio.device",
+                index.line(ctx, "audio.device"),
+                "the ALSA device name is empty",
+                "use an ALSA PCM name like \"default\" or \"hw:1,0\", \"tone\" or \"none\"",
+            ))
+        }
+        Some(d) => AudioDevice::Alsa(d),
+    };
+    let rate = raw.rate.map(|v| v.into_inner()).unwrap_or(defaults.rate);
+    // Opus only runs at these rates.
+    if ![8000, 12000, 16000, 24000, 48000].contains(&rate) {
+        return Err(ctx.error(
+            ConfigErrorKind::InvalidValue,
+            "audio.rate",
+            index.line(ctx, "audio.rate"),
+            format!("{rate} Hz is not an Opus sample rate"),
+            "use 48000 (or 8000, 12000, 16000, 24000)",
+        ));
+    }
+    let channels = check_range(
+        ctx,
+        index,
+        "audio.channels",
+        raw.channels
+            .map(|v| v.into_inner())
+            .unwrap_or(defaults.channels),
+        1..=2,
+        "",
+    )?;
+    let bitrate = check_range(
+        ctx,
+        index,
+        "audio.bitrate",
+        raw.bitrate
+            .map(|v| v.into_inner())
+            .unwrap_or(defaults.bitrate),
+        6..=510,
+        " kbit/s",
+    )?;
+    Ok(AudioConfig {
+        device,
+        rate,
+        channels,
+        bitrate,
+    })
+}
+
+/// The machine's hostname (the default identity).
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "roomcast".to_string())
+}
+
+impl Config {
+    /// The effective config as TOML, secrets redacted (what `check-config` prints).
+    pub fn to_redacted_toml(&self) -> String {
+        use toml::{Table, Value};
+        let mut t = Table::new();
+        t.insert("url".into(), self.url.clone().into());
+        match &self.auth {
+            AuthConfig::Token(s) => {
+                t.insert("token".into(), s.redacted());
+            }
+            AuthConfig::ApiKey {
+                api_key,
+                api_secret,
+            } => {
+                // The key is an identifier, not a secret, when written literally: show it.
+                let key = match api_key.source() {
+                    SecretSource::Literal => Value::from(api_key.expose()),
+                    _ => api_key.redacted(),
+                };
+                t.insert("api_key".into(), key);
+                t.insert("api_secret".into(), api_secret.redacted());
+            }
+            AuthConfig::TokenUrl(u) => {
+                t.insert("token_url".into(), u.clone().into());
+            }
+        }
+        if let Some(room) = &self.room {
+            t.insert("room".into(), room.clone().into());
+        }
+        t.insert("identity".into(), self.identity.clone().into());
+        if let Some(name) = &self.name {
+            t.insert("name".into(), name.clone().into());
+        }
+        if let Some(metadata) = &self.metadata {
+            t.insert("metadata".into(), metadata.clone().into());
+        }
+        t.insert("auto_subscribe".into(), self.auto_subscribe.into());
+        t.insert("signal_path".into(), self.signal_path.as_str().into());
+        if let Some(ca) = &self.ca_file {
+            t.insert("ca_file".into(), ca.display().to_string().into());
+        }
+        if let Some(dir) = &self.state_dir {
+            t.insert("state_dir".into(), dir.display().to_string().into());
+        }
+        let mut video = Table::new();
+        video.insert(
+            "device".into(),
+            match &self.video.device {
+                VideoDevice::Path(p) => p.display().to_string(),
+                VideoDevice::TestPattern => "test-pattern".into(),
+                VideoDevice::None => "none".into(),
+            }
+            .into(),
+        );
+        video.insert("width".into(), i64::from(self.video.width).into());
+        video.insert("height".into(), i64::from(self.video.height).into());
+        video.insert("fps".into(), i64::from(self.video.fps).into());
+        video.insert("bitrate".into(), i64::from(self.video.bitrate).into());
+        video.insert("encoder".into(), self.video.encoder.as_str().into());
+        if let Some(dev) = &self.video.encoder_device {
+            video.insert("encoder_device".into(), dev.display().to_string().into());
+        }
+        t.insert("video".into(), video.into());
+        let mut audio = Table::new();
+        audio.insert(
+            "device".into(),
+            match &self.audio.device {
+                AudioDevice::Alsa(name) => name.clone(),
+                AudioDevice::Tone => "tone".into(),
+                AudioDevice::None => "none".into(),
+            }
+            .into(),
+        );
+        audio.insert("rate".into(), i64::from(self.audio.rate).into());
+        audio.insert("channels".into(), i64::from(self.audio.channels).into());
+        audio.insert("bitrate".into(), i64::from(self.audio.bitrate).into());
+        t.insert("audio".into(), audio.into());
+        if let Some(leds) = &self.leds {
+            let mut l = Table::new();
+            l.insert("chip".into(), leds.chip.clone().into());
+            for (key, value) in [
+                ("connected", leds.connected),
+                ("activity", leds.activity),
+                ("error", leds.error),
+            ] {
+                if let Some(v) = value {
+                    l.insert(key.into(), i64::from(v).into());
+                }
+            }
+            l.insert("active_low".into(), leds.active_low.into());
+            t.insert("leds".into(), l.into());
+        }
+        render_in_schema_order(&t)
+    }
+}
+
+/// TOML text with keys in the order of the config reference (toml's Table sorts them), secret
+/// references as inline tables, and sections last.
+fn render_in_schema_order(table: &toml::Table) -> String {
+    let mut out = String::new();
+    for key in schema::TOP_KEYS {
+        match table.get(*key) {
+            Some(toml::Value::Table(_)) if schema::SECTIONS.contains(key) => {}
+            Some(value) => out.push_str(&format!("{key} = {value}\n")),
+            None => {}
+        }
+    }
+    for section in schema::SECTIONS {
+        if let Some(toml::Value::Table(inner)) = table.get(*section) {
+            out.push_str(&format!("\n[{section}]\n"));
+            let order = schema::section_keys(section).unwrap_or_default();
+            for key in order {
+                if let Some(value) = inner.get(*key) {
+                    out.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
