@@ -672,6 +672,17 @@ async fn an_official_python_participant_and_roomcast_see_each_other() {
         (Some(WIDTH as u64), Some(HEIGHT as u64))
     );
     assert!(audio["frames"].as_u64().unwrap_or(0) >= 20, "{summary}");
+    // The subscriber's PLI went through devroom to us and our interceptor handed it to the encoder.
+    let video = room
+        .local_participant()
+        .tracks
+        .into_iter()
+        .find(|t| t.kind == roomcast::room::TrackKind::Video)
+        .unwrap();
+    assert!(
+        video.keyframe_requests >= 1,
+        "no PLI/FIR reached the encoder: {video:?}"
+    );
     room.close().await;
     devroom.shutdown().await;
 }
