@@ -274,6 +274,21 @@ async fn a_bad_token_names_the_cause() {
         Err(e) => e,
     };
     assert!(err.is_auth_failure(), "expected a 401, got: {err}");
+    // The reason devroom gave (validate endpoint) is in our error, verbatim.
+    let rejected = devroom
+        .wait_event(Duration::from_secs(2), |e| {
+            as_json(e)["type"] == "join_rejected"
+        })
+        .await
+        .expect("devroom logged the rejection");
+    let reason = as_json(&rejected)["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !reason.is_empty() && err.to_string().contains(&reason),
+        "{err} lacks {reason:?}"
+    );
     let text = err.to_string();
     assert!(text.contains("401"), "{text}");
     // The reason comes from the server (validate endpoint), not just the status line.
@@ -811,4 +826,16 @@ async fn subscribes_over_rtc_v1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscribes_over_rtc_v0() {
     subscribes_to_another_participant(PathChoice::V0).await;
+}
+
+/// auto: `/rtc/v1` answered 404 falls back to `/rtc` with two PeerConnections, and publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_falls_back_to_rtc_v0_when_v1_is_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    devroom.faults().reject_joins(1, 404);
+    let (room, _events, _) = join_and_publish(&devroom, "cam-old-server", PathChoice::Auto).await;
+    assert_eq!(room.signal_path(), Some(SignalPath::V0));
+    room.close().await;
+    devroom.shutdown().await;
 }
