@@ -96,7 +96,13 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let (room, mut events) = match Room::connect(options).await {
+    // A stop request while still joining ends the attempt at once.
+    let joined = tokio::select! {
+        joined = Room::connect(options) => joined,
+        _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+        _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+    };
+    let (room, mut events) = match joined {
         Ok(joined) => joined,
         Err(e) => {
             let hint = if e.is_auth_failure() {
