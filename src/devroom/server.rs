@@ -440,12 +440,17 @@ impl Shared {
                         affected.push((q.sid.clone(), q.receive_peer()));
                     }
                 }
-                r.broadcast(
-                    &p.sid,
-                    &Resp::Update(proto::ParticipantUpdate {
-                        participants: vec![gone],
-                    }),
-                );
+                // Not to a newer session of the same identity (duplicate identity): the Go server
+                // removes the old one before the new one exists, and an SDK that sees its own
+                // identity DISCONNECTED does a full rejoin.
+                let update = Resp::Update(proto::ParticipantUpdate {
+                    participants: vec![gone],
+                });
+                for q in r.participants.iter().filter(|q| q.identity != p.identity) {
+                    if let Some(sink) = &q.signal {
+                        sink.send(update.clone());
+                    }
+                }
                 empty = r.participants.is_empty();
             }
             if empty {
@@ -1529,8 +1534,12 @@ mod tests {
         );
         assert!(sent.iter().any(|m| matches!(m, Resp::RefreshToken(_))));
 
-        let (second, _second_rx) = open(&s, "cam", "protocol=17").await;
+        let (second, mut second_rx) = open(&s, "cam", "protocol=17").await;
         let (_, second_sid, _) = second.unwrap();
+        // The newer session never hears that "cam" disconnected (SDKs would rejoin).
+        let to_newer = responses(&drain(&mut second_rx));
+        assert!(!to_newer.iter().any(|m| matches!(m, Resp::Update(u)
+            if u.participants.iter().any(|p| p.state == proto::participant_info::State::Disconnected as i32))));
         assert_ne!(first_sid, second_sid);
         let out = drain(&mut first_rx);
         assert_eq!(
