@@ -446,6 +446,14 @@ impl Sfu {
             .create_answer(None)
             .await
             .context("creating the SDP answer")?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                "peer {}: offer codecs {:?}, answer codecs {:?}",
+                peer.id,
+                codec_summary(&sdp),
+                codec_summary(&local.sdp)
+            );
+        }
         peer.pc
             .set_local_description(local)
             .await
@@ -1689,6 +1697,35 @@ async fn find_receiver_mid(
         }
     }
     None
+}
+
+/// "mid:direction:codec,codec" per m-section, for logs.
+fn codec_summary(sdp: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            current = line.split_whitespace().next().unwrap_or("m=").to_string();
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+            let name = map.split_whitespace().nth(1).unwrap_or("");
+            current.push(' ');
+            current.push_str(name.split('/').next().unwrap_or(name));
+        } else if let Some(mid) = line.strip_prefix("a=mid:") {
+            current.push_str(&format!(" mid={mid}"));
+        } else if matches!(
+            line,
+            "a=sendonly" | "a=recvonly" | "a=sendrecv" | "a=inactive"
+        ) {
+            current.push_str(&format!(" {}", &line[2..]));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// What the SFU needs to know about one m-section of an SDP.
