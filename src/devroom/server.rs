@@ -440,12 +440,17 @@ impl Shared {
                         affected.push((q.sid.clone(), q.receive_peer()));
                     }
                 }
-                r.broadcast(
-                    &p.sid,
-                    &Resp::Update(proto::ParticipantUpdate {
-                        participants: vec![gone],
-                    }),
-                );
+                // Not to a newer session of the same identity (duplicate identity): the Go server
+                // removes the old one before the new one exists, and an SDK that sees its own
+                // identity DISCONNECTED does a full rejoin.
+                let update = Resp::Update(proto::ParticipantUpdate {
+                    participants: vec![gone],
+                });
+                for q in r.participants.iter().filter(|q| q.identity != p.identity) {
+                    if let Some(sink) = &q.signal {
+                        sink.send(update.clone());
+                    }
+                }
                 empty = r.participants.is_empty();
             }
             if empty {
@@ -769,12 +774,22 @@ impl Shared {
                     p.bump_version();
                     p.info()
                 };
-                // Everyone including the sender learns the new info.
+                // Everyone including the sender learns the new info; the sender's SDK also waits
+                // for the request's RequestResponse (RS set_metadata times out without it).
                 self.broadcast(
                     room,
                     "",
                     Resp::Update(proto::ParticipantUpdate {
                         participants: vec![info],
+                    }),
+                );
+                self.send_to(
+                    room,
+                    sid,
+                    Resp::RequestResponse(proto::RequestResponse {
+                        request_id: update.request_id,
+                        reason: proto::request_response::Reason::Ok as i32,
+                        ..Default::default()
                     }),
                 );
             }
@@ -1529,8 +1544,12 @@ mod tests {
         );
         assert!(sent.iter().any(|m| matches!(m, Resp::RefreshToken(_))));
 
-        let (second, _second_rx) = open(&s, "cam", "protocol=17").await;
+        let (second, mut second_rx) = open(&s, "cam", "protocol=17").await;
         let (_, second_sid, _) = second.unwrap();
+        // The newer session never hears that "cam" disconnected (SDKs would rejoin).
+        let to_newer = responses(&drain(&mut second_rx));
+        assert!(!to_newer.iter().any(|m| matches!(m, Resp::Update(u)
+            if u.participants.iter().any(|p| p.state == proto::participant_info::State::Disconnected as i32))));
         assert_ne!(first_sid, second_sid);
         let out = drain(&mut first_rx);
         assert_eq!(
@@ -1669,5 +1688,55 @@ mod tests {
         assert!(responses(&drain(&mut rx))
             .iter()
             .all(|m| !matches!(m, Resp::PongResp(_))));
+    }
+
+    #[tokio::test]
+    async fn metadata_updates_need_the_grant_and_get_a_request_response() {
+        let s = shared();
+        let (joined, mut rx) = open(&s, "cam", "protocol=17").await;
+        let (room, sid, _) = joined.unwrap();
+        let _ = drain(&mut rx);
+        let update = |request_id| proto::SignalRequest {
+            message: Some(proto::signal_request::Message::UpdateMetadata(
+                proto::UpdateParticipantMetadata {
+                    metadata: "m".into(),
+                    request_id,
+                    ..Default::default()
+                },
+            )),
+        };
+        let reply = |rx: &mut Rx| {
+            responses(&drain(rx)).into_iter().find_map(|m| match m {
+                Resp::RequestResponse(r) => Some((r.request_id, r.reason)),
+                _ => None,
+            })
+        };
+        s.handle_request(&room, &sid, update(3)).await;
+        assert_eq!(
+            reply(&mut rx),
+            Some((3, proto::request_response::Reason::NotAllowed as i32))
+        );
+        s.state
+            .lock()
+            .unwrap()
+            .participant_mut(&room, &sid)
+            .unwrap()
+            .grant
+            .video
+            .can_update_own_metadata = Some(true);
+        s.handle_request(&room, &sid, update(4)).await;
+        assert_eq!(
+            reply(&mut rx),
+            Some((4, proto::request_response::Reason::Ok as i32))
+        );
+        assert_eq!(
+            s.state
+                .lock()
+                .unwrap()
+                .participant(&room, &sid)
+                .unwrap()
+                .metadata,
+            "m"
+        );
     }
 }
