@@ -247,7 +247,7 @@ async fn run_session(
         }
     };
     drop(socket);
-    shared.on_ws_closed(&room, &sid, conn, code);
+    shared.on_ws_closed(&room, &sid, &identity, conn, code);
 }
 
 async fn admin_rooms(State(shared): AppState) -> Response {

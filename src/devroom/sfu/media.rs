@@ -68,6 +68,13 @@ impl TrackCounter {
         self.stats
     }
 
+    /// Forgets the last picture timestamp (the stream switched to another SSRC with its own
+    /// timestamp base); counts are kept.
+    pub fn restart_pictures(&mut self) {
+        self.last_timestamp = None;
+        self.current_picture_is_key = false;
+    }
+
     /// Accounts one RTP packet (payload already stripped of padding). Returns true when the
     /// packet was the first one of the track.
     pub fn on_packet(&mut self, timestamp: u32, payload: &[u8], now_ms: u64) -> bool {
@@ -113,6 +120,7 @@ pub fn is_keyframe_payload(format: PayloadFormat, payload: &[u8]) -> bool {
 }
 
 const H264_NAL_IDR: u8 = 5;
+const H264_NAL_SPS: u8 = 7;
 const H264_NAL_STAP_A: u8 = 24;
 const H264_NAL_FU_A: u8 = 28;
 
@@ -139,6 +147,28 @@ pub fn h264_payload_has_idr(payload: &[u8]) -> bool {
             .is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == H264_NAL_IDR),
         _ => false,
     }
+}
+
+/// Whether an H.264 RTP payload begins a key picture: an IDR, or the SPS/PPS sent before it.
+pub fn h264_payload_starts_key_picture(payload: &[u8]) -> bool {
+    if h264_payload_has_idr(payload) {
+        return true;
+    }
+    let nal_types: Vec<u8> = match payload.first().map(|b| b & 0x1f) {
+        Some(H264_NAL_STAP_A) => {
+            let mut types = Vec::new();
+            let mut offset = 1;
+            while offset + 2 < payload.len() {
+                let size = u16::from_be_bytes([payload[offset], payload[offset + 1]]) as usize;
+                types.push(payload[offset + 2] & 0x1f);
+                offset += 2 + size;
+            }
+            types
+        }
+        Some(t) => vec![t],
+        None => vec![],
+    };
+    nal_types.contains(&H264_NAL_SPS)
 }
 
 /// Whether a VP8 RTP payload (RFC 7741) is the first packet of a key frame.
@@ -318,6 +348,19 @@ impl H264Snapshotter {
             self.current_timestamp = None;
         }
         overflowed
+    }
+
+    /// The stream continues on another SSRC (a simulcast layer switch): forget the packet
+    /// sequence of the old one instead of mistaking the jump for a loss.
+    pub fn restart_stream(&mut self) {
+        self.current.clear();
+        self.current_timestamp = None;
+        self.current_broken = false;
+        self.last_sequence = None;
+        self.depacketizer = H264Packet::default();
+        // P-frames of the new layer cannot use the old layer's references.
+        self.have_reference = false;
+        self.restart();
     }
 
     fn restart(&mut self) {

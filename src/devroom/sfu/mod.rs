@@ -240,6 +240,73 @@ struct PubTrack {
     forwards: Mutex<Vec<Arc<Forward>>>,
     last_pli: Mutex<Option<Instant>>,
     first_rtp_reported: AtomicBool,
+    layers: Mutex<LayerState>,
+}
+
+/// Simulcast: LiveKit clients publish video as up to three layers (rids q, h, f), each its
+/// own SSRC, all delivered on one remote track. The SFU forwards and counts one layer: the
+/// best one that is flowing. Without simulcast there is one SSRC and this never switches.
+#[derive(Default)]
+struct LayerState {
+    selected: Option<u32>,
+    selected_rank: u8,
+    selected_last_seen: Option<Instant>,
+    /// SSRC → rank (f=3, h=2, q or unknown rid=1, no rid=0).
+    ranks: HashMap<u32, u8>,
+    /// Bumped on every switch so forwards re-base sequence numbers and timestamps.
+    generation: u64,
+    /// After a switch nothing is forwarded until the new layer starts a key picture.
+    awaiting_key: bool,
+}
+
+/// What to do with a packet of a given SSRC.
+enum LayerVerdict {
+    /// Not the forwarded layer: ignore.
+    Skip,
+    /// The forwarded layer; `switched` when it just became so.
+    Use { switched: bool },
+}
+
+impl LayerState {
+    /// How long the selected layer may be silent before a lower one takes over.
+    const SILENCE: Duration = Duration::from_secs(1);
+
+    fn judge(&mut self, ssrc: u32, rank: u8, now: Instant) -> LayerVerdict {
+        let switch = match self.selected {
+            None => true,
+            Some(selected) if selected == ssrc => {
+                self.selected_last_seen = Some(now);
+                return LayerVerdict::Use { switched: false };
+            }
+            Some(_) => {
+                rank > self.selected_rank
+                    || self
+                        .selected_last_seen
+                        .is_none_or(|t| now.duration_since(t) > Self::SILENCE)
+            }
+        };
+        if !switch {
+            return LayerVerdict::Skip;
+        }
+        let first = self.selected.is_none();
+        self.selected = Some(ssrc);
+        self.selected_rank = rank;
+        self.selected_last_seen = Some(now);
+        if !first {
+            self.generation += 1;
+            self.awaiting_key = true;
+        }
+        LayerVerdict::Use { switched: !first }
+    }
+}
+
+fn rid_rank(rid: Option<&str>) -> u8 {
+    match rid {
+        None | Some("") => 0,
+        Some("f") => 3,
+        Some("h") => 2,
+        Some(_) => 1,
+    }
 }
 
 #[derive(Clone)]
@@ -268,7 +335,10 @@ struct Forward {
 struct SequenceState {
     offset: u16,
     last_out: Option<u16>,
-    generation: u64,
+    timestamp_offset: u32,
+    last_timestamp: Option<u32>,
+    /// (pause generation, layer generation) the offsets were computed for.
+    generation: (u64, u64),
 }
 
 impl Sfu {
@@ -563,7 +633,8 @@ impl Sfu {
         Ok(())
     }
 
-    /// Ends a subscription. ServerOffers: emits RenegotiationNeeded.
+    /// Ends a subscription and emits RenegotiationNeeded (the m-section goes inactive; a
+    /// ClientOffers peer's section becomes free for the next forward after its next offer).
     pub async fn unforward(&self, track: &TrackKey, to: PeerId) {
         let Ok(peer) = self.inner.peer(to) else {
             return;
@@ -572,9 +643,7 @@ impl Sfu {
         let forward = lock(&peer.forwards).remove(&track.track_sid);
         if let Some(forward) = forward {
             self.inner.drop_forward(&peer, &forward).await;
-            if peer.role == PeerRole::ServerOffers {
-                self.inner.emit_server_renegotiation(peer.id);
-            }
+            self.inner.renegotiate(&peer).await;
         }
     }
 
@@ -691,9 +760,7 @@ impl Sfu {
                 if let Ok(sub) = self.inner.peer(forward.to) {
                     lock(&sub.forwards).remove(&forward.track.track_sid);
                     self.inner.drop_forward(&sub, &forward).await;
-                    if sub.role == PeerRole::ServerOffers {
-                        self.inner.emit_server_renegotiation(sub.id);
-                    }
+                    self.inner.renegotiate(&sub).await;
                 }
             }
         }
@@ -709,6 +776,20 @@ impl Sfu {
 impl Inner {
     fn emit(&self, event: SfuEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// Emits RenegotiationNeeded for either role.
+    async fn renegotiate(&self, peer: &Peer) {
+        match peer.role {
+            PeerRole::ServerOffers => self.emit_server_renegotiation(peer.id),
+            PeerRole::ClientOffers => {
+                let sections = match peer.pc.remote_description().await {
+                    Some(desc) => parse_sections(&desc.sdp),
+                    None => Vec::new(),
+                };
+                self.emit_media_sections_required(peer, &sections).await;
+            }
+        }
     }
 
     fn emit_server_renegotiation(&self, peer: PeerId) {
@@ -752,6 +833,7 @@ impl Inner {
                     forwards: Mutex::new(Vec::new()),
                     last_pli: Mutex::new(None),
                     first_rtp_reported: AtomicBool::new(false),
+                    layers: Mutex::new(LayerState::default()),
                 })
             })
             .clone()
@@ -929,17 +1011,29 @@ impl Inner {
             if self.pub_track(&track).is_none() {
                 continue; // the publisher went away
             }
-            let mut attached = false;
+            let codec = self.track_codec(&track).await;
+            let kind = kind_of_mime(&codec.mime_type);
+            // Find the slot with probe tracks of their own track ids: webrtc keys a sender's
+            // RTCP events by track id, so a placeholder carrying the real id would, when
+            // released, take the real sender's PLI route with it.
+            let mut slot = None;
             for _attempt in 0..64 {
-                let (local, ssrc, codec) = match self.new_local_track(&track).await {
-                    Ok(t) => t,
-                    Err(err) => {
-                        tracing::warn!("forward {}: {err:#}", track.track_sid);
-                        break;
-                    }
-                };
-                let kind = kind_of_mime(&codec.mime_type);
-                let sender = match peer.pc.add_track(local.clone()).await {
+                let probe_id = format!("probe-{}", rand::random::<u64>());
+                let probe = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                    probe_id.clone(),
+                    probe_id.clone(),
+                    probe_id,
+                    kind.to_rtc(),
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(rand::random::<u32>()),
+                            ..Default::default()
+                        },
+                        codec: codec.clone(),
+                        ..Default::default()
+                    }],
+                )));
+                let sender = match peer.pc.add_track(probe).await {
                     Ok(s) => s,
                     Err(err) => {
                         tracing::warn!("forward {}: add_track: {err}", track.track_sid);
@@ -956,8 +1050,15 @@ impl Inner {
                     })
                 });
                 if usable {
-                    self.activate_forward(peer, &track, local, sender, ssrc, codec);
-                    attached = true;
+                    // Free the slot again: it is now the first free one, so the real track
+                    // lands there next.
+                    match peer.pc.remove_track(&sender).await {
+                        Ok(()) => slot = mid,
+                        Err(err) => {
+                            tracing::warn!("peer {}: releasing probe: {err}", peer.id);
+                            placeholders.push(sender);
+                        }
+                    }
                     break;
                 }
                 let brand_new = mid.is_none();
@@ -966,7 +1067,35 @@ impl Inner {
                     break; // no free transceiver of that kind left in this offer
                 }
             }
-            if !attached {
+            let Some(slot) = slot else {
+                still_pending.push(track);
+                continue;
+            };
+            let (local, ssrc, codec) = match self.new_local_track(&track).await {
+                Ok(t) => t,
+                Err(err) => {
+                    tracing::warn!("forward {}: {err:#}", track.track_sid);
+                    still_pending.push(track);
+                    continue;
+                }
+            };
+            let sender = match peer.pc.add_track(local.clone()).await {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!("forward {}: add_track: {err}", track.track_sid);
+                    still_pending.push(track);
+                    continue;
+                }
+            };
+            let landed = transceiver_mid(&peer.pc, sender.id().into()).await;
+            if landed.as_deref() == Some(slot.as_str()) {
+                self.activate_forward(peer, &track, local, sender, ssrc, codec);
+            } else {
+                tracing::warn!(
+                    "forward {}: landed on {landed:?} instead of mid {slot}; retrying on the next offer",
+                    track.track_sid
+                );
+                let _ = peer.pc.remove_track(&sender).await;
                 still_pending.push(track);
             }
         }
@@ -1051,10 +1180,11 @@ impl Inner {
                 },
             });
         }
+        let media_ssrc = lock(&track.layers).selected.unwrap_or(remote.ssrc);
         tokio::spawn(async move {
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
-                media_ssrc: remote.ssrc,
+                media_ssrc,
             };
             if let Err(err) = remote.track.write_rtcp(vec![Box::new(pli)]).await {
                 tracing::debug!("sending PLI: {err}");
@@ -1110,7 +1240,7 @@ impl Inner {
             match event {
                 TrackRemoteEvent::OnRtpPacket(packet) => {
                     let Some(inner) = weak.upgrade() else { break };
-                    inner.on_rtp(&entry, format, packet).await;
+                    inner.on_rtp(&entry, &track, format, packet).await;
                 }
                 TrackRemoteEvent::OnEnded => break,
                 _ => {}
@@ -1118,10 +1248,42 @@ impl Inner {
         }
     }
 
-    async fn on_rtp(&self, entry: &Arc<PubTrack>, format: PayloadFormat, packet: rtc::rtp::Packet) {
+    async fn on_rtp(
+        &self,
+        entry: &Arc<PubTrack>,
+        track: &Arc<dyn TrackRemote>,
+        format: PayloadFormat,
+        packet: rtc::rtp::Packet,
+    ) {
         // Bandwidth probes carry only padding; they are neither media nor worth forwarding.
         if packet.payload.is_empty() {
             return;
+        }
+        let ssrc = packet.header.ssrc;
+        let known = lock(&entry.layers).ranks.get(&ssrc).copied();
+        let rank = match known {
+            Some(rank) => rank,
+            None => {
+                let rid = track.rid(ssrc).await;
+                let rank = rid_rank(rid.as_deref());
+                lock(&entry.layers).ranks.insert(ssrc, rank);
+                rank
+            }
+        };
+        let verdict = lock(&entry.layers).judge(ssrc, rank, Instant::now());
+        match verdict {
+            LayerVerdict::Skip => return,
+            LayerVerdict::Use { switched: true } => {
+                tracing::debug!(
+                    "track {}: switching to layer ssrc {ssrc} (rank {rank})",
+                    entry.mid
+                );
+                lock(&entry.counter).restart_pictures();
+                lock(&entry.snapshot).restart_stream();
+                *lock(&entry.last_pli) = None;
+                self.request_keyframe(entry);
+            }
+            LayerVerdict::Use { switched: false } => {}
         }
         let first =
             lock(&entry.counter).on_packet(packet.header.timestamp, &packet.payload, self.now_ms());
@@ -1152,16 +1314,28 @@ impl Inner {
         if self.paused.load(Ordering::SeqCst) {
             return;
         }
+        let layer_generation = {
+            let mut layers = lock(&entry.layers);
+            if layers.awaiting_key {
+                if !starts_key_picture(format, &packet.payload) {
+                    return;
+                }
+                layers.awaiting_key = false;
+            }
+            layers.generation
+        };
         let forwards: Vec<Arc<Forward>> = lock(&entry.forwards).clone();
-        let generation = self.pause_generation.load(Ordering::SeqCst);
+        let pause_generation = self.pause_generation.load(Ordering::SeqCst);
         for forward in forwards {
-            forward.write(&packet, generation).await;
+            forward
+                .write(&packet, pause_generation, layer_generation)
+                .await;
         }
     }
 }
 
 impl Forward {
-    async fn write(&self, packet: &rtc::rtp::Packet, generation: u64) {
+    async fn write(&self, packet: &rtc::rtp::Packet, pause_generation: u64, layer_generation: u64) {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
@@ -1186,12 +1360,23 @@ impl Forward {
         out.header.extensions_padding = 0;
         out.header.padding = false;
         {
-            // Keep this subscriber's sequence numbers gapless across pauses.
+            // Keep this subscriber's stream continuous across pauses (sequence numbers) and
+            // simulcast layer switches (sequence numbers and timestamps: each layer has its own
+            // random bases).
             let mut seq = lock(&self.sequence);
             let incoming = packet.header.sequence_number;
+            let generation = (pause_generation, layer_generation);
             if seq.generation != generation {
                 if let Some(last) = seq.last_out {
                     seq.offset = last.wrapping_add(1).wrapping_sub(incoming);
+                }
+                if seq.generation.1 != layer_generation {
+                    if let Some(last_ts) = seq.last_timestamp {
+                        // One 30 fps picture later than the last one sent.
+                        seq.timestamp_offset = last_ts
+                            .wrapping_add(3000)
+                            .wrapping_sub(packet.header.timestamp);
+                    }
                 }
                 seq.generation = generation;
             }
@@ -1200,10 +1385,13 @@ impl Forward {
                 None => true,
                 Some(last) => (outgoing.wrapping_sub(last) as i16) > 0,
             };
+            let timestamp = packet.header.timestamp.wrapping_add(seq.timestamp_offset);
             if newer {
                 seq.last_out = Some(outgoing);
+                seq.last_timestamp = Some(timestamp);
             }
             out.header.sequence_number = outgoing;
+            out.header.timestamp = timestamp;
         }
         if let Err(err) = self.local.write_rtp(out).await {
             tracing::trace!(
@@ -1374,6 +1562,17 @@ fn default_codec(kind: TrackKind) -> RTCRtpCodec {
     }
 }
 
+/// Whether a packet can start forwarding after a layer switch: the first packet of a key
+/// picture (for H.264 also SPS/PPS, which precede the IDR). Audio always can.
+fn starts_key_picture(format: PayloadFormat, payload: &[u8]) -> bool {
+    match format {
+        PayloadFormat::Audio => true,
+        PayloadFormat::H264 => media::h264_payload_starts_key_picture(payload),
+        PayloadFormat::Vp8 => media::vp8_payload_is_keyframe(payload),
+        PayloadFormat::OtherVideo => true,
+    }
+}
+
 fn kind_of_mime(mime: &str) -> TrackKind {
     if mime.to_ascii_lowercase().starts_with("audio/") {
         TrackKind::Audio
@@ -1406,7 +1605,15 @@ pub(crate) async fn build_peer_connection(
     media_ip: IpAddr,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
-    let mut engine = media_engine()?;
+    build_peer_connection_with(media_ip, handler, media_engine()?).await
+}
+
+/// [`build_peer_connection`] with a given media engine (tests use other payload types).
+pub(crate) async fn build_peer_connection_with(
+    media_ip: IpAddr,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    mut engine: MediaEngine,
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let registry = registry.with(
         Slot::from(KEYFRAME_INTERCEPTOR_SLOT),

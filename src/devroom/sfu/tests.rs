@@ -195,13 +195,17 @@ struct Client {
 
 impl Client {
     async fn new(sfu: &Sfu, hub: &Hub, sfu_peer: PeerId) -> Client {
+        Client::with_engine(sfu, hub, sfu_peer, media_engine().unwrap()).await
+    }
+
+    async fn with_engine(sfu: &Sfu, hub: &Hub, sfu_peer: PeerId, engine: MediaEngine) -> Client {
         let (tx, events) = mpsc::unbounded_channel();
         let handler = Arc::new(ClientHandler {
             sfu: sfu.clone(),
             sfu_peer,
             tx,
         });
-        let pc = build_peer_connection(LOOPBACK, handler)
+        let pc = build_peer_connection_with(LOOPBACK, handler, engine)
             .await
             .expect("client PC");
         hub.attach(sfu_peer, pc.clone());
@@ -237,14 +241,31 @@ impl Client {
 
 /// A synthetic picture: four solid quadrants.
 fn quadrant_picture() -> Vec<u8> {
-    let mut rgb = vec![0u8; WIDTH * HEIGHT * 3];
-    for y in 0..HEIGHT {
-        for x in 0..WIDTH {
-            let q = (y >= HEIGHT / 2) as usize * 2 + (x >= WIDTH / 2) as usize;
-            rgb[(y * WIDTH + x) * 3..][..3].copy_from_slice(&QUADRANTS[q]);
+    quadrant_picture_sized(WIDTH, HEIGHT)
+}
+
+fn quadrant_picture_sized(width: usize, height: usize) -> Vec<u8> {
+    let mut rgb = vec![0u8; width * height * 3];
+    for y in 0..height {
+        for x in 0..width {
+            let q = (y >= height / 2) as usize * 2 + (x >= width / 2) as usize;
+            rgb[(y * width + x) * 3..][..3].copy_from_slice(&QUADRANTS[q]);
         }
     }
     rgb
+}
+
+fn assert_quadrants(png: &RgbFrame) {
+    let (w, h) = (png.width, png.height);
+    let centres = [
+        (w / 4, h / 4),
+        (3 * w / 4, h / 4),
+        (w / 4, 3 * h / 4),
+        (3 * w / 4, 3 * h / 4),
+    ];
+    for (i, (x, y)) in centres.into_iter().enumerate() {
+        assert_close(png.pixel(x, y), QUADRANTS[i], &format!("quadrant {i}"));
+    }
 }
 
 fn local_track(kind: RtpCodecKind, id: &str, codec: RTCRtpCodec, ssrc: u32) -> MediaStreamTrack {
@@ -283,7 +304,16 @@ struct Publisher {
 }
 
 async fn start_publisher(sfu: &Sfu, hub: &Hub, peer: PeerId) -> (Publisher, Answer) {
-    let mut client = Client::new(sfu, hub, peer).await;
+    start_publisher_with(sfu, hub, peer, media_engine().unwrap()).await
+}
+
+async fn start_publisher_with(
+    sfu: &Sfu,
+    hub: &Hub,
+    peer: PeerId,
+    engine: MediaEngine,
+) -> (Publisher, Answer) {
+    let mut client = Client::with_engine(sfu, hub, peer, engine).await;
     let video_ssrc = rand::random::<u32>();
     let audio_ssrc = rand::random::<u32>();
     let video = Arc::new(
@@ -425,6 +455,7 @@ async fn start_publisher(sfu: &Sfu, hub: &Hub, peer: PeerId) -> (Publisher, Answ
 #[derive(Default)]
 struct Received {
     packets: Mutex<HashMap<&'static str, u64>>,
+    payload_types: Mutex<HashMap<&'static str, std::collections::BTreeSet<u8>>>,
 }
 
 impl Received {
@@ -437,8 +468,12 @@ fn count_received(track: Arc<dyn TrackRemote>, kind: &'static str, received: Arc
     tokio::spawn(async move {
         while let Some(event) = track.poll().await {
             match event {
-                TrackRemoteEvent::OnRtpPacket(_) => {
+                TrackRemoteEvent::OnRtpPacket(packet) => {
                     *lock(&received.packets).entry(kind).or_default() += 1;
+                    lock(&received.payload_types)
+                        .entry(kind)
+                        .or_default()
+                        .insert(packet.header.payload_type);
                 }
                 TrackRemoteEvent::OnEnded => break,
                 _ => {}
@@ -651,12 +686,12 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     // Packets already handed to the subscriber's PC may still land; let them.
     let before_pause = received.get("video");
     wait_until("publisher keeps sending while paused", || {
-        sfu.stats(&video).packets >= paused_at_packets + 40
+        sfu.stats(&video).packets >= paused_at_packets + 60
     })
     .await;
     let during_pause = received.get("video");
     assert!(
-        during_pause <= before_pause + 5,
+        during_pause <= before_pause + 15,
         "paused SFU forwarded {} packets",
         during_pause - before_pause
     );
@@ -687,6 +722,23 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
         "audio cannot be snapshotted"
     );
 
+    // ICE restart offered by the SFU; media keeps reaching the subscriber.
+    let restart = sfu.create_offer(sub_peer, true).await.unwrap();
+    subscriber
+        .pc
+        .set_remote_description(RTCSessionDescription::offer(restart).unwrap())
+        .await
+        .unwrap();
+    let local = subscriber.pc.create_answer(None).await.unwrap();
+    subscriber.pc.set_local_description(local).await.unwrap();
+    let answer_sdp = subscriber.pc.local_description().await.unwrap().sdp;
+    sfu.accept_answer(sub_peer, answer_sdp).await.unwrap();
+    let after_restart = received.get("video");
+    wait_until("video after the SFU's ICE restart", || {
+        received.get("video") >= after_restart + 30
+    })
+    .await;
+
     // Closing the publisher ends the subscription and asks for renegotiation.
     let renegotiations =
         hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer));
@@ -700,4 +752,646 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     sfu.close_peer(sub_peer).await;
     publisher.client.pc.close().await.ok();
     subscriber.pc.close().await.ok();
+}
+
+/// Offers from a client peer, lets the SFU answer, applies the answer.
+async fn client_offers(
+    sfu: &Sfu,
+    hub: &Hub,
+    client: &Client,
+    peer: PeerId,
+    ice_restart: bool,
+) -> (String, Answer) {
+    let options = rtc::peer_connection::configuration::RTCOfferOptions { ice_restart };
+    let offer = client.pc.create_offer(Some(options)).await.unwrap();
+    client.pc.set_local_description(offer).await.unwrap();
+    let offer_sdp = client.pc.local_description().await.unwrap().sdp;
+    let answer = sfu
+        .accept_offer(peer, offer_sdp.clone())
+        .await
+        .expect("SFU answers");
+    client
+        .pc
+        .set_remote_description(RTCSessionDescription::answer(answer.sdp.clone()).unwrap())
+        .await
+        .expect("client applies the SFU answer");
+    hub.ready(peer).await;
+    (offer_sdp, answer)
+}
+
+/// Sends Opus silence on `track` every 20 ms until the PC goes away.
+fn spawn_opus(track: Arc<TrackLocalStaticSample>, ssrc: u32, payload_type: u8) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let sample = Sample {
+                data: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
+                duration: Duration::from_millis(20),
+                ..Sample::new(Instant::now())
+            };
+            if track
+                .write_sample(ssrc, payload_type, &sample, &[])
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+}
+
+/// A v1-style single-PC client (client offers): it publishes its own audio on the first
+/// m-section and has one recvonly video section. Forwarded tracks land on recvonly sections
+/// (one more audio section is requested), its own audio keeps flowing, and a client ICE
+/// restart keeps media going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart() {
+    let frames = tempfile::tempdir().unwrap();
+    let (sfu, hub) = new_sfu(frames.path());
+
+    let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let (publisher, answer) = start_publisher(&sfu, &hub, pub_peer).await;
+    let mid_of = |answer: &Answer, cid: &str| {
+        answer
+            .mid_to_cid
+            .iter()
+            .find(|(_, t)| t.as_str() == cid)
+            .map(|(m, _)| m.clone())
+            .unwrap_or_else(|| panic!("{cid} not in {:?}", answer.mid_to_cid))
+    };
+    let video = sfu.publish(
+        pub_peer,
+        &mid_of(&answer, "cid-video"),
+        "TR_video",
+        "PA_pub",
+    );
+    let audio = sfu.publish(
+        pub_peer,
+        &mid_of(&answer, "cid-audio"),
+        "TR_audio",
+        "PA_pub",
+    );
+    hub.wait_for(
+        "video first rtp",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == video),
+    )
+    .await;
+
+    let peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let mut client = Client::new(&sfu, &hub, peer).await;
+    let own_ssrc = rand::random::<u32>();
+    let own = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            local_track(
+                RtpCodecKind::Audio,
+                "cid-own",
+                default_codec(TrackKind::Audio),
+                own_ssrc,
+            ),
+        )
+        .unwrap(),
+    );
+    // First m-section: a video track of the client's own that sends nothing; forwarded video
+    // must not be put on it (it is the first sender-less video transceiver on the SFU side).
+    let idle_video = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            local_track(
+                RtpCodecKind::Video,
+                "cid-idle-video",
+                default_codec(TrackKind::Video),
+                rand::random::<u32>(),
+            ),
+        )
+        .unwrap(),
+    );
+    client
+        .pc
+        .add_transceiver_from_track(
+            idle_video,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    let own_transceiver = client
+        .pc
+        .add_transceiver_from_track(
+            own.clone(),
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    client
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    let (_, first) = client_offers(&sfu, &hub, &client, peer, false).await;
+    assert!(
+        first.mid_to_track_id.is_empty(),
+        "{:?}",
+        first.mid_to_track_id
+    );
+    client
+        .pump_until("single-PC client connected", |c| c.connected)
+        .await;
+    let own_sender = own_transceiver.sender().await.unwrap().unwrap();
+    spawn_opus(
+        own.clone(),
+        own_ssrc,
+        payload_type(&own_sender, MIME_TYPE_OPUS).await,
+    );
+    let own_mid = mid_of(&first, "cid-own");
+    let own_key = sfu.publish(peer, &own_mid, "TR_own", "PA_sub");
+    hub.wait_for(
+        "own audio first rtp",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == own_key),
+    )
+    .await;
+
+    sfu.forward(&video, peer).await.unwrap();
+    sfu.forward(&audio, peer).await.unwrap();
+    // One recvonly video section exists, no recvonly audio one: ask for one audio section.
+    hub.wait_for("media sections requirement", |e| {
+        matches!(e, SfuEvent::RenegotiationNeeded { peer: p, missing_audio: 1, missing_video: 0 } if *p == peer)
+    })
+    .await;
+    client
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Audio,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    let (offer, second) = client_offers(&sfu, &hub, &client, peer, false).await;
+    let mut sids: Vec<&String> = second.mid_to_track_id.values().collect();
+    sids.sort();
+    assert_eq!(sids, ["TR_audio", "TR_video"]);
+    let offered = parse_sections(&offer);
+    let answered = parse_sections(&second.sdp);
+    for mid in second.mid_to_track_id.keys() {
+        let o = offered
+            .iter()
+            .find(|s| s.mid.as_ref() == Some(mid))
+            .unwrap();
+        assert_eq!(o.direction, "recvonly", "forwarded on a recvonly section");
+        let a = answered
+            .iter()
+            .find(|s| s.mid.as_ref() == Some(mid))
+            .unwrap();
+        assert_eq!(a.direction, "sendonly");
+    }
+    assert!(
+        second.sdp.contains("a=msid:PA_pub|TR_video TR_video"),
+        "{}",
+        second.sdp
+    );
+    for own in ["cid-own", "cid-idle-video"] {
+        let mid = mid_of(&second, own);
+        let answered = answered
+            .iter()
+            .find(|s| s.mid == Some(mid.clone()))
+            .unwrap();
+        assert_eq!(
+            answered.direction, "recvonly",
+            "the client's own {own} stays receive-only"
+        );
+    }
+
+    client
+        .pump_until("both forwarded tracks", |c| c.tracks.len() == 2)
+        .await;
+    let received = Arc::new(Received::default());
+    for track in &client.tracks {
+        count_received(
+            track.clone(),
+            track_kind_name(track).await,
+            received.clone(),
+        );
+    }
+    wait_until("single-PC client receives video and audio", || {
+        received.get("video") >= 20 && received.get("audio") >= 20
+    })
+    .await;
+    let own_packets = sfu.stats(&own_key).packets;
+    wait_until("the client's own audio still arrives", || {
+        sfu.stats(&own_key).packets >= own_packets + 20
+    })
+    .await;
+
+    // A PLI from this subscriber reaches the publisher too.
+    let mut sub_video = None;
+    for track in &client.tracks {
+        if track.kind().await == RtpCodecKind::Video {
+            sub_video = Some(track.clone());
+        }
+    }
+    let sub_video = sub_video.expect("video track");
+    let ssrc = sub_video.ssrcs().await[0];
+    let plis_before = publisher.plis.load(Ordering::SeqCst);
+    let pli_deadline = Instant::now() + DEADLINE;
+    while publisher.plis.load(Ordering::SeqCst) == plis_before {
+        assert!(
+            Instant::now() < pli_deadline,
+            "PLI never reached the publisher"
+        );
+        sub_video
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })])
+            .await
+            .unwrap();
+        // Requests within 100 ms of the last one are coalesced by the SFU; try again later.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // ICE restart from the client; media keeps flowing both ways.
+    client_offers(&sfu, &hub, &client, peer, true).await;
+    let (video_before, own_before) = (received.get("video"), sfu.stats(&own_key).packets);
+    wait_until("media after the ICE restart", || {
+        received.get("video") >= video_before + 30 && sfu.stats(&own_key).packets >= own_before + 25
+    })
+    .await;
+    sfu.close_peer(peer).await;
+    sfu.close_peer(pub_peer).await;
+    client.pc.close().await.ok();
+}
+
+#[test]
+fn layer_selection_prefers_the_best_flowing_layer() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut layers = LayerState::default();
+    assert!(matches!(
+        layers.judge(1, 1, t0),
+        LayerVerdict::Use { switched: false }
+    ));
+    assert!(!layers.awaiting_key, "the first layer needs no switch");
+    assert!(matches!(
+        layers.judge(3, 3, t0 + ms(10)),
+        LayerVerdict::Use { switched: true }
+    ));
+    assert!(layers.awaiting_key);
+    assert!(matches!(
+        layers.judge(2, 2, t0 + ms(20)),
+        LayerVerdict::Skip
+    ));
+    assert!(matches!(
+        layers.judge(1, 1, t0 + ms(900)),
+        LayerVerdict::Skip
+    ));
+    assert!(matches!(
+        layers.judge(3, 3, t0 + ms(950)),
+        LayerVerdict::Use { switched: false }
+    ));
+    // The top layer falls silent for over a second: whatever still flows takes over.
+    assert!(matches!(
+        layers.judge(2, 2, t0 + ms(2000)),
+        LayerVerdict::Use { switched: true }
+    ));
+    assert_eq!(layers.selected, Some(2));
+    assert_eq!(layers.generation, 2);
+    assert_eq!(rid_rank(Some("f")), 3);
+    assert_eq!(rid_rank(None), 0);
+}
+
+#[test]
+fn key_picture_start_includes_parameter_sets() {
+    // STAP-A with SPS + PPS (the IDR follows in FU-A packets).
+    assert!(media::h264_payload_starts_key_picture(&[
+        0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce
+    ]));
+    assert!(media::h264_payload_starts_key_picture(&[0x7c, 0x85, 0]));
+    assert!(!media::h264_payload_starts_key_picture(&[0x7c, 0x05, 0]));
+    assert!(!media::h264_payload_starts_key_picture(&[0x41, 0x9a]));
+}
+
+/// A header extension value as raw bytes (mid and rid are plain strings on the wire).
+struct RawExtension(Vec<u8>);
+
+impl rtc::shared::marshal::MarshalSize for RawExtension {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl rtc::shared::marshal::Marshal for RawExtension {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        buf[..self.0.len()].copy_from_slice(&self.0);
+        Ok(self.0.len())
+    }
+}
+
+fn sdes(uri: &'static str, value: &str) -> rtc::rtp::extension::HeaderExtension {
+    rtc::rtp::extension::HeaderExtension::Custom {
+        uri: uri.into(),
+        extension: Box::new(RawExtension(value.as_bytes().to_vec())),
+    }
+}
+
+/// A simulcast publisher (rids q and f, like LiveKit clients): the SFU starts on q, switches
+/// to f once it flows, counts only the forwarded layer, and the snapshot shows f's picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_publisher_is_forwarded_from_its_best_layer() {
+    const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+    const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+    let layers = [("q", 80usize, 64usize), ("f", 160usize, 128usize)];
+    let frames = tempfile::tempdir().unwrap();
+    let (sfu, hub) = new_sfu(frames.path());
+    let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let mut publisher = Client::new(&sfu, &hub, pub_peer).await;
+    let ssrcs: Vec<u32> = layers.iter().map(|_| rand::random::<u32>()).collect();
+    let codings = layers
+        .iter()
+        .zip(&ssrcs)
+        .map(|((rid, _, _), ssrc)| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: rid.to_string(),
+                ssrc: Some(*ssrc),
+                ..Default::default()
+            },
+            codec: default_codec(TrackKind::Video),
+            ..Default::default()
+        })
+        .collect();
+    let track = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                "stream-sim".into(),
+                "cid-sim".into(),
+                "cid-sim".into(),
+                RtpCodecKind::Video,
+                codings,
+            ),
+        )
+        .unwrap(),
+    );
+    let transceiver = publisher
+        .pc
+        .add_transceiver_from_track(
+            track.clone(),
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    let (offer, answer) = client_offers(&sfu, &hub, &publisher, pub_peer, false).await;
+    assert!(offer.contains("a=simulcast:send"), "{offer}");
+    assert!(answer.sdp.contains("a=simulcast:recv"), "{}", answer.sdp);
+    publisher
+        .pump_until("simulcast publisher connected", |c| c.connected)
+        .await;
+    let mid = transceiver.mid().await.unwrap().expect("negotiated mid");
+    let sender = transceiver.sender().await.unwrap().unwrap();
+    let pt = payload_type(&sender, MIME_TYPE_H264).await;
+    let video = sfu.publish(pub_peer, &mid, "TR_sim", "PA_sim");
+
+    let top_enabled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let top_sent = Arc::new(AtomicU64::new(0));
+    {
+        let (top_enabled, top_sent, mid) = (top_enabled.clone(), top_sent.clone(), mid.clone());
+        let ssrcs = ssrcs.clone();
+        tokio::spawn(async move {
+            let mut encoders: Vec<(Encoder, YUVBuffer)> = layers
+                .iter()
+                .map(|(_, w, h)| {
+                    let config = EncoderConfig::new().skip_frames(false);
+                    let encoder =
+                        Encoder::with_api_config(OpenH264API::from_source(), config).unwrap();
+                    let rgb = quadrant_picture_sized(*w, *h);
+                    (
+                        encoder,
+                        YUVBuffer::from_rgb8_source(RgbSliceU8::new(&rgb, (*w, *h))),
+                    )
+                })
+                .collect();
+            let mut tick = tokio::time::interval(Duration::from_millis(33));
+            'outer: loop {
+                tick.tick().await;
+                for (i, (encoder, yuv)) in encoders.iter_mut().enumerate() {
+                    let top = i == layers.len() - 1;
+                    if top && !top_enabled.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let data = encoder.encode(&*yuv).unwrap().to_vec();
+                    let sample = Sample {
+                        data: Bytes::from(data),
+                        duration: Duration::from_millis(33),
+                        ..Sample::new(Instant::now())
+                    };
+                    let extensions = [sdes(MID_URI, &mid), sdes(RID_URI, layers[i].0)];
+                    if track
+                        .write_sample(ssrcs[i], pt, &sample, &extensions)
+                        .await
+                        .is_err()
+                    {
+                        break 'outer;
+                    }
+                    if top {
+                        top_sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+    }
+    hub.wait_for(
+        "first rtp of the simulcast track",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == video),
+    )
+    .await;
+    let entry = sfu.inner.pub_track(&video).unwrap();
+    assert_eq!(lock(&entry.layers).selected, Some(ssrcs[0]), "starts on q");
+
+    let sub_peer = sfu.create_peer(PeerRole::ServerOffers).await.unwrap();
+    let mut subscriber = Client::new(&sfu, &hub, sub_peer).await;
+    sfu.forward(&video, sub_peer).await.unwrap();
+    let offer = sfu.create_offer(sub_peer, false).await.unwrap();
+    assert!(
+        !offer.contains("a=simulcast"),
+        "subscribers get one plain stream"
+    );
+    subscriber
+        .pc
+        .set_remote_description(RTCSessionDescription::offer(offer).unwrap())
+        .await
+        .unwrap();
+    let local = subscriber.pc.create_answer(None).await.unwrap();
+    subscriber.pc.set_local_description(local).await.unwrap();
+    let answer_sdp = subscriber.pc.local_description().await.unwrap().sdp;
+    hub.ready(sub_peer).await;
+    sfu.accept_answer(sub_peer, answer_sdp).await.unwrap();
+    subscriber
+        .pump_until("subscriber gets the video", |c| {
+            c.connected && !c.tracks.is_empty()
+        })
+        .await;
+    let received = Arc::new(Received::default());
+    count_received(subscriber.tracks[0].clone(), "video", received.clone());
+    wait_until("subscriber receives layer q", || {
+        received.get("video") >= 20
+    })
+    .await;
+
+    top_enabled.store(true, Ordering::SeqCst);
+    wait_until("the SFU switches to layer f", || {
+        lock(&entry.layers).selected == Some(ssrcs[1])
+    })
+    .await;
+    let switched_at = received.get("video");
+    wait_until("forwarding continues on f", || {
+        received.get("video") >= switched_at + 30
+    })
+    .await;
+    // Only the forwarded layer is counted: one picture per f frame sent, not one per layer.
+    let (frames_before, sent_before) = (sfu.stats(&video).frames, top_sent.load(Ordering::SeqCst));
+    wait_until("30 more f frames", || {
+        top_sent.load(Ordering::SeqCst) >= sent_before + 30
+    })
+    .await;
+    let counted = sfu.stats(&video).frames - frames_before;
+    let sent = top_sent.load(Ordering::SeqCst) - sent_before;
+    assert!(
+        counted <= sent + 2,
+        "counted {counted} pictures while f sent {sent}: layers are being mixed"
+    );
+    let (path, width, height) = sfu.write_png(&video).await.expect("PNG of layer f");
+    assert_eq!((width, height), (layers[1].1 as u32, layers[1].2 as u32));
+    assert_quadrants(&media::read_png_rgb(&path).unwrap());
+    sfu.close_peer(sub_peer).await;
+    sfu.close_peer(pub_peer).await;
+    publisher.pc.close().await.ok();
+    subscriber.pc.close().await.ok();
+}
+
+/// A client media engine numbering its payload types like a browser might, unlike the SFU's.
+fn foreign_engine(opus_pt: u8, h264_pt: u8) -> MediaEngine {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: default_codec(TrackKind::Audio),
+                payload_type: opus_pt,
+            },
+            RtpCodecKind::Audio,
+        )
+        .unwrap();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: default_codec(TrackKind::Video),
+                payload_type: h264_pt,
+            },
+            RtpCodecKind::Video,
+        )
+        .unwrap();
+    engine
+}
+
+/// Clients number payload types their own way (Chrome's H.264 is rarely 125): the SFU must
+/// receive with the publisher's numbers and send with each subscriber's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_types_follow_each_client() {
+    let frames = tempfile::tempdir().unwrap();
+    let (sfu, hub) = new_sfu(frames.path());
+    let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let (_publisher, answer) =
+        start_publisher_with(&sfu, &hub, pub_peer, foreign_engine(109, 106)).await;
+    assert!(
+        answer.sdp.contains("a=rtpmap:106 H264/90000"),
+        "{}",
+        answer.sdp
+    );
+    let mid_of = |cid: &str| {
+        answer
+            .mid_to_cid
+            .iter()
+            .find(|(_, t)| t.as_str() == cid)
+            .map(|(m, _)| m.clone())
+            .unwrap()
+    };
+    let video = sfu.publish(pub_peer, &mid_of("cid-video"), "TR_video", "PA_pub");
+    let audio = sfu.publish(pub_peer, &mid_of("cid-audio"), "TR_audio", "PA_pub");
+    hub.wait_for(
+        "video first rtp",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == video),
+    )
+    .await;
+
+    // A single-PC subscriber with yet other numbers.
+    let peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let mut client = Client::with_engine(&sfu, &hub, peer, foreign_engine(110, 98)).await;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        client
+            .pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                    direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    client_offers(&sfu, &hub, &client, peer, false).await;
+    client
+        .pump_until("subscriber connected", |c| c.connected)
+        .await;
+    sfu.forward(&video, peer).await.unwrap();
+    sfu.forward(&audio, peer).await.unwrap();
+    let (_, second) = client_offers(&sfu, &hub, &client, peer, false).await;
+    assert!(
+        second.sdp.contains("a=rtpmap:98 H264/90000"),
+        "{}",
+        second.sdp
+    );
+    client
+        .pump_until("both forwarded tracks", |c| c.tracks.len() == 2)
+        .await;
+    let received = Arc::new(Received::default());
+    for track in &client.tracks {
+        count_received(
+            track.clone(),
+            track_kind_name(track).await,
+            received.clone(),
+        );
+    }
+    wait_until("the subscriber receives video and audio", || {
+        received.get("video") >= 20 && received.get("audio") >= 20
+    })
+    .await;
+    let pts = lock(&received.payload_types).clone();
+    assert_eq!(pts["video"].iter().copied().collect::<Vec<_>>(), [98]);
+    assert_eq!(pts["audio"].iter().copied().collect::<Vec<_>>(), [110]);
+    sfu.close_peer(peer).await;
+    sfu.close_peer(pub_peer).await;
+    client.pc.close().await.ok();
 }
