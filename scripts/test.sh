@@ -55,6 +55,10 @@ finish() {
 }
 
 step install-deps bash scripts/install-deps.sh || finish
+# install-deps puts a pinned node >= 20 here when the system node is older (Debian 12 has 18).
+for nodebin in "$ROOT"/.peers/node/node_modules/node-linux-*/bin; do
+  [ -x "$nodebin/node" ] && export PATH="$nodebin:$PATH"
+done
 export ROOMCAST_VENV=$ROOT/.peers/venv
 step "cargo build --all-targets" cargo build --all-targets || finish
 export ROOMCAST_BIN=$CARGO_TARGET_DIR/debug/roomcast
