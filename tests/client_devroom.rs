@@ -232,6 +232,10 @@ async fn devroom_receives_90_percent_of_frames_and_decodes_the_test_pattern() {
         received(&video.sid) - received_start
     );
 
+    eprintln!(
+        "devroom counted {} of {sent_window} frames sent",
+        received(&video.sid) - received_start
+    );
     let png_path = devroom
         .write_png(&video.sid)
         .await
@@ -457,6 +461,7 @@ async fn sigterm_sends_leave_within_one_second() {
             device.output()
         )
     });
+    eprintln!("Leave reached devroom {elapsed:?} after SIGTERM");
     assert!(elapsed < Duration::from_secs(1), "Leave took {elapsed:?}");
     assert!(
         as_json(&leave)["reason"]
