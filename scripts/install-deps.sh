@@ -65,6 +65,27 @@ done
 
 [ "$MODE" = demo ] && { log "done in $(( $(date +%s) - START )) s (demo deps)"; exit 0; }
 
+# --- Node >= 20 (playwright-core 1.65 needs it; Debian 12's nodejs is 18) -----------------------
+# Debian's node is only the bootstrap: npm then installs a pinned node build that the npm registry
+# ships as a package (node-linux-<arch>) into .peers/node; scripts/test.sh puts it first on PATH.
+NODE_PIN=22.23.3
+node_major() { "$1" -e 'console.log(process.versions.node.split(".")[0])' 2>/dev/null || echo 0; }
+if [ "$(node_major node)" -lt 20 ]; then
+  case "$(uname -m)" in
+    x86_64) narch=x64 ;;
+    aarch64) narch=arm64 ;;
+    *) log "node $(node --version 2>/dev/null) is too old and no node build exists for $(uname -m)"; exit 1 ;;
+  esac
+  NODE_BIN=$ROOT/.peers/node/node_modules/node-linux-$narch/bin
+  if [ "$(node_major "$NODE_BIN/node")" -lt 20 ]; then
+    log "node $(node --version 2>/dev/null || echo missing) < 20: installing node-linux-$narch@$NODE_PIN into .peers/node"
+    mkdir -p "$ROOT/.peers/node"
+    npm install --prefix "$ROOT/.peers/node" --no-audit --no-fund --no-save --loglevel=error \
+      "node-linux-$narch@$NODE_PIN" >/dev/null
+  fi
+  export PATH="$NODE_BIN:$PATH"
+fi
+
 # --- Python venv with the official SDK ----------------------------------------------------------
 VENV=$ROOT/.peers/venv
 REQ=$ROOT/tests/peers/requirements.txt

@@ -55,6 +55,10 @@ finish() {
 }
 
 step install-deps bash scripts/install-deps.sh || finish
+# install-deps puts a pinned node >= 20 here when the system node is older (Debian 12 has 18).
+for nodebin in "$ROOT"/.peers/node/node_modules/node-linux-*/bin; do
+  [ -x "$nodebin/node" ] && export PATH="$nodebin:$PATH"
+done
 # zig, cargo-zigbuild, cargo-deb, qemu, static alsa-lib and the qemu lab for suites 60/62 (needs network,
 # cached in ~/.cache); not fatal: those suites report what is missing.
 step install-cross-tools bash scripts/install-cross-tools.sh --lab

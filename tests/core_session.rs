@@ -575,3 +575,47 @@ fn transport_close_after_leave_counts_as_client_leave() {
     assert_eq!(other.close_reason(), Some(&CloseReason::TransportClosed));
     assert!(other.close_reason().unwrap().may_rejoin());
 }
+
+#[test]
+fn zero_ping_settings_disable_pings_and_the_dead_timer() {
+    let start = Instant::now();
+    let mut session = SignalSession::new(SessionOptions::default(), start);
+    session.handle_response(resp(join_response(0, 0)), start);
+    assert_eq!(session.state(), SessionState::Active);
+    assert_eq!(session.poll_timeout(), None, "nothing to wake up for");
+    session.handle_timeout(at(start, 3_600_000));
+    assert_eq!(session.state(), SessionState::Active);
+    assert!(drain_transmit(&mut session).is_empty());
+}
+
+#[test]
+fn legacy_pong_also_measures_rtt() {
+    let start = Instant::now();
+    let mut session = joined_session(start);
+    session.handle_timeout(at(start, 5000));
+    let sent = drain_transmit(&mut session);
+    let [Req::PingReq(ping)] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    session.handle_response(resp(Resp::Pong(ping.timestamp)), at(start, 5007));
+    assert_eq!(session.rtt(), Some(Duration::from_millis(7)));
+    // A pong for a ping we never sent changes nothing.
+    session.handle_response(resp(Resp::Pong(12345)), at(start, 6000));
+    assert_eq!(session.rtt(), Some(Duration::from_millis(7)));
+}
+
+#[test]
+fn a_leave_sent_through_send_is_a_leave() {
+    let start = Instant::now();
+    let mut session = joined_session(start);
+    session.send(add_track("cam"));
+    session.send(Req::Leave(proto::LeaveRequest {
+        reason: proto::DisconnectReason::ClientInitiated as i32,
+        ..Default::default()
+    }));
+    session.send(add_track("after"));
+    let sent = drain_transmit(&mut session);
+    // Frames not yet written are pointless once we leave: only the Leave goes out.
+    assert!(matches!(sent.as_slice(), [Req::Leave(_)]), "{sent:?}");
+    assert_eq!(session.state(), SessionState::Closed);
+}

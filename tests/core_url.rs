@@ -193,7 +193,7 @@ fn our_v1_url_has_the_sdk_shape() {
     );
     let req = decode_join_request(&query(&ours)["join_request"]).unwrap();
     assert_eq!(req.client_info, Some(client_info()));
-    assert_eq!(req.connection_settings.unwrap().auto_subscribe, true);
+    assert!(req.connection_settings.unwrap().auto_subscribe);
     assert_eq!(req.publisher_offer, opts.publisher_offer);
     // '=' padding is percent-encoded in the raw query (%3D), as in the Python SDK's request.
     assert!(python.query().unwrap().ends_with("%3D"));

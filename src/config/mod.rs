@@ -761,8 +761,33 @@ impl Config {
             l.insert("active_low".into(), leds.active_low.into());
             t.insert("leds".into(), l.into());
         }
-        toml::to_string(&t).unwrap_or_default()
+        render_in_schema_order(&t)
     }
+}
+
+/// TOML text with keys in the order of the config reference (toml's Table sorts them), secret
+/// references as inline tables, and sections last.
+fn render_in_schema_order(table: &toml::Table) -> String {
+    let mut out = String::new();
+    for key in schema::TOP_KEYS {
+        match table.get(*key) {
+            Some(toml::Value::Table(_)) if schema::SECTIONS.contains(key) => {}
+            Some(value) => out.push_str(&format!("{key} = {value}\n")),
+            None => {}
+        }
+    }
+    for section in schema::SECTIONS {
+        if let Some(toml::Value::Table(inner)) = table.get(*section) {
+            out.push_str(&format!("\n[{section}]\n"));
+            let order = schema::section_keys(section).unwrap_or_default();
+            for key in order {
+                if let Some(value) = inner.get(*key) {
+                    out.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

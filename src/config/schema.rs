@@ -38,7 +38,9 @@ pub const LED_KEYS: &[&str] = &["chip", "connected", "activity", "error", "activ
 pub const SECRET_KEYS: &[&str] = &["token", "api_key", "api_secret"];
 const SECRET_REF_KEYS: &[&str] = &["file", "env"];
 
-fn section_keys(section: &str) -> Option<&'static [&'static str]> {
+pub const SECTIONS: &[&str] = &["video", "audio", "leds"];
+
+pub fn section_keys(section: &str) -> Option<&'static [&'static str]> {
     match section {
         "video" => Some(VIDEO_KEYS),
         "audio" => Some(AUDIO_KEYS),

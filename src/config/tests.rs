@@ -263,8 +263,9 @@ fn api_key_needs_its_secret_and_a_room() {
 fn secrets_from_file_and_env() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), "from-file\n").unwrap();
-    std::env::set_var("ROOMCAST_TEST_SECRET_A", "from-env");
-    let text = "url = \"wss://x\"\nroom = \"r\"\napi_key = { env = \"ROOMCAST_TEST_SECRET_A\" }\napi_secret = { file = \"secret\" }\n";
+    // PATH is always set under cargo; set_var would race with other test threads reading the env.
+    let path_value = std::env::var("PATH").unwrap();
+    let text = "url = \"wss://x\"\nroom = \"r\"\napi_key = { env = \"PATH\" }\napi_secret = { file = \"secret\" }\n";
     let cfg = parse(text, &dir.path().join("roomcast.toml")).unwrap();
     let AuthConfig::ApiKey {
         api_key,
@@ -273,7 +274,7 @@ fn secrets_from_file_and_env() {
     else {
         panic!("api key auth")
     };
-    assert_eq!(api_key.expose(), "from-env");
+    assert_eq!(api_key.expose(), path_value);
     assert_eq!(
         api_secret.expose(),
         "from-file",
@@ -285,7 +286,7 @@ fn secrets_from_file_and_env() {
     );
     let debug = format!("{cfg:?}");
     assert!(
-        !debug.contains("from-file") && !debug.contains("from-env"),
+        !debug.contains("from-file") && !debug.contains(&path_value),
         "Debug leaks a secret: {debug}"
     );
 }
@@ -335,12 +336,12 @@ fn missing_ca_file_is_reported() {
 
 #[test]
 fn redacted_output_hides_secrets_and_parses_back() {
-    std::env::set_var("ROOMCAST_TEST_SECRET_B", "hidden-secret-value");
-    let text = "url = \"http://127.0.0.1:7880\"\nroom = \"r\"\napi_key = \"devkey\"\napi_secret = { env = \"ROOMCAST_TEST_SECRET_B\" }\nidentity = \"cam\"\n";
+    let path_value = std::env::var("PATH").unwrap();
+    let text = "url = \"http://127.0.0.1:7880\"\nroom = \"r\"\napi_key = \"devkey\"\napi_secret = { env = \"PATH\" }\nidentity = \"cam\"\n";
     let cfg = parse_str(text).unwrap();
     let shown = cfg.to_redacted_toml();
-    assert!(!shown.contains("hidden-secret-value"), "{shown}");
-    assert!(shown.contains("ROOMCAST_TEST_SECRET_B"));
+    assert!(!shown.contains(&path_value), "{shown}");
+    assert!(shown.contains("api_secret = { env = \"PATH\" }"), "{shown}");
     assert!(shown.contains("url = \"ws://127.0.0.1:7880\""), "{shown}");
     assert!(shown.contains("[video]") && shown.contains("width = 1280"));
     // The printed effective config is itself a valid config (the env secret resolves again).

@@ -19,6 +19,12 @@ pub struct Args {
     /// Where PNG snapshots are written.
     #[arg(long)]
     pub frame_dir: Option<PathBuf>,
+    /// JoinResponse.ping_interval in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub ping_interval: u32,
+    /// JoinResponse.ping_timeout in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub ping_timeout: u32,
 }
 
 /// Parse `KEY:SECRET` pairs, naming the bad one.
@@ -49,6 +55,15 @@ pub fn config_from(args: &Args) -> anyhow::Result<DevRoomConfig> {
     if let Some(dir) = &args.frame_dir {
         cfg.frame_dir = dir.clone();
     }
+    if args.ping_interval == 0 || args.ping_timeout <= args.ping_interval {
+        anyhow::bail!(
+            "--ping-interval {} / --ping-timeout {}: need 0 < interval < timeout (LiveKit: 5 and 15)",
+            args.ping_interval,
+            args.ping_timeout
+        );
+    }
+    cfg.ping_interval = args.ping_interval;
+    cfg.ping_timeout = args.ping_timeout;
     Ok(cfg)
 }
 
@@ -96,24 +111,25 @@ mod tests {
     }
 
     #[test]
-    fn listen_must_be_ip_port() {
-        let args = Args {
-            listen: "localhost".into(),
+    fn listen_and_ping_settings_are_checked() {
+        let args = |listen: &str, ping_interval: u32, ping_timeout: u32| Args {
+            listen: listen.into(),
             keys: vec!["a:b".into()],
             media_ip: None,
             frame_dir: None,
+            ping_interval,
+            ping_timeout,
         };
-        assert!(config_from(&args)
+        let err = config_from(&args("localhost", 5, 15))
             .unwrap_err()
-            .to_string()
-            .contains("--listen"));
-        let args = Args {
-            listen: "127.0.0.1:0".into(),
-            keys: vec!["a:b".into()],
-            media_ip: None,
-            frame_dir: None,
-        };
-        let cfg = config_from(&args).unwrap();
+            .to_string();
+        assert!(err.contains("--listen"), "{err}");
+        let err = config_from(&args("127.0.0.1:0", 5, 5))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--ping-timeout"), "{err}");
+        let cfg = config_from(&args("127.0.0.1:0", 2, 6)).unwrap();
         assert_eq!(cfg.media_ip.to_string(), "127.0.0.1");
+        assert_eq!((cfg.ping_interval, cfg.ping_timeout), (2, 6));
     }
 }

@@ -440,12 +440,17 @@ impl Shared {
                         affected.push((q.sid.clone(), q.receive_peer()));
                     }
                 }
-                r.broadcast(
-                    &p.sid,
-                    &Resp::Update(proto::ParticipantUpdate {
-                        participants: vec![gone],
-                    }),
-                );
+                // Not to a newer session of the same identity (duplicate identity): the Go server
+                // removes the old one before the new one exists, and an SDK that sees its own
+                // identity DISCONNECTED does a full rejoin.
+                let update = Resp::Update(proto::ParticipantUpdate {
+                    participants: vec![gone],
+                });
+                for q in r.participants.iter().filter(|q| q.identity != p.identity) {
+                    if let Some(sink) = &q.signal {
+                        sink.send(update.clone());
+                    }
+                }
                 empty = r.participants.is_empty();
             }
             if empty {
@@ -769,12 +774,22 @@ impl Shared {
                     p.bump_version();
                     p.info()
                 };
-                // Everyone including the sender learns the new info.
+                // Everyone including the sender learns the new info; the sender's SDK also waits
+                // for the request's RequestResponse (RS set_metadata times out without it).
                 self.broadcast(
                     room,
                     "",
                     Resp::Update(proto::ParticipantUpdate {
                         participants: vec![info],
+                    }),
+                );
+                self.send_to(
+                    room,
+                    sid,
+                    Resp::RequestResponse(proto::RequestResponse {
+                        request_id: update.request_id,
+                        reason: proto::request_response::Reason::Ok as i32,
+                        ..Default::default()
                     }),
                 );
             }
@@ -1450,5 +1465,278 @@ impl Shared {
                 .ok_or_else(|| anyhow::anyhow!("track {track_sid} has no media yet"))?
         };
         self.sfu.write_png(&key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The signalling state machine driven directly (no WebSocket): sinks are plain channels.
+    use super::*;
+    use crate::devroom::auth;
+    use crate::devroom::connect::parse_connect;
+
+    fn shared() -> Arc<Shared> {
+        let mut cfg = DevRoomConfig::local("127.0.0.1:0".parse().unwrap());
+        cfg.frame_dir = std::env::temp_dir().join("devroom-unit-frames");
+        let started = Instant::now();
+        let (sfu, _events) = Sfu::with_epoch(
+            super::super::sfu::SfuConfig {
+                media_ip: cfg.media_ip,
+                frame_dir: cfg.frame_dir.clone(),
+            },
+            started,
+        );
+        Arc::new(Shared::new(cfg, sfu, started))
+    }
+
+    fn grant(identity: &str) -> JoinGrant {
+        let token = auth::tests::mint(identity, "lobby", |_| {});
+        auth::authorize_join(None, Some(&token), &auth::tests::keys()).unwrap()
+    }
+
+    type Rx = mpsc::UnboundedReceiver<Outbound>;
+
+    async fn open(
+        s: &Arc<Shared>,
+        identity: &str,
+        query: &str,
+    ) -> (Option<(String, String, u64)>, Rx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let req = parse_connect(Path::V0, query).unwrap();
+        (s.open_session(grant(identity), req, tx).await.unwrap(), rx)
+    }
+
+    /// Drain what is queued for a sink.
+    fn drain(rx: &mut Rx) -> Vec<Outbound> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn leaves(out: &[Outbound]) -> Vec<(i32, i32)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Outbound::Msg(m) => match &m.message {
+                    Some(Resp::Leave(l)) => Some((l.reason, l.action)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn responses(out: &[Outbound]) -> Vec<Resp> {
+        out.iter()
+            .filter_map(|o| match o {
+                Outbound::Msg(m) => m.message.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn join_then_duplicate_identity_replaces_the_older_participant() {
+        let s = shared();
+        let (first, mut first_rx) = open(&s, "cam", "protocol=17").await;
+        let (room, first_sid, _) = first.unwrap();
+        let sent = responses(&drain(&mut first_rx));
+        assert!(
+            matches!(sent.first(), Some(Resp::Join(_))),
+            "JoinResponse comes first"
+        );
+        assert!(sent.iter().any(|m| matches!(m, Resp::RefreshToken(_))));
+
+        let (second, mut second_rx) = open(&s, "cam", "protocol=17").await;
+        let (_, second_sid, _) = second.unwrap();
+        // The newer session never hears that "cam" disconnected (SDKs would rejoin).
+        let to_newer = responses(&drain(&mut second_rx));
+        assert!(!to_newer.iter().any(|m| matches!(m, Resp::Update(u)
+            if u.participants.iter().any(|p| p.state == proto::participant_info::State::Disconnected as i32))));
+        assert_ne!(first_sid, second_sid);
+        let out = drain(&mut first_rx);
+        assert_eq!(
+            leaves(&out),
+            vec![(
+                proto::DisconnectReason::DuplicateIdentity as i32,
+                proto::leave_request::Action::Disconnect as i32
+            )]
+        );
+        assert!(matches!(out.last(), Some(Outbound::Close(1000))));
+        let state = s.state.lock().unwrap();
+        let r = state.rooms.get(&room).unwrap();
+        assert_eq!(r.participants.len(), 1);
+        assert_eq!(r.participants[0].sid, second_sid);
+        assert!(
+            state.peers.values().all(|o| o.sid == second_sid),
+            "the old peers are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn resume_swaps_the_sink_and_unknown_sid_gets_state_mismatch() {
+        let s = shared();
+        let (joined, mut old_rx) = open(&s, "cam", "protocol=17").await;
+        let (room, sid, conn) = joined.unwrap();
+        s.on_ws_closed(&room, &sid, "cam", conn, 1006);
+        assert!(s
+            .state
+            .lock()
+            .unwrap()
+            .participant(&room, &sid)
+            .unwrap()
+            .signal
+            .is_none());
+
+        let (resumed, mut rx) =
+            open(&s, "cam", &format!("protocol=17&reconnect=1&sid={sid}")).await;
+        assert_eq!(resumed.as_ref().map(|r| r.1.clone()), Some(sid.clone()));
+        let sent = responses(&drain(&mut rx));
+        assert!(matches!(sent.first(), Some(Resp::Reconnect(_))), "{sent:?}");
+        assert!(sent
+            .iter()
+            .any(|m| matches!(m, Resp::Update(u) if u.participants.iter().any(|p| p.sid == sid))));
+        let _ = drain(&mut old_rx);
+
+        let (refused, mut rx) = open(&s, "cam", "protocol=17&reconnect=1&sid=PA_nope").await;
+        assert!(refused.is_none());
+        let out = drain(&mut rx);
+        assert_eq!(
+            leaves(&out),
+            vec![(
+                proto::DisconnectReason::StateMismatch as i32,
+                proto::leave_request::Action::Reconnect as i32
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn sync_state_with_an_unknown_publication_forces_a_full_reconnect() {
+        let s = shared();
+        let (joined, mut rx) = open(&s, "cam", "protocol=17").await;
+        let (room, sid, _) = joined.unwrap();
+        let add = proto::AddTrackRequest {
+            cid: "mic".into(),
+            r#type: proto::TrackType::Audio as i32,
+            ..Default::default()
+        };
+        s.handle_request(
+            &room,
+            &sid,
+            proto::SignalRequest {
+                message: Some(proto::signal_request::Message::AddTrack(add)),
+            },
+        )
+        .await;
+        let known = responses(&drain(&mut rx))
+            .into_iter()
+            .find_map(|m| match m {
+                Resp::TrackPublished(p) => p.track,
+                _ => None,
+            })
+            .expect("TrackPublished");
+
+        // A SyncState listing only known tracks is accepted.
+        let sync = |tracks: Vec<proto::TrackInfo>| proto::SignalRequest {
+            message: Some(proto::signal_request::Message::SyncState(
+                proto::SyncState {
+                    publish_tracks: tracks
+                        .into_iter()
+                        .map(|t| proto::TrackPublishedResponse {
+                            cid: "mic".into(),
+                            track: Some(t),
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+            )),
+        };
+        s.handle_request(&room, &sid, sync(vec![known.clone()]))
+            .await;
+        assert!(leaves(&drain(&mut rx)).is_empty());
+
+        let stranger = proto::TrackInfo {
+            sid: "TR_unknown".into(),
+            ..known
+        };
+        s.handle_request(&room, &sid, sync(vec![stranger])).await;
+        assert_eq!(
+            leaves(&drain(&mut rx)),
+            vec![(
+                proto::DisconnectReason::StateMismatch as i32,
+                proto::leave_request::Action::Reconnect as i32
+            )]
+        );
+        assert!(s.state.lock().unwrap().participant(&room, &sid).is_none());
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_until_the_fault_says_otherwise() {
+        let s = shared();
+        let (joined, mut rx) = open(&s, "cam", "protocol=17").await;
+        let (room, sid, _) = joined.unwrap();
+        let _ = drain(&mut rx);
+        let ping = || proto::SignalRequest {
+            message: Some(proto::signal_request::Message::PingReq(proto::Ping {
+                timestamp: 7,
+                rtt: 0,
+            })),
+        };
+        s.handle_request(&room, &sid, ping()).await;
+        assert!(responses(&drain(&mut rx))
+            .iter()
+            .any(|m| matches!(m, Resp::PongResp(p) if p.last_ping_timestamp == 7)));
+        assert!(s.fault_answer_pings("cam", false));
+        s.handle_request(&room, &sid, ping()).await;
+        assert!(responses(&drain(&mut rx))
+            .iter()
+            .all(|m| !matches!(m, Resp::PongResp(_))));
+    }
+
+    #[tokio::test]
+    async fn metadata_updates_need_the_grant_and_get_a_request_response() {
+        let s = shared();
+        let (joined, mut rx) = open(&s, "cam", "protocol=17").await;
+        let (room, sid, _) = joined.unwrap();
+        let _ = drain(&mut rx);
+        let update = |request_id| proto::SignalRequest {
+            message: Some(proto::signal_request::Message::UpdateMetadata(
+                proto::UpdateParticipantMetadata {
+                    metadata: "m".into(),
+                    request_id,
+                    ..Default::default()
+                },
+            )),
+        };
+        let reply = |rx: &mut Rx| {
+            responses(&drain(rx)).into_iter().find_map(|m| match m {
+                Resp::RequestResponse(r) => Some((r.request_id, r.reason)),
+                _ => None,
+            })
+        };
+        s.handle_request(&room, &sid, update(3)).await;
+        assert_eq!(
+            reply(&mut rx),
+            Some((3, proto::request_response::Reason::NotAllowed as i32))
+        );
+        s.state
+            .lock()
+            .unwrap()
+            .participant_mut(&room, &sid)
+            .unwrap()
+            .grant
+            .video
+            .can_update_own_metadata = Some(true);
+        s.handle_request(&room, &sid, update(4)).await;
+        assert_eq!(
+            reply(&mut rx),
+            Some((4, proto::request_response::Reason::Ok as i32))
+        );
+        assert_eq!(
+            s.state
+                .lock()
+                .unwrap()
+                .participant(&room, &sid)
+                .unwrap()
+                .metadata,
+            "m"
+        );
     }
 }

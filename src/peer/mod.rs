@@ -436,3 +436,38 @@ pub fn watch_data_channel(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_server_binds_the_loopback_address_explicitly() {
+        // webrtc-rs skips loopback when expanding a wildcard, so it must be named.
+        let addrs = udp_bind_addrs(Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(addrs, vec![SocketAddr::from(([127, 0, 0, 1], 0))]);
+    }
+
+    #[test]
+    fn no_server_address_binds_every_interface() {
+        assert_eq!(
+            udp_bind_addrs(None),
+            vec![SocketAddr::from(([0, 0, 0, 0], 0))]
+        );
+    }
+
+    #[test]
+    fn we_offer_only_constrained_baseline_with_packetization_mode_1() {
+        let codec = h264_codec();
+        assert!(codec.sdp_fmtp_line.contains("profile-level-id=42e01f"));
+        assert!(codec.sdp_fmtp_line.contains("packetization-mode=1"));
+        assert!(codec
+            .rtcp_feedback
+            .iter()
+            .any(|f| f.typ == "nack" && f.parameter == "pli"));
+        assert!(codec
+            .rtcp_feedback
+            .iter()
+            .any(|f| f.typ == "ccm" && f.parameter == "fir"));
+    }
+}

@@ -21,92 +21,47 @@ pub fn init_logging() {
 
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     init_logging();
-    let config = standin::load(config_path)?;
+    let config = match crate::config::load(config_path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("roomcast: invalid config: {err}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(run_config(config))
 }
 
-/// Stand-in for core's `config::load` and `auth` token cache until they are merged: the same
-/// TOML keys (token auth only), the refreshed token kept in `state_dir/refresh-token`.
-mod standin {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Video {
-        pub device: Option<String>,
-        pub width: Option<u32>,
-        pub height: Option<u32>,
-        pub fps: Option<u32>,
-        pub bitrate: Option<u32>,
+fn video_settings(config: &crate::config::Config) -> VideoSettings {
+    use crate::config::VideoDevice;
+    let v = &config.video;
+    VideoSettings {
+        device: match &v.device {
+            VideoDevice::TestPattern => "test-pattern".into(),
+            VideoDevice::None => "none".into(),
+            VideoDevice::Path(p) => p.display().to_string(),
+        },
+        width: v.width,
+        height: v.height,
+        fps: v.fps,
+        bitrate: v.bitrate,
     }
+}
 
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Audio {
-        pub device: Option<String>,
-        pub rate: Option<u32>,
-        pub channels: Option<u16>,
-        pub bitrate: Option<u32>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Config {
-        pub url: String,
-        pub token: String,
-        pub signal_path: Option<String>,
-        pub auto_subscribe: Option<bool>,
-        pub ca_file: Option<std::path::PathBuf>,
-        pub state_dir: Option<std::path::PathBuf>,
-        pub video: Option<Video>,
-        pub audio: Option<Audio>,
-    }
-
-    pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
-    }
-
-    pub fn cache_file(config: &Config) -> Option<std::path::PathBuf> {
-        config.state_dir.as_ref().map(|d| d.join("refresh-token"))
-    }
-
-    /// The newest refreshed token if it stays valid for another minute, else the configured one.
-    pub fn token(config: &Config) -> String {
-        let cached = cache_file(config)
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|t| t.trim().to_string());
-        match cached {
-            Some(t) if expires_later_than(&t, 60) => t,
-            _ => config.token.clone(),
-        }
-    }
-
-    fn expires_later_than(token: &str, seconds: u64) -> bool {
-        use base64::Engine as _;
-        let Some(payload) = token.split('.').nth(1) else {
-            return false;
-        };
-        let Ok(bytes) =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='))
-        else {
-            return false;
-        };
-        let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            return false;
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        claims["exp"]
-            .as_u64()
-            .is_some_and(|exp| exp > now + seconds)
+fn audio_settings(config: &crate::config::Config) -> AudioSettings {
+    use crate::config::AudioDevice;
+    let a = &config.audio;
+    AudioSettings {
+        device: match &a.device {
+            AudioDevice::Tone => "tone".into(),
+            AudioDevice::None => "none".into(),
+            AudioDevice::Alsa(name) => name.clone(),
+        },
+        rate: a.rate,
+        channels: a.channels as u16,
+        bitrate: a.bitrate,
     }
 }
 
@@ -116,49 +71,38 @@ fn print_event(event: &RoomEvent) {
     }
 }
 
-async fn run_config(config: standin::Config) -> anyhow::Result<ExitCode> {
-    let mut options = RoomOptions::new(config.url.clone(), standin::token(&config));
-    options.signal_path = match config.signal_path.as_deref().unwrap_or("auto") {
-        "auto" => PathChoice::Auto,
-        "v1" => PathChoice::V1,
-        "v0" => PathChoice::V0,
-        other => anyhow::bail!("signal_path = {other:?}: use \"auto\", \"v1\" or \"v0\""),
+async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
+    // The newest cached refresh_token while it is still good, else the configured source.
+    let credentials = crate::auth::resolve(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut options = RoomOptions::new(credentials.server_url.clone(), credentials.token.clone());
+    options.signal_path = match config.signal_path {
+        crate::config::SignalPathChoice::Auto => PathChoice::Auto,
+        crate::config::SignalPathChoice::V1 => PathChoice::V1,
+        crate::config::SignalPathChoice::V0 => PathChoice::V0,
     };
-    options.auto_subscribe = config.auto_subscribe.unwrap_or(true);
+    options.auto_subscribe = config.auto_subscribe;
     options.ca_file = config.ca_file.clone();
-    if let Some(v) = &config.video {
-        let d = VideoSettings::default();
-        options.video = VideoSettings {
-            device: v.device.clone().unwrap_or(d.device),
-            width: v.width.unwrap_or(d.width),
-            height: v.height.unwrap_or(d.height),
-            fps: v.fps.unwrap_or(d.fps),
-            bitrate: v.bitrate.unwrap_or(d.bitrate),
-        };
-    }
-    if let Some(a) = &config.audio {
-        let d = AudioSettings::default();
-        options.audio = AudioSettings {
-            device: a.device.clone().unwrap_or(d.device),
-            rate: a.rate.unwrap_or(d.rate),
-            channels: a.channels.unwrap_or(d.channels),
-            bitrate: a.bitrate.unwrap_or(d.bitrate),
-        };
-    }
-    if let Some(file) = standin::cache_file(&config) {
+    options.video = video_settings(&config);
+    options.audio = audio_settings(&config);
+    if let Some(cache) = crate::auth::TokenCache::for_config(&config) {
         options.on_token_refreshed = Some(Arc::new(move |token: &str| {
-            if let Err(e) = std::fs::write(&file, token) {
-                tracing::warn!(
-                    "cannot store the refreshed token in {}: {e}",
-                    file.display()
-                );
+            if let Err(e) = cache.store(token) {
+                tracing::warn!("cannot store the refreshed token: {e}");
             }
         }));
     }
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let (room, mut events) = match Room::connect(options).await {
+    // A stop request while still joining ends the attempt at once.
+    let joined = tokio::select! {
+        joined = Room::connect(options) => joined,
+        _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+        _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+    };
+    let (room, mut events) = match joined {
         Ok(joined) => joined,
         Err(e) => {
             let hint = if e.is_auth_failure() {
@@ -166,7 +110,7 @@ async fn run_config(config: standin::Config) -> anyhow::Result<ExitCode> {
             } else {
                 ""
             };
-            anyhow::bail!("cannot join {}: {e}{hint}", config.url);
+            anyhow::bail!("cannot join {}: {e}{hint}", credentials.server_url);
         }
     };
     let mut disconnected = false;

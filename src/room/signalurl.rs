@@ -1,9 +1,6 @@
-//! Connect/validate URLs and ClientInfo as the room code uses them.
-//!
-//! Thin adapter: the URL rules (scheme mapping, path appending, validate URL) follow the SDKs
-//! (livekit-protocol.md §1.1–1.3).
-use crate::signal::url::encode_join_request;
-use livekit_protocol as proto;
+//! Connect/validate URLs as the room code uses them: thin wrappers over `signal::url` (core),
+//! plus the room-level path choice.
+use crate::signal::url as core_url;
 
 /// Which signalling path to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -25,85 +22,42 @@ pub enum SignalPath {
 
 /// `ws(s)://host[/prefix]` from whatever the user gave (http(s) mapped to ws(s)).
 pub fn ws_base(url: &str) -> anyhow::Result<url::Url> {
-    let mut parsed = url::Url::parse(url.trim())
-        .map_err(|e| anyhow::anyhow!("url {url:?}: {e} (expected e.g. wss://my.livekit.cloud)"))?;
-    let scheme = match parsed.scheme() {
-        "ws" | "http" => "ws",
-        "wss" | "https" => "wss",
-        other => anyhow::bail!("url {url:?}: scheme {other:?} is not ws, wss, http or https"),
-    };
-    parsed
-        .set_scheme(scheme)
-        .map_err(|_| anyhow::anyhow!("url {url:?}: cannot use scheme {scheme}"))?;
-    parsed.set_query(None);
-    parsed.set_fragment(None);
-    Ok(parsed)
+    core_url::validate_server_url(url).map_err(|e| anyhow::anyhow!("url: {e}"))
 }
 
-fn append_path(base: &url::Url, segments: &[&str]) -> url::Url {
-    let mut out = base.clone();
-    let path = base.path().trim_end_matches('/').to_string();
-    out.set_path(&format!("{path}/{}", segments.join("/")));
-    out
-}
-
-/// The ClientInfo we send.
-pub fn client_info() -> proto::ClientInfo {
-    proto::ClientInfo {
-        sdk: proto::client_info::Sdk::Unknown as i32,
-        version: crate::VERSION.to_string(),
-        protocol: PROTOCOL_VERSION,
-        os: std::env::consts::OS.to_string(),
-        device_model: format!("roomcast/{}", std::env::consts::ARCH),
-        ..Default::default()
-    }
-}
-
-/// Signalling protocol level we implement.
-pub const PROTOCOL_VERSION: i32 = 16;
-
-pub fn v0_url(base: &url::Url, auto_subscribe: bool) -> url::Url {
-    let mut url = append_path(base, &["rtc"]);
-    let info = client_info();
-    url.query_pairs_mut()
-        .append_pair("sdk", "roomcast")
-        .append_pair("version", &info.version)
-        .append_pair("protocol", &info.protocol.to_string())
-        .append_pair("os", &info.os)
-        .append_pair("device_model", &info.device_model)
-        .append_pair("auto_subscribe", if auto_subscribe { "1" } else { "0" })
-        .append_pair("adaptive_stream", "0");
-    url
-}
-
-pub fn v1_url(base: &url::Url, auto_subscribe: bool, publisher_offer: Option<String>) -> url::Url {
-    let mut url = append_path(base, &["rtc", "v1"]);
-    let join = proto::JoinRequest {
-        client_info: Some(client_info()),
-        connection_settings: Some(proto::ConnectionSettings {
-            auto_subscribe,
-            ..Default::default()
-        }),
-        publisher_offer: publisher_offer.map(|sdp| proto::SessionDescription {
+fn connect(
+    base: &url::Url,
+    path: core_url::SignalPath,
+    auto_subscribe: bool,
+    offer: Option<String>,
+) -> url::Url {
+    let options = core_url::ConnectOptions {
+        auto_subscribe,
+        publisher_offer: offer.map(|sdp| livekit_protocol::SessionDescription {
             r#type: "offer".into(),
             sdp,
             ..Default::default()
         }),
         ..Default::default()
     };
-    url.query_pairs_mut()
-        .append_pair("join_request", &encode_join_request(&join));
-    url
+    // `base` already passed validate_server_url, so building on it cannot fail.
+    core_url::connect_url(base.as_str(), path, &options).unwrap_or_else(|_| base.clone())
+}
+
+pub fn v0_url(base: &url::Url, auto_subscribe: bool) -> url::Url {
+    connect(base, core_url::SignalPath::V0, auto_subscribe, None)
+}
+
+pub fn v1_url(base: &url::Url, auto_subscribe: bool, publisher_offer: Option<String>) -> url::Url {
+    connect(
+        base,
+        core_url::SignalPath::V1,
+        auto_subscribe,
+        publisher_offer,
+    )
 }
 
 /// The validate URL for a connect URL: http(s) scheme, `/validate` appended, query kept.
 pub fn validate_url(connect: &url::Url) -> String {
-    let mut url = append_path(connect, &["validate"]);
-    let scheme = if connect.scheme() == "wss" {
-        "https"
-    } else {
-        "http"
-    };
-    let _ = url.set_scheme(scheme);
-    url.to_string()
+    core_url::validate_url(connect).to_string()
 }

@@ -359,3 +359,42 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_the_query() {
+        assert_eq!(
+            redact("wss://h/rtc/v1?join_request=abc&access_token=t"),
+            "wss://h/rtc/v1?…"
+        );
+        assert_eq!(redact("ws://h/rtc"), "ws://h/rtc");
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named_with_the_fix() {
+        let err = tls_config(Some(Path::new("/nonexistent/ca.pem")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/ca.pem") && err.contains("PEM"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.pem");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let err = tls_config(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn webpki_roots_alone_build_a_config() {
+        assert!(tls_config(None).is_ok());
+    }
+}

@@ -16,6 +16,7 @@ Audio: the SDK's playout keeps producing (silent) frames when no packets arrive,
 usage: py_peer.py --url URL [--token T | --identity ID --room R] [--publish audio,video|none]
                   [--spc 0|1] [--stay S] [--expect-video N] [--expect-audio N] [--expect-from ID]
                   [--expect-connect-error TEXT] [--expect-disconnect REASON] [--expect-resume]
+                  [--hold] [--progress-ms N] [--codec vp8|h264] [--width W --height H --fps F]
 """
 from __future__ import annotations
 
@@ -73,6 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also require a reconnect that kept our participant sid (a resume)")
     p.add_argument("--hold", action="store_true", help="keep going after expectations are met")
     p.add_argument("--progress-ms", type=int, default=0, help="emit a progress event with the counts this often")
+    p.add_argument("--log-level", default=os.environ.get("PY_PEER_LOG", "WARNING"),
+                   help="Python/SDK logging to stderr (DEBUG shows the FFI's signalling)")
+    p.add_argument("--codec", choices=["vp8", "h264", "vp9", "av1"], help="video codec (default: the SDK's, VP8)")
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--fps", type=int, default=15)
@@ -83,7 +87,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 class Peer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.room = rtc.Room()
+        self.room: rtc.Room  # created in run(): Room binds to the running event loop
         self.received: dict[str, dict] = {}
         self.tasks: list[asyncio.Task] = []
         self.stop = asyncio.Event()
@@ -133,7 +137,7 @@ class Peer:
         return bool(a.expect_video or a.expect_audio or a.expect_disconnect or a.expect_resume)
 
     def check(self) -> None:
-        if not self.met.is_set() and self.all_met():
+        if self.has_expectations() and not self.met.is_set() and self.all_met():
             self.met.set()
             emit({"event": "expectations_met"})
             if not self.args.hold:
@@ -256,8 +260,10 @@ class Peer:
         if "video" in kinds:
             vsrc = rtc.VideoSource(self.args.width, self.args.height)
             track = rtc.LocalVideoTrack.create_video_track("bars", vsrc)
-            pub = await lp.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA,
-                                                                         simulcast=False))
+            opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False)
+            if self.args.codec:
+                opts.video_codec = getattr(rtc.VideoCodec, self.args.codec.upper())
+            pub = await lp.publish_track(track, opts)
             self.published.append({"kind": "video", "sid": pub.sid})
             emit({"event": "published", "kind": "video", "track_sid": pub.sid})
             self.tasks.append(asyncio.ensure_future(self.feed_video(vsrc)))
@@ -297,6 +303,7 @@ class Peer:
     async def run(self) -> int:
         a = self.args
         loop = asyncio.get_running_loop()
+        self.room = rtc.Room(loop=loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         token = a.token or mint(a.identity, a.room, a.key, a.secret)
@@ -327,9 +334,9 @@ class Peer:
             return self.finish(False)
         # Tracks that were already subscribed before connect() returned fire track_subscribed too.
         try:
-            await self.publish()
+            await asyncio.wait_for(self.publish(), timeout=max(0.1, a.stay - (time.monotonic() - T0)))
         except Exception as e:
-            self.error = f"publish failed: {type(e).__name__}: {e}"
+            self.error = f"publish failed: {type(e).__name__}: {str(e) or 'no result before --stay ran out'}"
             emit({"event": "publish_failed", "error": self.error})
             await self.room.disconnect()
             return self.finish(False)
@@ -384,6 +391,10 @@ def mint(identity: str, room: str, key: str, secret: str) -> str:
 
 def main() -> int:
     args = parse_args(sys.argv[1:])
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     peer = Peer(args)
     # Hard wall clock: a hung FFI call must not outlive --stay by much.
     signal.signal(signal.SIGALRM, lambda *_: (emit({"event": "wall_timeout"}), os._exit(1)))

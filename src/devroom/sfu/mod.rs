@@ -334,6 +334,8 @@ struct Forward {
 #[derive(Default)]
 struct SequenceState {
     offset: u16,
+    /// Newest incoming sequence number seen (forwarded or skipped padding).
+    last_in: Option<u16>,
     last_out: Option<u16>,
     timestamp_offset: u32,
     last_timestamp: Option<u32>,
@@ -444,6 +446,14 @@ impl Sfu {
             .create_answer(None)
             .await
             .context("creating the SDP answer")?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                "peer {}: offer codecs {:?}, answer codecs {:?}",
+                peer.id,
+                codec_summary(&sdp),
+                codec_summary(&local.sdp)
+            );
+        }
         peer.pc
             .set_local_description(local)
             .await
@@ -1011,17 +1021,29 @@ impl Inner {
             if self.pub_track(&track).is_none() {
                 continue; // the publisher went away
             }
-            let mut attached = false;
+            let codec = self.track_codec(&track).await;
+            let kind = kind_of_mime(&codec.mime_type);
+            // Find the slot with probe tracks of their own track ids: webrtc keys a sender's
+            // RTCP events by track id, so a placeholder carrying the real id would, when
+            // released, take the real sender's PLI route with it.
+            let mut slot = None;
             for _attempt in 0..64 {
-                let (local, ssrc, codec) = match self.new_local_track(&track).await {
-                    Ok(t) => t,
-                    Err(err) => {
-                        tracing::warn!("forward {}: {err:#}", track.track_sid);
-                        break;
-                    }
-                };
-                let kind = kind_of_mime(&codec.mime_type);
-                let sender = match peer.pc.add_track(local.clone()).await {
+                let probe_id = format!("probe-{}", rand::random::<u64>());
+                let probe = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                    probe_id.clone(),
+                    probe_id.clone(),
+                    probe_id,
+                    kind.to_rtc(),
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(rand::random::<u32>()),
+                            ..Default::default()
+                        },
+                        codec: codec.clone(),
+                        ..Default::default()
+                    }],
+                )));
+                let sender = match peer.pc.add_track(probe).await {
                     Ok(s) => s,
                     Err(err) => {
                         tracing::warn!("forward {}: add_track: {err}", track.track_sid);
@@ -1038,8 +1060,15 @@ impl Inner {
                     })
                 });
                 if usable {
-                    self.activate_forward(peer, &track, local, sender, ssrc, codec);
-                    attached = true;
+                    // Free the slot again: it is now the first free one, so the real track
+                    // lands there next.
+                    match peer.pc.remove_track(&sender).await {
+                        Ok(()) => slot = mid,
+                        Err(err) => {
+                            tracing::warn!("peer {}: releasing probe: {err}", peer.id);
+                            placeholders.push(sender);
+                        }
+                    }
                     break;
                 }
                 let brand_new = mid.is_none();
@@ -1048,7 +1077,35 @@ impl Inner {
                     break; // no free transceiver of that kind left in this offer
                 }
             }
-            if !attached {
+            let Some(slot) = slot else {
+                still_pending.push(track);
+                continue;
+            };
+            let (local, ssrc, codec) = match self.new_local_track(&track).await {
+                Ok(t) => t,
+                Err(err) => {
+                    tracing::warn!("forward {}: {err:#}", track.track_sid);
+                    still_pending.push(track);
+                    continue;
+                }
+            };
+            let sender = match peer.pc.add_track(local.clone()).await {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!("forward {}: add_track: {err}", track.track_sid);
+                    still_pending.push(track);
+                    continue;
+                }
+            };
+            let landed = transceiver_mid(&peer.pc, sender.id().into()).await;
+            if landed.as_deref() == Some(slot.as_str()) {
+                self.activate_forward(peer, &track, local, sender, ssrc, codec);
+            } else {
+                tracing::warn!(
+                    "forward {}: landed on {landed:?} instead of mid {slot}; retrying on the next offer",
+                    track.track_sid
+                );
+                let _ = peer.pc.remove_track(&sender).await;
                 still_pending.push(track);
             }
         }
@@ -1208,8 +1265,18 @@ impl Inner {
         format: PayloadFormat,
         packet: rtc::rtp::Packet,
     ) {
-        // Bandwidth probes carry only padding; they are neither media nor worth forwarding.
+        // Bandwidth probes carry only padding: neither media nor worth forwarding. Their
+        // sequence numbers still count, so the snapshotter and each subscriber's stream must
+        // not take the hole they leave for a loss (NACKs, broken pictures).
         if packet.payload.is_empty() {
+            let seq = packet.header.sequence_number;
+            if lock(&entry.layers).selected == Some(packet.header.ssrc) {
+                lock(&entry.snapshot).skip_sequence(seq);
+                let forwards: Vec<Arc<Forward>> = lock(&entry.forwards).clone();
+                for forward in forwards {
+                    forward.skip_sequence(seq);
+                }
+            }
             return;
         }
         let ssrc = packet.header.ssrc;
@@ -1339,6 +1406,12 @@ impl Forward {
                 Some(last) => (outgoing.wrapping_sub(last) as i16) > 0,
             };
             let timestamp = packet.header.timestamp.wrapping_add(seq.timestamp_offset);
+            if seq
+                .last_in
+                .is_none_or(|last| (incoming.wrapping_sub(last) as i16) > 0)
+            {
+                seq.last_in = Some(incoming);
+            }
             if newer {
                 seq.last_out = Some(outgoing);
                 seq.last_timestamp = Some(timestamp);
@@ -1352,6 +1425,19 @@ impl Forward {
                 self.track.track_sid,
                 self.to
             );
+        }
+    }
+
+    /// A padding-only packet with this sequence number was dropped: close the gap it would
+    /// leave in this subscriber's numbering (when it is the next one in order).
+    fn skip_sequence(&self, sequence: u16) {
+        let mut seq = lock(&self.sequence);
+        if seq
+            .last_in
+            .is_some_and(|last| sequence == last.wrapping_add(1))
+        {
+            seq.last_in = Some(sequence);
+            seq.offset = seq.offset.wrapping_sub(1);
         }
     }
 
@@ -1558,7 +1644,15 @@ pub(crate) async fn build_peer_connection(
     media_ip: IpAddr,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
-    let mut engine = media_engine()?;
+    build_peer_connection_with(media_ip, handler, media_engine()?).await
+}
+
+/// [`build_peer_connection`] with a given media engine (tests use other payload types).
+pub(crate) async fn build_peer_connection_with(
+    media_ip: IpAddr,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    mut engine: MediaEngine,
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let registry = registry.with(
         Slot::from(KEYFRAME_INTERCEPTOR_SLOT),
@@ -1603,6 +1697,35 @@ async fn find_receiver_mid(
         }
     }
     None
+}
+
+/// "mid:direction:codec,codec" per m-section, for logs.
+fn codec_summary(sdp: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            current = line.split_whitespace().next().unwrap_or("m=").to_string();
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+            let name = map.split_whitespace().nth(1).unwrap_or("");
+            current.push(' ');
+            current.push_str(name.split('/').next().unwrap_or(name));
+        } else if let Some(mid) = line.strip_prefix("a=mid:") {
+            current.push_str(&format!(" mid={mid}"));
+        } else if matches!(
+            line,
+            "a=sendonly" | "a=recvonly" | "a=sendrecv" | "a=inactive"
+        ) {
+            current.push_str(&format!(" {}", &line[2..]));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// What the SFU needs to know about one m-section of an SDP.

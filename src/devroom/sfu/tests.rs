@@ -195,13 +195,17 @@ struct Client {
 
 impl Client {
     async fn new(sfu: &Sfu, hub: &Hub, sfu_peer: PeerId) -> Client {
+        Client::with_engine(sfu, hub, sfu_peer, media_engine().unwrap()).await
+    }
+
+    async fn with_engine(sfu: &Sfu, hub: &Hub, sfu_peer: PeerId, engine: MediaEngine) -> Client {
         let (tx, events) = mpsc::unbounded_channel();
         let handler = Arc::new(ClientHandler {
             sfu: sfu.clone(),
             sfu_peer,
             tx,
         });
-        let pc = build_peer_connection(LOOPBACK, handler)
+        let pc = build_peer_connection_with(LOOPBACK, handler, engine)
             .await
             .expect("client PC");
         hub.attach(sfu_peer, pc.clone());
@@ -300,7 +304,16 @@ struct Publisher {
 }
 
 async fn start_publisher(sfu: &Sfu, hub: &Hub, peer: PeerId) -> (Publisher, Answer) {
-    let mut client = Client::new(sfu, hub, peer).await;
+    start_publisher_with(sfu, hub, peer, media_engine().unwrap()).await
+}
+
+async fn start_publisher_with(
+    sfu: &Sfu,
+    hub: &Hub,
+    peer: PeerId,
+    engine: MediaEngine,
+) -> (Publisher, Answer) {
+    let mut client = Client::with_engine(sfu, hub, peer, engine).await;
     let video_ssrc = rand::random::<u32>();
     let audio_ssrc = rand::random::<u32>();
     let video = Arc::new(
@@ -442,6 +455,7 @@ async fn start_publisher(sfu: &Sfu, hub: &Hub, peer: PeerId) -> (Publisher, Answ
 #[derive(Default)]
 struct Received {
     packets: Mutex<HashMap<&'static str, u64>>,
+    payload_types: Mutex<HashMap<&'static str, std::collections::BTreeSet<u8>>>,
 }
 
 impl Received {
@@ -454,8 +468,12 @@ fn count_received(track: Arc<dyn TrackRemote>, kind: &'static str, received: Arc
     tokio::spawn(async move {
         while let Some(event) = track.poll().await {
             match event {
-                TrackRemoteEvent::OnRtpPacket(_) => {
+                TrackRemoteEvent::OnRtpPacket(packet) => {
                     *lock(&received.packets).entry(kind).or_default() += 1;
+                    lock(&received.payload_types)
+                        .entry(kind)
+                        .or_default()
+                        .insert(packet.header.payload_type);
                 }
                 TrackRemoteEvent::OnEnded => break,
                 _ => {}
@@ -668,12 +686,12 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     // Packets already handed to the subscriber's PC may still land; let them.
     let before_pause = received.get("video");
     wait_until("publisher keeps sending while paused", || {
-        sfu.stats(&video).packets >= paused_at_packets + 40
+        sfu.stats(&video).packets >= paused_at_packets + 60
     })
     .await;
     let during_pause = received.get("video");
     assert!(
-        during_pause <= before_pause + 5,
+        during_pause <= before_pause + 15,
         "paused SFU forwarded {} packets",
         during_pause - before_pause
     );
@@ -793,7 +811,7 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
     let (sfu, hub) = new_sfu(frames.path());
 
     let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
-    let (_publisher, answer) = start_publisher(&sfu, &hub, pub_peer).await;
+    let (publisher, answer) = start_publisher(&sfu, &hub, pub_peer).await;
     let mid_of = |answer: &Answer, cid: &str| {
         answer
             .mid_to_cid
@@ -835,6 +853,32 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
         )
         .unwrap(),
     );
+    // First m-section: a video track of the client's own that sends nothing; forwarded video
+    // must not be put on it (it is the first sender-less video transceiver on the SFU side).
+    let idle_video = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            local_track(
+                RtpCodecKind::Video,
+                "cid-idle-video",
+                default_codec(TrackKind::Video),
+                rand::random::<u32>(),
+            ),
+        )
+        .unwrap(),
+    );
+    client
+        .pc
+        .add_transceiver_from_track(
+            idle_video,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .unwrap();
     let own_transceiver = client
         .pc
         .add_transceiver_from_track(
@@ -924,14 +968,17 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
         "{}",
         second.sdp
     );
-    let own_answered = answered
-        .iter()
-        .find(|s| s.mid.as_ref() == Some(&own_mid))
-        .unwrap();
-    assert_eq!(
-        own_answered.direction, "recvonly",
-        "the client's own track stays receive-only"
-    );
+    for own in ["cid-own", "cid-idle-video"] {
+        let mid = mid_of(&second, own);
+        let answered = answered
+            .iter()
+            .find(|s| s.mid == Some(mid.clone()))
+            .unwrap();
+        assert_eq!(
+            answered.direction, "recvonly",
+            "the client's own {own} stays receive-only"
+        );
+    }
 
     client
         .pump_until("both forwarded tracks", |c| c.tracks.len() == 2)
@@ -953,6 +1000,33 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
         sfu.stats(&own_key).packets >= own_packets + 20
     })
     .await;
+
+    // A PLI from this subscriber reaches the publisher too.
+    let mut sub_video = None;
+    for track in &client.tracks {
+        if track.kind().await == RtpCodecKind::Video {
+            sub_video = Some(track.clone());
+        }
+    }
+    let sub_video = sub_video.expect("video track");
+    let ssrc = sub_video.ssrcs().await[0];
+    let plis_before = publisher.plis.load(Ordering::SeqCst);
+    let pli_deadline = Instant::now() + DEADLINE;
+    while publisher.plis.load(Ordering::SeqCst) == plis_before {
+        assert!(
+            Instant::now() < pli_deadline,
+            "PLI never reached the publisher"
+        );
+        sub_video
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })])
+            .await
+            .unwrap();
+        // Requests within 100 ms of the last one are coalesced by the SFU; try again later.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
 
     // ICE restart from the client; media keeps flowing both ways.
     client_offers(&sfu, &hub, &client, peer, true).await;
@@ -1214,4 +1288,160 @@ async fn simulcast_publisher_is_forwarded_from_its_best_layer() {
     sfu.close_peer(pub_peer).await;
     publisher.pc.close().await.ok();
     subscriber.pc.close().await.ok();
+}
+
+/// A client media engine numbering its payload types like a browser might, unlike the SFU's.
+fn foreign_engine(opus_pt: u8, h264_pt: u8) -> MediaEngine {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: default_codec(TrackKind::Audio),
+                payload_type: opus_pt,
+            },
+            RtpCodecKind::Audio,
+        )
+        .unwrap();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: default_codec(TrackKind::Video),
+                payload_type: h264_pt,
+            },
+            RtpCodecKind::Video,
+        )
+        .unwrap();
+    engine
+}
+
+/// Clients number payload types their own way (Chrome's H.264 is rarely 125): the SFU must
+/// receive with the publisher's numbers and send with each subscriber's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_types_follow_each_client() {
+    let frames = tempfile::tempdir().unwrap();
+    let (sfu, hub) = new_sfu(frames.path());
+    let pub_peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let (_publisher, answer) =
+        start_publisher_with(&sfu, &hub, pub_peer, foreign_engine(109, 106)).await;
+    assert!(
+        answer.sdp.contains("a=rtpmap:106 H264/90000"),
+        "{}",
+        answer.sdp
+    );
+    let mid_of = |cid: &str| {
+        answer
+            .mid_to_cid
+            .iter()
+            .find(|(_, t)| t.as_str() == cid)
+            .map(|(m, _)| m.clone())
+            .unwrap()
+    };
+    let video = sfu.publish(pub_peer, &mid_of("cid-video"), "TR_video", "PA_pub");
+    let audio = sfu.publish(pub_peer, &mid_of("cid-audio"), "TR_audio", "PA_pub");
+    hub.wait_for(
+        "video first rtp",
+        |e| matches!(e, SfuEvent::FirstRtp { track_key } if *track_key == video),
+    )
+    .await;
+
+    // A single-PC subscriber with yet other numbers.
+    let peer = sfu.create_peer(PeerRole::ClientOffers).await.unwrap();
+    let mut client = Client::with_engine(&sfu, &hub, peer, foreign_engine(110, 98)).await;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        client
+            .pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                    direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    client_offers(&sfu, &hub, &client, peer, false).await;
+    client
+        .pump_until("subscriber connected", |c| c.connected)
+        .await;
+    sfu.forward(&video, peer).await.unwrap();
+    sfu.forward(&audio, peer).await.unwrap();
+    let (_, second) = client_offers(&sfu, &hub, &client, peer, false).await;
+    assert!(
+        second.sdp.contains("a=rtpmap:98 H264/90000"),
+        "{}",
+        second.sdp
+    );
+    client
+        .pump_until("both forwarded tracks", |c| c.tracks.len() == 2)
+        .await;
+    let received = Arc::new(Received::default());
+    for track in &client.tracks {
+        count_received(
+            track.clone(),
+            track_kind_name(track).await,
+            received.clone(),
+        );
+    }
+    wait_until("the subscriber receives video and audio", || {
+        received.get("video") >= 20 && received.get("audio") >= 20
+    })
+    .await;
+    let pts = lock(&received.payload_types).clone();
+    assert_eq!(pts["video"].iter().copied().collect::<Vec<_>>(), [98]);
+    assert_eq!(pts["audio"].iter().copied().collect::<Vec<_>>(), [110]);
+    sfu.close_peer(peer).await;
+    sfu.close_peer(pub_peer).await;
+    client.pc.close().await.ok();
+}
+
+/// Padding-only packets (bandwidth probes) between pictures must not break the snapshot:
+/// libwebrtc sends them on the media SSRC with their own sequence numbers.
+#[test]
+fn snapshot_survives_padding_between_pictures() {
+    use rtc::rtp::codec::h264::H264Payloader;
+    use rtc::rtp::packetizer::Payloader;
+    let config = EncoderConfig::new().skip_frames(false);
+    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config).unwrap();
+    let rgb = quadrant_picture();
+    let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(&rgb, (WIDTH, HEIGHT)));
+    let mut payloader = H264Payloader::default();
+    let mut snapshot = media::H264Snapshotter::new();
+    let mut seq: u16 = 65530; // wraps on the way
+    for picture in 0..5u32 {
+        let au = Bytes::from(encoder.encode(&yuv).unwrap().to_vec());
+        let payloads = payloader.payload(1200, &au).unwrap();
+        let last = payloads.len() - 1;
+        for (i, payload) in payloads.into_iter().enumerate() {
+            snapshot.on_packet(seq, picture * 3000, i == last, &payload);
+            seq = seq.wrapping_add(1);
+        }
+        // Two padding-only probes after each picture.
+        for _ in 0..2 {
+            snapshot.skip_sequence(seq);
+            seq = seq.wrapping_add(1);
+        }
+    }
+    let frame = snapshot.latest_frame().unwrap().expect("a decoded picture");
+    assert_eq!((frame.width, frame.height), (WIDTH as u32, HEIGHT as u32));
+    assert_quadrants(&frame);
+
+    // A real loss (a hole not explained by padding) discards the picture; the same packets
+    // without the hole decode.
+    encoder.force_intra_frame();
+    let idr = Bytes::from(encoder.encode(&yuv).unwrap().to_vec());
+    let payloads = payloader.payload(100, &idr).unwrap();
+    assert!(payloads.len() > 2, "small MTU fragments the IDR");
+    let last = payloads.len() - 1;
+    let mut whole = media::H264Snapshotter::new();
+    let mut holed = media::H264Snapshotter::new();
+    for (i, payload) in payloads.iter().enumerate() {
+        whole.on_packet(100 + i as u16, 0, i == last, payload);
+        if i != 1 {
+            holed.on_packet(100 + i as u16, 0, i == last, payload);
+        }
+    }
+    assert!(whole.latest_frame().unwrap().is_some());
+    assert!(holed.latest_frame().unwrap().is_none());
 }

@@ -195,6 +195,13 @@ class DevRoom:
                     return ev
 
     def stop(self) -> None:
+        try:  # keep every event for the logs
+            self.poll_events(0)
+        except Exception:
+            pass
+        with open(self.workdir / "devroom.events.jsonl", "w") as f:
+            for ev in self.events:
+                f.write(json.dumps(ev) + "\n")
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -207,6 +214,8 @@ class DevRoom:
 
 class Peer:
     """One official-SDK peer process (py_peer.py or browser_peer.mjs)."""
+
+    count = 0
 
     def __init__(self, sdk: str, workdir: Path, identity: str, args: list[str], stay: float) -> None:
         self.sdk = sdk
@@ -221,10 +230,12 @@ class Peer:
         cmd += ["--identity", identity, "--stay", str(stay)] + args
         self.cmd = cmd
         name = f"{sdk}:{identity}"
-        self.stderr = open(workdir / f"{sdk}-{identity}.stderr", "w")
+        Peer.count += 1
+        stem = f"{Peer.count:02d}-{sdk}-{identity}"  # two peers may share an identity
+        self.stderr = open(workdir / f"{stem}.stderr", "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL,
                                      cwd=PEERS)
-        self.out = LineReader(self.proc.stdout, workdir / f"{sdk}-{identity}.jsonl", name)
+        self.out = LineReader(self.proc.stdout, workdir / f"{stem}.jsonl", name)
         self.workdir = workdir
 
     def wait_event(self, name: str, timeout: float, pred: Callable[[dict], bool] = lambda e: True) -> dict:

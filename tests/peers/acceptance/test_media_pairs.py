@@ -57,7 +57,7 @@ def test_both_publish_and_receive_decoded_media(world, sdk_a: str, sdk_b: str, s
         ok = (video.get("frames", 0) >= VIDEO_FRAMES and audio.get("frames", 0) >= AUDIO_FRAMES)
         detail = (f"video {video.get('frames', 0)} frames {video.get('width', 0)}x{video.get('height', 0)}, "
                   f"audio {audio.get('frames', 0)} frames with signal")
-        report(f"{src.sdk}→{dst.sdk} on {path}", ok, detail)
+        report(f"{src.sdk}→{dst.sdk} ({src.identity} → {dst.identity}) on {path}", ok, detail)
         if not ok:
             failures.append(f"{src.sdk}→{dst.sdk} on {path}: {detail}; {dst.identity} summary={summary}")
     for p in (a, b):

@@ -101,6 +101,8 @@ async function main() {
     const t = Date.now();
     ctx = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM, headless: true,
+      // Our own SIGTERM/SIGINT handlers let the page leave the room and report first.
+      handleSIGTERM: false, handleSIGINT: false, handleSIGHUP: false,
       args: [
         '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
         '--disable-sync', '--no-first-run', '--disable-dev-shm-usage', '--disable-quic',
