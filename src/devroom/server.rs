@@ -446,9 +446,11 @@ impl Shared {
                 let update = Resp::Update(proto::ParticipantUpdate {
                     participants: vec![gone],
                 });
-                for q in r.participants.iter().filter(|q| q.identity != p.identity) {
-                    if let Some(sink) = &q.signal {
-                        sink.send(update.clone());
+                if !p.grant.video.hidden {
+                    for q in r.participants.iter().filter(|q| q.identity != p.identity) {
+                        if let Some(sink) = &q.signal {
+                            sink.send(update.clone());
+                        }
                     }
                 }
                 empty = r.participants.is_empty();
