@@ -51,7 +51,12 @@ impl DevRoomConfig {
         Self {
             listen,
             keys: vec![("devkey".into(), "secret".into())],
-            media_ip: listen.ip(),
+            // A wildcard listen address is no address to advertise in ICE candidates.
+            media_ip: if listen.ip().is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                listen.ip()
+            },
             ice_servers: Vec::new(),
             frame_dir: std::env::temp_dir().join("devroom-frames"),
             ping_interval: 5,
@@ -142,14 +147,22 @@ impl DevRoom {
         self.local_addr
     }
 
-    /// "ws://127.0.0.1:PORT"
+    /// "ws://127.0.0.1:PORT" (a wildcard listen address is reported as loopback).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.local_addr)
+        format!("ws://{}", self.reachable_addr())
     }
 
     /// "http://127.0.0.1:PORT"
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("http://{}", self.reachable_addr())
+    }
+
+    fn reachable_addr(&self) -> SocketAddr {
+        let mut addr = self.local_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::from([127, 0, 0, 1]));
+        }
+        addr
     }
 
     /// Exactly what GET /admin/rooms returns.

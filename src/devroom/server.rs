@@ -598,22 +598,34 @@ impl Shared {
         sid: &str,
         offer: proto::SessionDescription,
     ) {
-        let peer = {
+        let (peer, offer_sdp) = {
             let mut state = self.state.lock().unwrap();
             let Some(p) = state.participant_mut(room, sid) else {
                 return;
             };
-            // Note which mid carries which cid, for TrackInfo.mid.
+            // Note which mid carries which cid (TrackInfo.mid), and which video codec its
+            // AddTrack asked for: the answer must choose that one (see sdp::prefer_codec).
+            let mut wanted: Vec<(String, String)> = Vec::new();
             for section in sdp::media_sections(&offer.sdp) {
                 if let Some(cid) = &section.msid_track_id {
                     if let Some(t) = p.tracks.iter_mut().find(|t| &t.cid == cid) {
                         t.info.mid = section.mid.clone();
+                        let requested = t.info.codecs.first().map(|c| c.mime_type.clone());
+                        if let Some(codec) =
+                            requested.as_deref().and_then(|m| m.strip_prefix("video/"))
+                        {
+                            wanted.push((section.mid.clone(), codec.to_string()));
+                        }
                     }
                 }
             }
-            p.publisher_peer
+            let mut offer_sdp = offer.sdp.clone();
+            for (mid, codec) in wanted {
+                offer_sdp = sdp::prefer_codec(&offer_sdp, &[mid], &codec);
+            }
+            (p.publisher_peer, offer_sdp)
         };
-        match self.sfu.accept_offer(peer, offer.sdp).await {
+        match self.sfu.accept_offer(peer, offer_sdp).await {
             Ok(answer) => self.send_to(
                 room,
                 sid,
@@ -774,12 +786,22 @@ impl Shared {
                     p.bump_version();
                     p.info()
                 };
-                // Everyone including the sender learns the new info.
+                // Everyone including the sender learns the new info; the sender's SDK also waits
+                // for the request's RequestResponse (RS set_metadata times out without it).
                 self.broadcast(
                     room,
                     "",
                     Resp::Update(proto::ParticipantUpdate {
                         participants: vec![info],
+                    }),
+                );
+                self.send_to(
+                    room,
+                    sid,
+                    Resp::RequestResponse(proto::RequestResponse {
+                        request_id: update.request_id,
+                        reason: proto::request_response::Reason::Ok as i32,
+                        ..Default::default()
                     }),
                 );
             }
@@ -1678,5 +1700,55 @@ mod tests {
         assert!(responses(&drain(&mut rx))
             .iter()
             .all(|m| !matches!(m, Resp::PongResp(_))));
+    }
+
+    #[tokio::test]
+    async fn metadata_updates_need_the_grant_and_get_a_request_response() {
+        let s = shared();
+        let (joined, mut rx) = open(&s, "cam", "protocol=17").await;
+        let (room, sid, _) = joined.unwrap();
+        let _ = drain(&mut rx);
+        let update = |request_id| proto::SignalRequest {
+            message: Some(proto::signal_request::Message::UpdateMetadata(
+                proto::UpdateParticipantMetadata {
+                    metadata: "m".into(),
+                    request_id,
+                    ..Default::default()
+                },
+            )),
+        };
+        let reply = |rx: &mut Rx| {
+            responses(&drain(rx)).into_iter().find_map(|m| match m {
+                Resp::RequestResponse(r) => Some((r.request_id, r.reason)),
+                _ => None,
+            })
+        };
+        s.handle_request(&room, &sid, update(3)).await;
+        assert_eq!(
+            reply(&mut rx),
+            Some((3, proto::request_response::Reason::NotAllowed as i32))
+        );
+        s.state
+            .lock()
+            .unwrap()
+            .participant_mut(&room, &sid)
+            .unwrap()
+            .grant
+            .video
+            .can_update_own_metadata = Some(true);
+        s.handle_request(&room, &sid, update(4)).await;
+        assert_eq!(
+            reply(&mut rx),
+            Some((4, proto::request_response::Reason::Ok as i32))
+        );
+        assert_eq!(
+            s.state
+                .lock()
+                .unwrap()
+                .participant(&room, &sid)
+                .unwrap()
+                .metadata,
+            "m"
+        );
     }
 }

@@ -350,6 +350,17 @@ impl H264Snapshotter {
         overflowed
     }
 
+    /// A padding-only packet with this sequence number was dropped before reaching us: it is
+    /// not a loss.
+    pub fn skip_sequence(&mut self, sequence: u16) {
+        if self
+            .last_sequence
+            .is_some_and(|last| sequence == last.wrapping_add(1))
+        {
+            self.last_sequence = Some(sequence);
+        }
+    }
+
     /// The stream continues on another SSRC (a simulcast layer switch): forget the packet
     /// sequence of the old one instead of mistaking the jump for a loss.
     pub fn restart_stream(&mut self) {

@@ -334,6 +334,8 @@ struct Forward {
 #[derive(Default)]
 struct SequenceState {
     offset: u16,
+    /// Newest incoming sequence number seen (forwarded or skipped padding).
+    last_in: Option<u16>,
     last_out: Option<u16>,
     timestamp_offset: u32,
     last_timestamp: Option<u32>,
@@ -444,6 +446,14 @@ impl Sfu {
             .create_answer(None)
             .await
             .context("creating the SDP answer")?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                "peer {}: offer codecs {:?}, answer codecs {:?}",
+                peer.id,
+                codec_summary(&sdp),
+                codec_summary(&local.sdp)
+            );
+        }
         peer.pc
             .set_local_description(local)
             .await
@@ -1255,8 +1265,18 @@ impl Inner {
         format: PayloadFormat,
         packet: rtc::rtp::Packet,
     ) {
-        // Bandwidth probes carry only padding; they are neither media nor worth forwarding.
+        // Bandwidth probes carry only padding: neither media nor worth forwarding. Their
+        // sequence numbers still count, so the snapshotter and each subscriber's stream must
+        // not take the hole they leave for a loss (NACKs, broken pictures).
         if packet.payload.is_empty() {
+            let seq = packet.header.sequence_number;
+            if lock(&entry.layers).selected == Some(packet.header.ssrc) {
+                lock(&entry.snapshot).skip_sequence(seq);
+                let forwards: Vec<Arc<Forward>> = lock(&entry.forwards).clone();
+                for forward in forwards {
+                    forward.skip_sequence(seq);
+                }
+            }
             return;
         }
         let ssrc = packet.header.ssrc;
@@ -1386,6 +1406,12 @@ impl Forward {
                 Some(last) => (outgoing.wrapping_sub(last) as i16) > 0,
             };
             let timestamp = packet.header.timestamp.wrapping_add(seq.timestamp_offset);
+            if seq
+                .last_in
+                .is_none_or(|last| (incoming.wrapping_sub(last) as i16) > 0)
+            {
+                seq.last_in = Some(incoming);
+            }
             if newer {
                 seq.last_out = Some(outgoing);
                 seq.last_timestamp = Some(timestamp);
@@ -1399,6 +1425,19 @@ impl Forward {
                 self.track.track_sid,
                 self.to
             );
+        }
+    }
+
+    /// A padding-only packet with this sequence number was dropped: close the gap it would
+    /// leave in this subscriber's numbering (when it is the next one in order).
+    fn skip_sequence(&self, sequence: u16) {
+        let mut seq = lock(&self.sequence);
+        if seq
+            .last_in
+            .is_some_and(|last| sequence == last.wrapping_add(1))
+        {
+            seq.last_in = Some(sequence);
+            seq.offset = seq.offset.wrapping_sub(1);
         }
     }
 
@@ -1658,6 +1697,35 @@ async fn find_receiver_mid(
         }
     }
     None
+}
+
+/// "mid:direction:codec,codec" per m-section, for logs.
+fn codec_summary(sdp: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            current = line.split_whitespace().next().unwrap_or("m=").to_string();
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+            let name = map.split_whitespace().nth(1).unwrap_or("");
+            current.push(' ');
+            current.push_str(name.split('/').next().unwrap_or(name));
+        } else if let Some(mid) = line.strip_prefix("a=mid:") {
+            current.push_str(&format!(" mid={mid}"));
+        } else if matches!(
+            line,
+            "a=sendonly" | "a=recvonly" | "a=sendrecv" | "a=inactive"
+        ) {
+            current.push_str(&format!(" {}", &line[2..]));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// What the SFU needs to know about one m-section of an SDP.

@@ -1395,3 +1395,53 @@ async fn payload_types_follow_each_client() {
     sfu.close_peer(pub_peer).await;
     client.pc.close().await.ok();
 }
+
+/// Padding-only packets (bandwidth probes) between pictures must not break the snapshot:
+/// libwebrtc sends them on the media SSRC with their own sequence numbers.
+#[test]
+fn snapshot_survives_padding_between_pictures() {
+    use rtc::rtp::codec::h264::H264Payloader;
+    use rtc::rtp::packetizer::Payloader;
+    let config = EncoderConfig::new().skip_frames(false);
+    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config).unwrap();
+    let rgb = quadrant_picture();
+    let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(&rgb, (WIDTH, HEIGHT)));
+    let mut payloader = H264Payloader::default();
+    let mut snapshot = media::H264Snapshotter::new();
+    let mut seq: u16 = 65530; // wraps on the way
+    for picture in 0..5u32 {
+        let au = Bytes::from(encoder.encode(&yuv).unwrap().to_vec());
+        let payloads = payloader.payload(1200, &au).unwrap();
+        let last = payloads.len() - 1;
+        for (i, payload) in payloads.into_iter().enumerate() {
+            snapshot.on_packet(seq, picture * 3000, i == last, &payload);
+            seq = seq.wrapping_add(1);
+        }
+        // Two padding-only probes after each picture.
+        for _ in 0..2 {
+            snapshot.skip_sequence(seq);
+            seq = seq.wrapping_add(1);
+        }
+    }
+    let frame = snapshot.latest_frame().unwrap().expect("a decoded picture");
+    assert_eq!((frame.width, frame.height), (WIDTH as u32, HEIGHT as u32));
+    assert_quadrants(&frame);
+
+    // A real loss (a hole not explained by padding) discards the picture; the same packets
+    // without the hole decode.
+    encoder.force_intra_frame();
+    let idr = Bytes::from(encoder.encode(&yuv).unwrap().to_vec());
+    let payloads = payloader.payload(100, &idr).unwrap();
+    assert!(payloads.len() > 2, "small MTU fragments the IDR");
+    let last = payloads.len() - 1;
+    let mut whole = media::H264Snapshotter::new();
+    let mut holed = media::H264Snapshotter::new();
+    for (i, payload) in payloads.iter().enumerate() {
+        whole.on_packet(100 + i as u16, 0, i == last, payload);
+        if i != 1 {
+            holed.on_packet(100 + i as u16, 0, i == last, payload);
+        }
+    }
+    assert!(whole.latest_frame().unwrap().is_some());
+    assert!(holed.latest_frame().unwrap().is_none());
+}
