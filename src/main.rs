@@ -3,11 +3,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "roomcast",
-    version,
-    about = "Publish this board's camera and microphone into a LiveKit room"
-)]
+#[command(name = "roomcast", version, about = "Publish this board's camera and microphone into a LiveKit room")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
