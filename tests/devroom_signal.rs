@@ -625,3 +625,100 @@ async fn admin_events_long_poll_and_twirp_list_participants() {
     assert_eq!(listed["participants"][0]["identity"], "cam");
     room.shutdown().await;
 }
+
+fn http_post(url: &str, content_type: &str, bearer: Option<&str>, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.post(url).header("Content-Type", content_type);
+    if let Some(token) = bearer {
+        req = req.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut resp = req.send(&body[..]).unwrap();
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_vec().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn twirp_protobuf_and_admin_fault_errors() {
+    let room = start().await;
+    let (_ws, _) = join_v0(&room, "cam", "lobby").await;
+    let http = room.http_url();
+    let lister = AccessToken::with_api_key("devkey", "secret")
+        .with_grants(VideoGrants {
+            room_list: true,
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    let results = tokio::task::spawn_blocking(move || {
+        let body = proto::ListRoomsRequest::default().encode_to_vec();
+        vec![
+            http_post(
+                &format!("{http}/twirp/livekit.RoomService/ListRooms"),
+                "application/protobuf",
+                Some(&lister),
+                body.clone(),
+            ),
+            http_post(
+                &format!("{http}/twirp/livekit.RoomService/ListRooms"),
+                "application/protobuf",
+                None,
+                body,
+            ),
+            http_post(
+                &format!("{http}/admin/fault/drop_ws"),
+                "application/json",
+                None,
+                br#"{"identity":"nobody"}"#.to_vec(),
+            ),
+            http_post(
+                &format!("{http}/admin/fault/leave"),
+                "application/json",
+                None,
+                br#"{"identity":"cam","reason":"NOT_A_REASON"}"#.to_vec(),
+            ),
+            http_post(
+                &format!("{http}/admin/fault/leave"),
+                "application/json",
+                None,
+                br#"{"identity":"cam","reason":"SERVER_SHUTDOWN","action":"RESUME"}"#.to_vec(),
+            ),
+            http_post(
+                &format!("{http}/admin/fault/bogus"),
+                "application/json",
+                None,
+                b"{}".to_vec(),
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(results[0].0, 200);
+    let rooms = proto::ListRoomsResponse::decode(results[0].1.as_slice()).unwrap();
+    assert_eq!(
+        rooms
+            .rooms
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["lobby"]
+    );
+    assert_eq!(rooms.rooms[0].num_participants, 1);
+    assert_eq!(results[1].0, 401, "Twirp without a token");
+    assert_eq!(results[2].0, 404);
+    assert!(String::from_utf8_lossy(&results[2].1).contains("nobody"));
+    assert_eq!(results[3].0, 400);
+    assert!(String::from_utf8_lossy(&results[3].1).contains("DisconnectReason"));
+    assert_eq!(results[4].0, 200);
+    assert_eq!(results[5].0, 404);
+    assert!(String::from_utf8_lossy(&results[5].1).contains("drop_ws"));
+    assert!(room
+        .wait_event(WAIT, |e| matches!(&e.kind, EventKind::LeaveSent { reason, action, .. } if reason == "SERVER_SHUTDOWN" && action == "RESUME"))
+        .await
+        .is_some());
+    room.shutdown().await;
+}

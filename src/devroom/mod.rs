@@ -5,6 +5,25 @@
 //! subscriptions are delivered by asking the client to re-offer with MediaSectionsRequirement and
 //! answering with `mid_to_track_id`, as the Go server does). Everything observable is an
 //! [`events::DevRoomEvent`]; faults are injected through [`Faults`] or `/admin/fault/*`.
+//!
+//! Run it: `roomcast devroom --listen 127.0.0.1:7880 --keys devkey:secret [--media-ip IP]
+//! [--frame-dir DIR] [--ping-interval 5 --ping-timeout 15]`; it prints
+//! `devroom listening on ws://IP:PORT` when ready. HTTP on the same listener:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /rtc?…`, `GET /rtc/v1?join_request=…` (WebSocket) | LiveKit signalling; token in `Authorization: Bearer` or `access_token` |
+//! | `GET /rtc/validate`, `GET /rtc/v1/validate` | `200 success`, or LiveKit's status with a plain-text reason (CORS `*`) |
+//! | `GET /admin/rooms` | rooms → participants (identity, sid, state, signal_path) → tracks (sid, cid, kind, codec, muted, packets, frames, keyframes, bytes, first_rtp_ms) |
+//! | `GET /admin/events?after=SEQ&wait_ms=N` | `{"events":[…]}` with seq > SEQ, long-polling up to N ms |
+//! | `POST /admin/fault/drop_ws {"identity"}` | drop the WebSocket without a close frame (the participant stays for a resume) |
+//! | `POST /admin/fault/pings {"identity","answer":bool}` | stop/resume answering ping and ping_req |
+//! | `POST /admin/fault/leave {"identity","reason","action"}` | send LeaveRequest (reason name or number; DISCONNECT/RESUME/RECONNECT) |
+//! | `POST /admin/fault/restart {}` | forget every room and session |
+//! | `POST /admin/fault/pause_media {"paused":bool}` | stop/resume forwarding media |
+//! | `POST /admin/fault/reject_joins {"count","status"}` | refuse the next connects with that HTTP status |
+//! | `POST /admin/tracks/{sid}/png` | `{"path","width","height"}`: the latest H.264 frame as PNG |
+//! | `POST /twirp/livekit.RoomService/{ListRooms,CreateRoom,DeleteRoom,ListParticipants,GetParticipant,RemoveParticipant,MutePublishedTrack,SendData}` | Twirp, protobuf or JSON bodies |
 pub mod auth;
 pub mod cli;
 pub mod connect;

@@ -204,13 +204,35 @@ impl Room {
             .collect()
     }
 
-    /// Send to every participant except `except` that has a signal connection.
+    /// Send to every participant except `except` that has a signal connection. Hidden
+    /// participants (grant `hidden`) are left out of ParticipantUpdates sent to anyone else.
     pub fn broadcast(&self, except: &str, message: &proto::signal_response::Message) {
         for p in self.participants.iter().filter(|p| p.sid != except) {
-            if let Some(sink) = &p.signal {
-                sink.send(message.clone());
+            let Some(sink) = &p.signal else { continue };
+            match message {
+                proto::signal_response::Message::Update(update) => {
+                    let visible = visible_to(update, &p.sid);
+                    if !visible.participants.is_empty() {
+                        sink.send(proto::signal_response::Message::Update(visible));
+                    }
+                }
+                other => sink.send(other.clone()),
             }
         }
+    }
+}
+
+/// The part of a ParticipantUpdate the participant `recipient` may see.
+pub fn visible_to(update: &proto::ParticipantUpdate, recipient: &str) -> proto::ParticipantUpdate {
+    proto::ParticipantUpdate {
+        participants: update
+            .participants
+            .iter()
+            .filter(|i| {
+                i.sid == recipient || !i.permission.as_ref().is_some_and(|perm| perm.hidden)
+            })
+            .cloned()
+            .collect(),
     }
 }
 
@@ -423,5 +445,30 @@ mod tests {
             "TR_2".into(),
         );
         assert_eq!(audio.mime_type, "audio/opus");
+    }
+
+    #[test]
+    fn hidden_participants_are_only_visible_to_themselves() {
+        let mut hidden = participant();
+        hidden.grant.video.hidden = true;
+        let visible = participant();
+        let update = proto::ParticipantUpdate {
+            participants: vec![
+                hidden.info(),
+                Participant {
+                    sid: "PA_2".into(),
+                    ..visible
+                }
+                .info(),
+            ],
+        };
+        let seen_by_other = visible_to(&update, "PA_9");
+        assert_eq!(seen_by_other.participants.len(), 1);
+        assert_eq!(seen_by_other.participants[0].sid, "PA_2");
+        assert_eq!(
+            visible_to(&update, "PA_1").participants.len(),
+            2,
+            "a hidden participant sees itself"
+        );
     }
 }

@@ -76,6 +76,68 @@ pub fn kind_of_mid(sdp: &str, mid: &str) -> Option<String> {
         .map(|s| s.kind)
 }
 
+/// Reorder the payload types of the m-sections with these mids so `codec` (an rtpmap encoding
+/// name such as "H264", case-insensitive) comes first. The SFU answers in the offer's order, so this
+/// is how devroom honours the codec an AddTrackRequest asked for, as the Go server does with codec
+/// preferences in its answer (livekit-client lists VP8 first whatever codec it publishes).
+pub fn prefer_codec(sdp: &str, mids: &[String], codec: &str) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let lines: Vec<&str> = sdp.lines().collect();
+    // Section boundaries: indexes of m= lines.
+    let starts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("m="))
+        .map(|(i, _)| i)
+        .collect();
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
+        let section = &lines[start..end];
+        let mid = section
+            .iter()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .map(str::trim);
+        if !mid.is_some_and(|m| mids.iter().any(|x| x == m)) {
+            continue;
+        }
+        let preferred: Vec<&str> = section
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter_map(|r| {
+                let (pt, rest) = r.split_once(' ')?;
+                let name = rest.split('/').next()?;
+                name.eq_ignore_ascii_case(codec).then_some(pt)
+            })
+            .collect();
+        if preferred.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = lines[start].split(' ').collect();
+        if fields.len() < 4 {
+            continue;
+        }
+        let (head, formats) = fields.split_at(3);
+        let mut reordered: Vec<&str> = formats
+            .iter()
+            .copied()
+            .filter(|f| preferred.contains(f))
+            .collect();
+        reordered.extend(formats.iter().copied().filter(|f| !preferred.contains(f)));
+        out[start] = head
+            .iter()
+            .chain(reordered.iter())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    let mut joined = out.join(eol);
+    if sdp.ends_with('\n') {
+        joined.push_str(eol);
+    }
+    joined
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +197,26 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n";
         };
         assert_eq!((receive("audio"), receive("video")), (3, 3));
         assert!(sections.iter().all(|s| s.msid_track_id.is_none()));
+    }
+
+    #[test]
+    fn prefer_codec_moves_the_codec_first_only_in_the_named_sections() {
+        let offer = "v=0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n\
+a=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
+        let munged = prefer_codec(offer, &["0".to_string()], "h264");
+        assert!(
+            munged.contains("m=video 9 UDP/TLS/RTP/SAVPF 102 96 97 103\r\n"),
+            "{munged}"
+        );
+        assert!(
+            munged.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=mid:1"),
+            "other sections untouched"
+        );
+        assert!(munged.ends_with("\r\n"));
+        assert_eq!(munged.len(), offer.len());
+        // A codec the section lacks leaves it alone.
+        assert_eq!(prefer_codec(offer, &["0".to_string()], "AV1"), offer);
     }
 }

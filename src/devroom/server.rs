@@ -446,9 +446,11 @@ impl Shared {
                 let update = Resp::Update(proto::ParticipantUpdate {
                     participants: vec![gone],
                 });
-                for q in r.participants.iter().filter(|q| q.identity != p.identity) {
-                    if let Some(sink) = &q.signal {
-                        sink.send(update.clone());
+                if !p.grant.video.hidden {
+                    for q in r.participants.iter().filter(|q| q.identity != p.identity) {
+                        if let Some(sink) = &q.signal {
+                            sink.send(update.clone());
+                        }
                     }
                 }
                 empty = r.participants.is_empty();
@@ -522,10 +524,11 @@ impl Shared {
         let identity = {
             let mut state = self.state.lock().unwrap();
             match state.participant_mut(room, sid) {
+                // Already subscribed (a join racing a publish forwards twice; the SFU ignores
+                // the repeat): report it once.
+                Some(p) if p.subscriptions.iter().any(|s| s == track_sid) => return,
                 Some(p) => {
-                    if !p.subscriptions.iter().any(|s| s == track_sid) {
-                        p.subscriptions.push(track_sid.to_string());
-                    }
+                    p.subscriptions.push(track_sid.to_string());
                     p.identity.clone()
                 }
                 None => return,
@@ -598,22 +601,34 @@ impl Shared {
         sid: &str,
         offer: proto::SessionDescription,
     ) {
-        let peer = {
+        let (peer, offer_sdp) = {
             let mut state = self.state.lock().unwrap();
             let Some(p) = state.participant_mut(room, sid) else {
                 return;
             };
-            // Note which mid carries which cid, for TrackInfo.mid.
+            // Note which mid carries which cid (TrackInfo.mid), and which video codec its
+            // AddTrack asked for: the answer must choose that one (see sdp::prefer_codec).
+            let mut wanted: Vec<(String, String)> = Vec::new();
             for section in sdp::media_sections(&offer.sdp) {
                 if let Some(cid) = &section.msid_track_id {
                     if let Some(t) = p.tracks.iter_mut().find(|t| &t.cid == cid) {
                         t.info.mid = section.mid.clone();
+                        let requested = t.info.codecs.first().map(|c| c.mime_type.clone());
+                        if let Some(codec) =
+                            requested.as_deref().and_then(|m| m.strip_prefix("video/"))
+                        {
+                            wanted.push((section.mid.clone(), codec.to_string()));
+                        }
                     }
                 }
             }
-            p.publisher_peer
+            let mut offer_sdp = offer.sdp.clone();
+            for (mid, codec) in wanted {
+                offer_sdp = sdp::prefer_codec(&offer_sdp, &[mid], &codec);
+            }
+            (p.publisher_peer, offer_sdp)
         };
-        match self.sfu.accept_offer(peer, offer.sdp).await {
+        match self.sfu.accept_offer(peer, offer_sdp).await {
             Ok(answer) => self.send_to(
                 room,
                 sid,
