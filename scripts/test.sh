@@ -20,7 +20,7 @@ else
 fi
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
-export ROOMCAST_TEST_LOGS=${ROOMCAST_TEST_LOGS:-/tmp/roomcast-test-logs}
+export ROOMCAST_TEST_LOGS=${ROOMCAST_TEST_LOGS:-$ROOT/target/test-logs}
 rm -rf "$ROOMCAST_TEST_LOGS" && mkdir -p "$ROOMCAST_TEST_LOGS"
 
 passed=0

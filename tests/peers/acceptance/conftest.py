@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[3]
 PEERS = ROOT / "tests" / "peers"
 PY_PEER = PEERS / "py_peer.py"
 BROWSER_PEER = PEERS / "js" / "browser_peer.mjs"
-LOG_ROOT = Path(os.environ.get("ROOMCAST_TEST_LOGS", "/tmp/roomcast-test-logs"))
+LOG_ROOT = Path(os.environ.get("ROOMCAST_TEST_LOGS") or ROOT / "target" / "test-logs")
 
 
 def roomcast_bin() -> Path:

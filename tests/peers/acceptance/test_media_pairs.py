@@ -19,11 +19,20 @@ PATHS = {"1": ("/rtc/v1", "v1"), "0": ("/rtc", "v0")}
 @pytest.mark.parametrize("sdk_a,sdk_b", [("py", "py"), ("py", "browser"), ("browser", "browser")],
                          ids=["py+py", "py+browser", "browser+browser"])
 def test_both_publish_and_receive_decoded_media(world, sdk_a: str, sdk_b: str, spc: str) -> None:
+    run_pair(world, sdk_a, sdk_b, spc, codec=None)
+
+
+def test_h264_both_ways_between_python_and_browser(world) -> None:
+    """roomcast publishes H.264: the same pair with both SDKs publishing H.264 instead of VP8."""
+    run_pair(world, "py", "browser", "1", codec="h264")
+
+
+def run_pair(world, sdk_a: str, sdk_b: str, spc: str, codec) -> None:
     path, signal_path = PATHS[spc]
-    room = f"pairs-{sdk_a}-{sdk_b}-{signal_path}"
+    room = f"pairs-{sdk_a}-{sdk_b}-{signal_path}" + (f"-{codec}" if codec else "")
     a_id, b_id = f"{sdk_a}-a", f"{sdk_b}-b"
     common = ["--publish", "audio,video", "--hold", "--expect-video", str(VIDEO_FRAMES),
-              "--expect-audio", str(AUDIO_FRAMES)]
+              "--expect-audio", str(AUDIO_FRAMES)] + (["--codec", codec] if codec else [])
     a = world.peer(sdk_a, a_id, *common, "--expect-from", b_id, room=room, spc=spc, stay=75)
     a.wait_event("connected", 40)
     b = world.peer(sdk_b, b_id, *common, "--expect-from", a_id, room=room, spc=spc, stay=75)
@@ -36,8 +45,11 @@ def test_both_publish_and_receive_decoded_media(world, sdk_a: str, sdk_b: str, s
         assert joined.get("signal_path") == signal_path, \
             f"{ident} asked for {path} but devroom saw signal_path={joined.get('signal_path')!r}"
         for kind in ("audio", "video"):
-            dr.wait_event(lambda e, i=ident, k=kind: e.get("type") == "track_published" and e.get("identity") == i
-                          and e.get("kind") == k, 30, f"track_published {kind} by {ident}")
+            pub = dr.wait_event(lambda e, i=ident, k=kind: e.get("type") == "track_published"
+                                and e.get("identity") == i and e.get("kind") == k, 30,
+                                f"track_published {kind} by {ident}")
+            if kind == "video" and codec:
+                assert pub.get("mime", "").lower() == f"video/{codec}", f"{ident} asked for {codec}: {pub}"
 
     # Both peers hold on until each has decoded the other's media, then both leave.
     failures = []
@@ -57,7 +69,8 @@ def test_both_publish_and_receive_decoded_media(world, sdk_a: str, sdk_b: str, s
         ok = (video.get("frames", 0) >= VIDEO_FRAMES and audio.get("frames", 0) >= AUDIO_FRAMES)
         detail = (f"video {video.get('frames', 0)} frames {video.get('width', 0)}x{video.get('height', 0)}, "
                   f"audio {audio.get('frames', 0)} frames with signal")
-        report(f"{src.sdk}→{dst.sdk} ({src.identity} → {dst.identity}) on {path}", ok, detail)
+        label = f"{src.sdk}→{dst.sdk} ({src.identity} → {dst.identity}) on {path}" + (f", {codec}" if codec else "")
+        report(label, ok, detail)
         if not ok:
             failures.append(f"{src.sdk}→{dst.sdk} on {path}: {detail}; {dst.identity} summary={summary}")
     for p in (a, b):
