@@ -3,7 +3,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "roomcast", version, about = "Publish this board's camera and microphone into a LiveKit room")]
+#[command(
+    name = "roomcast",
+    version,
+    about = "Publish this board's camera and microphone into a LiveKit room"
+)]
 struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) or a full filter such as
     /// "info,roomcast=debug". Overrides RUST_LOG. Logs go to stderr.

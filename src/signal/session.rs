@@ -38,7 +38,10 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { first_message_timeout: Duration::from_secs(5), resuming: false }
+        Self {
+            first_message_timeout: Duration::from_secs(5),
+            resuming: false,
+        }
     }
 }
 
@@ -96,7 +99,11 @@ pub enum SessionEvent {
     Resumed(Box<proto::ReconnectResponse>),
     Answer(proto::SessionDescription),
     Offer(proto::SessionDescription),
-    Trickle { target: proto::SignalTarget, candidate_init: String, is_final: bool },
+    Trickle {
+        target: proto::SignalTarget,
+        candidate_init: String,
+        is_final: bool,
+    },
     TrackPublished(proto::TrackPublishedResponse),
     TrackUnpublished(proto::TrackUnpublishedResponse),
     ParticipantUpdate(Vec<proto::ParticipantInfo>),
@@ -106,7 +113,10 @@ pub enum SessionEvent {
     RequestResponse(proto::RequestResponse),
     TokenRefreshed(String),
     /// The server told us to leave: obey `action` (DISCONNECT never rejoins).
-    Leave { reason: proto::DisconnectReason, action: proto::leave_request::Action },
+    Leave {
+        reason: proto::DisconnectReason,
+        action: proto::leave_request::Action,
+    },
     /// No message for ping_timeout: the link is dead.
     PingTimeout,
     /// No first message within `first_message_timeout`.

@@ -51,7 +51,8 @@ pub fn encode_join_request(req: &proto::JoinRequest) -> String {
 /// Decode a v1 `join_request` query value (already percent-decoded).
 pub fn decode_join_request(value: &str) -> Result<proto::JoinRequest, JoinRequestError> {
     let bytes = base64::engine::general_purpose::URL_SAFE.decode(value.trim())?;
-    let wrapped = proto::WrappedJoinRequest::decode(bytes.as_slice()).map_err(JoinRequestError::Wrapper)?;
+    let wrapped =
+        proto::WrappedJoinRequest::decode(bytes.as_slice()).map_err(JoinRequestError::Wrapper)?;
     let inner = match proto::wrapped_join_request::Compression::try_from(wrapped.compression) {
         Ok(proto::wrapped_join_request::Compression::None) => wrapped.join_request,
         Ok(proto::wrapped_join_request::Compression::Gzip) => {
