@@ -615,6 +615,7 @@ async fn assert_exits_for_restart(mut device: Device, cause: &str) {
     .await;
     let output = device.output();
     let status = exited.unwrap_or_else(|| panic!("roomcast did not exit:\n{output}"));
+    eprintln!("roomcast exited with {status}; it said:\n{output}");
     assert_eq!(status.code(), Some(75), "{output}");
     assert!(
         output.contains("exiting with status 75 so systemd restarts roomcast"),
@@ -647,6 +648,26 @@ async fn leave_with_reconnect_makes_run_exit_for_a_restart() {
             .await
     );
     assert_exits_for_restart(device, "Leave MIGRATION with action RECONNECT").await;
+    devroom.shutdown().await;
+}
+
+/// RESUME closes only the WebSocket on devroom's side; without a resume path we start afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leave_with_resume_makes_run_exit_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let device = publishing_device(&devroom, dir.path(), "cam-resume").await;
+    assert!(
+        devroom
+            .faults()
+            .send_leave(
+                "cam-resume",
+                roomcast::devroom::DisconnectReason::Migration,
+                roomcast::devroom::LeaveAction::Resume,
+            )
+            .await
+    );
+    assert_exits_for_restart(device, "with action RESUME").await;
     devroom.shutdown().await;
 }
 
@@ -956,13 +977,13 @@ async fn run_stores_the_refreshed_token_and_joins_with_it_next_time() {
     })
     .await
     .expect("first run exits");
-    let first_sid = devroom
+    let joins_after_first_run = devroom
         .past_events()
         .iter()
         .map(as_json)
         .filter(|v| v["type"] == "participant_joined")
         .count();
-    assert_eq!(first_sid, 1);
+    assert_eq!(joins_after_first_run, 1);
 
     write_config(
         dir.path(),
