@@ -151,7 +151,7 @@ async fn demo(seconds: u64) -> anyhow::Result<Summary> {
     while published < 2 {
         match tokio::time::timeout_at(publish_deadline, events.recv()).await {
             Ok(Some(RoomEvent::LocalTrackPublished { .. })) => published += 1,
-            Ok(Some(RoomEvent::Disconnected { reason })) => {
+            Ok(Some(RoomEvent::Disconnected { reason, .. })) => {
                 anyhow::bail!("the room disconnected during the demo: {reason}")
             }
             Ok(Some(_)) => {}

@@ -72,7 +72,7 @@ async fn wait_room_event(
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(e)) if pred(&e) => return e,
-            Ok(Some(RoomEvent::Disconnected { reason })) => {
+            Ok(Some(RoomEvent::Disconnected { reason, .. })) => {
                 panic!("room disconnected while waiting: {reason}")
             }
             Ok(Some(_)) => {}
@@ -496,8 +496,26 @@ async fn sigterm_sends_leave_within_one_second() {
     devroom.shutdown().await;
 }
 
-/// A second join with the same identity: the earlier device is told DUPLICATE_IDENTITY, says
-/// so, stays up, and does not rejoin.
+/// The JSON room events a `roomcast run` printed so far.
+fn printed_events(device: &Device) -> Vec<Value> {
+    device
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect()
+}
+
+fn seq_of(event: &roomcast::devroom::DevRoomEvent) -> u64 {
+    as_json(event)["seq"].as_u64().unwrap_or(0)
+}
+
+/// A second join with the same identity: the earlier device is told DUPLICATE_IDENTITY, reports
+/// Disconnected{DUPLICATE_IDENTITY, removed}, stays up, and does not rejoin: between its own join
+/// and the newer device leaving, devroom logs exactly one further join for the identity, the
+/// newer one's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
     let dir = tempfile::tempdir().unwrap();
@@ -509,6 +527,13 @@ async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
     );
     let mut device = Device::spawn(&config);
     wait_first_rtp_of(&devroom, "cam-dup").await;
+    let first_join = devroom
+        .wait_event(Duration::from_secs(1), |e| {
+            let v = as_json(e);
+            v["type"] == "participant_joined" && v["identity"] == "cam-dup"
+        })
+        .await
+        .expect("the earlier device's join is logged");
 
     let mut newcomer = options(
         &devroom.url(),
@@ -520,47 +545,258 @@ async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
     let (room, _events) = Room::connect(newcomer)
         .await
         .expect("the second device joins");
-    let said = wait_until(Duration::from_secs(5), || {
-        device.output().contains("DUPLICATE_IDENTITY").then_some(())
+    let newer_sid = room.local_participant().sid;
+
+    let reported = wait_until(Duration::from_secs(5), || {
+        printed_events(&device)
+            .into_iter()
+            .find(|v| v["event"] == "disconnected")
     })
     .await;
+    let reported = reported.unwrap_or_else(|| {
+        panic!(
+            "the earlier device reported no Disconnected:\n{}",
+            device.output()
+        )
+    });
+    assert_eq!(reported["reason"], "DUPLICATE_IDENTITY", "{reported}");
+    assert_eq!(reported["kind"], "removed", "{reported}");
     assert!(
-        said.is_some(),
-        "the earlier device did not report DUPLICATE_IDENTITY:\n{}",
+        device.output().contains("not rejoining"),
+        "the earlier device did not say it stays down:\n{}",
         device.output()
     );
-    // No third join for this identity may follow: wait (with a deadline) for one and expect none.
-    let last_seq = devroom
-        .past_events()
-        .iter()
-        .map(|e| as_json(e)["seq"].as_u64().unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let rejoin = devroom
-        .wait_event(Duration::from_secs(3), move |e| {
+
+    // Bound the window by an event we cause: the newer device leaving.
+    room.close().await;
+    let newer_left = devroom
+        .wait_event(Duration::from_secs(3), |e| {
             let v = as_json(e);
-            v["type"] == "participant_joined"
-                && v["identity"] == "cam-dup"
-                && v["seq"].as_u64().unwrap_or(0) > last_seq
+            v["type"] == "leave_received" && v["sid"] == newer_sid.as_str()
         })
-        .await;
-    assert!(
-        rejoin.is_none(),
-        "the earlier device rejoined: {rejoin:?}\n{}",
-        device.output()
-    );
-    let joins = devroom
+        .await
+        .expect("devroom saw the newer device leave");
+    let joins_in_window: Vec<Value> = devroom
         .past_events()
         .iter()
-        .filter(|e| as_json(*e)["type"] == "participant_joined")
-        .count();
-    assert_eq!(joins, 2);
+        .filter(|e| seq_of(e) > seq_of(&first_join) && seq_of(e) < seq_of(&newer_left))
+        .map(as_json)
+        .filter(|v| v["type"] == "participant_joined" && v["identity"] == "cam-dup")
+        .collect();
+    assert_eq!(
+        joins_in_window.len(),
+        1,
+        "expected only the newer device's join: {joins_in_window:?}\n{}",
+        device.output()
+    );
+    assert_eq!(joins_in_window[0]["sid"], newer_sid.as_str());
     assert!(
         device.child.try_wait().unwrap().is_none(),
         "the process must stay up:\n{}",
         device.output()
     );
-    room.close().await;
+    devroom.shutdown().await;
+}
+
+/// Spawn `roomcast run` for `identity` and wait until devroom receives its video.
+async fn publishing_device(devroom: &DevRoom, dir: &Path, identity: &str) -> Device {
+    let config = write_config(dir, &devroom.url(), &token(identity, "lobby", "secret"));
+    let device = Device::spawn(&config);
+    wait_first_rtp_of(devroom, identity).await;
+    device
+}
+
+/// A lost link ends `roomcast run` with status 75 and a message naming the cause, so that
+/// systemd's Restart=always starts a fresh join.
+async fn assert_exits_for_restart(mut device: Device, cause: &str) {
+    let exited = wait_until(Duration::from_secs(20), || {
+        device.child.try_wait().ok().flatten()
+    })
+    .await;
+    let output = device.output();
+    let status = exited.unwrap_or_else(|| panic!("roomcast did not exit:\n{output}"));
+    eprintln!("roomcast exited with {status}; it said:\n{output}");
+    assert_eq!(status.code(), Some(75), "{output}");
+    assert!(
+        output.contains("exiting with status 75 so systemd restarts roomcast"),
+        "{output}"
+    );
+    assert!(
+        output.contains(cause),
+        "the exit message does not name {cause:?}:\n{output}"
+    );
+    let disconnected = printed_events(&device)
+        .into_iter()
+        .find(|v| v["event"] == "disconnected")
+        .unwrap_or_else(|| panic!("no disconnected event printed:\n{output}"));
+    assert_eq!(disconnected["kind"], "lost", "{disconnected}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leave_with_reconnect_makes_run_exit_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let device = publishing_device(&devroom, dir.path(), "cam-reconnect").await;
+    assert!(
+        devroom
+            .faults()
+            .send_leave(
+                "cam-reconnect",
+                roomcast::devroom::DisconnectReason::Migration,
+                roomcast::devroom::LeaveAction::Reconnect,
+            )
+            .await
+    );
+    assert_exits_for_restart(device, "Leave MIGRATION with action RECONNECT").await;
+    devroom.shutdown().await;
+}
+
+/// RESUME closes only the WebSocket on devroom's side; without a resume path we start afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leave_with_resume_makes_run_exit_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let device = publishing_device(&devroom, dir.path(), "cam-resume").await;
+    assert!(
+        devroom
+            .faults()
+            .send_leave(
+                "cam-resume",
+                roomcast::devroom::DisconnectReason::Migration,
+                roomcast::devroom::LeaveAction::Resume,
+            )
+            .await
+    );
+    assert_exits_for_restart(device, "with action RESUME").await;
+    devroom.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unanswered_pings_make_run_exit_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DevRoomConfig {
+        frame_dir: dir.path().to_path_buf(),
+        ping_interval: 1,
+        ping_timeout: 3,
+        ..DevRoomConfig::local("127.0.0.1:0".parse().unwrap())
+    };
+    let devroom = DevRoom::start(config).await.expect("devroom starts");
+    let device = publishing_device(&devroom, dir.path(), "cam-pings").await;
+    assert!(devroom.faults().answer_pings("cam-pings", false));
+    assert_exits_for_restart(device, "no answer to ping_req").await;
+    devroom.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_websocket_makes_run_exit_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let device = publishing_device(&devroom, dir.path(), "cam-dropped").await;
+    assert!(devroom.faults().drop_ws("cam-dropped"));
+    assert_exits_for_restart(device, "the signalling WebSocket closed").await;
+    devroom.shutdown().await;
+}
+
+/// Under systemd (Type=notify, WatchdogSec): READY=1 once joined and publishing, STATUS= on
+/// state changes, WATCHDOG=1 at WatchdogSec/2, STOPPING=1 on SIGTERM. The test is the service
+/// manager: it binds NOTIFY_SOCKET and reads the datagrams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-notify", "lobby", "secret"),
+    );
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (notices_tx, mut notices) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                if notices_tx.send(line.to_string()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000");
+    let mut device = Device::spawn_command(command);
+
+    // Lines up to and including the first matching one.
+    async fn until(
+        notices: &mut mpsc::UnboundedReceiver<String>,
+        wanted: &str,
+        timeout: Duration,
+    ) -> Option<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let line = tokio::time::timeout_at(deadline, notices.recv())
+                .await
+                .ok()??;
+            let done = line == wanted;
+            seen.push(line);
+            if done {
+                return Some(seen);
+            }
+        }
+    }
+
+    let before_ready = until(&mut notices, "READY=1", Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("no READY=1:\n{}", device.output()));
+    assert!(
+        before_ready.iter().any(|l| l == "STATUS=connected"),
+        "{before_ready:?}"
+    );
+    // READY=1 means joined and publishing: devroom has the join, and the device had both
+    // tracks accepted (it prints each LocalTrackPublished before it sends READY=1).
+    assert!(
+        devroom
+            .past_events()
+            .iter()
+            .map(as_json)
+            .any(|v| { v["type"] == "participant_joined" && v["identity"] == "cam-notify" }),
+        "READY=1 before devroom saw the join"
+    );
+    let published = wait_until(Duration::from_secs(2), || {
+        let n = printed_events(&device)
+            .iter()
+            .filter(|v| v["event"] == "local_track_published")
+            .count();
+        (n == 2).then_some(n)
+    })
+    .await;
+    assert!(
+        published.is_some(),
+        "READY=1 but not both tracks published:\n{}",
+        device.output()
+    );
+    // WatchdogSec=2 s: pings every second, and they keep coming.
+    for _ in 0..2 {
+        let got = until(&mut notices, "WATCHDOG=1", Duration::from_secs(4)).await;
+        assert!(got.is_some(), "no WATCHDOG=1:\n{}", device.output());
+    }
+    device.signal("TERM");
+    let got = until(&mut notices, "STOPPING=1", Duration::from_secs(3)).await;
+    assert!(got.is_some(), "no STOPPING=1:\n{}", device.output());
+    let exited = wait_until(Duration::from_secs(3), || {
+        device.child.try_wait().ok().flatten()
+    })
+    .await;
+    assert!(exited.is_some_and(|s| s.success()), "{}", device.output());
     devroom.shutdown().await;
 }
 
@@ -741,13 +977,13 @@ async fn run_stores_the_refreshed_token_and_joins_with_it_next_time() {
     })
     .await
     .expect("first run exits");
-    let first_sid = devroom
+    let joins_after_first_run = devroom
         .past_events()
         .iter()
         .map(as_json)
         .filter(|v| v["type"] == "participant_joined")
         .count();
-    assert_eq!(first_sid, 1);
+    assert_eq!(joins_after_first_run, 1);
 
     write_config(
         dir.path(),

@@ -524,10 +524,11 @@ impl Shared {
         let identity = {
             let mut state = self.state.lock().unwrap();
             match state.participant_mut(room, sid) {
+                // Already subscribed (a join racing a publish forwards twice; the SFU ignores
+                // the repeat): report it once.
+                Some(p) if p.subscriptions.iter().any(|s| s == track_sid) => return,
                 Some(p) => {
-                    if !p.subscriptions.iter().any(|s| s == track_sid) {
-                        p.subscriptions.push(track_sid.to_string());
-                    }
+                    p.subscriptions.push(track_sid.to_string());
                     p.identity.clone()
                 }
                 None => return,

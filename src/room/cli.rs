@@ -1,7 +1,8 @@
 //! `roomcast run --config FILE`: join the configured room, publish, and stay until told to stop.
 //!
 //! Room events go to stdout as JSON lines (`{"event": ...}`), logs to stderr.
-use super::{PathChoice, Room, RoomEvent, RoomOptions};
+use super::sdnotify::{Notice, NotifyPolicy};
+use super::{DisconnectKind, PathChoice, Room, RoomEvent, RoomOptions};
 use crate::media::{AudioSettings, VideoSettings};
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // journald and test logs get plain text; colours only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -96,11 +99,15 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let tracks_expected =
+        usize::from(options.video.enabled()) + usize::from(options.audio.enabled());
+    let mut notify = NotifyPolicy::new(tracks_expected);
+    Notice::Status(format!("joining {}", credentials.server_url)).send();
     // A stop request while still joining ends the attempt at once.
     let joined = tokio::select! {
         joined = Room::connect(options) => joined,
-        _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
-        _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+        _ = terminate.recv() => return Ok(stopping()),
+        _ = interrupt.recv() => return Ok(stopping()),
     };
     let (room, mut events) = match joined {
         Ok(joined) => joined,
@@ -110,30 +117,59 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
             } else {
                 ""
             };
+            Notice::Status(format!("cannot join: {e}")).send();
             anyhow::bail!("cannot join {}: {e}{hint}", credentials.server_url);
         }
     };
-    let mut disconnected = false;
+    // WatchdogSec from systemd: ping at half of it, only while the room is healthy.
+    let watchdog_interval = sd_notify::watchdog_enabled().map(|period| period / 2);
+    let mut watchdog =
+        tokio::time::interval(watchdog_interval.unwrap_or(Duration::from_secs(3600)));
+    let mut removed = false;
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            event = events.recv(), if !disconnected => match event {
+            _ = watchdog.tick(), if watchdog_interval.is_some() => {
+                let interval = watchdog_interval.unwrap_or_default();
+                match notify.watchdog(room.health(), interval) {
+                    Some(notice) => notice.send(),
+                    None => tracing::warn!(
+                        "room task or signalling unhealthy ({:?}): withholding the watchdog ping",
+                        room.health()
+                    ),
+                }
+            }
+            event = events.recv(), if !removed => match event {
                 Some(event) => {
                     print_event(&event);
-                    if let RoomEvent::Disconnected { reason } = &event {
-                        disconnected = true;
-                        eprintln!(
-                            "roomcast: disconnected from the room ({reason}); not rejoining. \
-                             Still running: stop with SIGTERM, or fix the cause and restart."
-                        );
+                    for notice in notify.on_event(&event) {
+                        notice.send();
+                    }
+                    if let RoomEvent::Disconnected { reason, kind, detail } = &event {
+                        match kind {
+                            DisconnectKind::Removed => {
+                                removed = true;
+                                eprintln!(
+                                    "roomcast: disconnected from the room by the server ({reason}: \
+                                     {detail}); not rejoining. Still running: stop with SIGTERM, \
+                                     or fix the cause and restart."
+                                );
+                            }
+                            DisconnectKind::Lost | DisconnectKind::Left => {
+                                return Ok(exit_for_restart(&format!("{reason}: {detail}")));
+                            }
+                        }
                     }
                 }
-                None => disconnected = true,
+                None => {
+                    return Ok(exit_for_restart("the room task ended without a word"));
+                }
             },
         }
     }
-    if !disconnected {
+    Notice::Stopping.send();
+    if !removed {
         tracing::info!("leaving the room");
         tokio::time::timeout(Duration::from_secs(1), room.close())
             .await
@@ -143,4 +179,22 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status for "the connection is gone, start me again" (EX_TEMPFAIL).
+pub const EXIT_RESTART: u8 = 75;
+
+fn stopping() -> ExitCode {
+    Notice::Stopping.send();
+    ExitCode::SUCCESS
+}
+
+/// Until the reconnect supervisor lands, a lost link ends the process; Restart=always rejoins.
+fn exit_for_restart(cause: &str) -> ExitCode {
+    eprintln!(
+        "roomcast: lost the room connection ({cause}); exiting with status {EXIT_RESTART} \
+         so systemd restarts roomcast"
+    );
+    Notice::Stopping.send();
+    ExitCode::from(EXIT_RESTART)
 }

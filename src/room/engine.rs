@@ -1,7 +1,7 @@
 //! The connection task: signalling events and PeerConnection events in, room events out.
 use super::signalurl::{self, PathChoice, SignalPath};
 use super::{
-    Command, ConnectionState, JoinError, LocalTrackPublication, RemoteParticipant,
+    Command, ConnectionState, DisconnectKind, JoinError, LocalTrackPublication, RemoteParticipant,
     RemoteTrackPublication, RoomEvent, RoomOptions, RoomState, TrackKind,
 };
 use crate::media;
@@ -735,16 +735,28 @@ impl Engine {
         }
     }
 
-    fn disconnected(&mut self, reason: String) {
+    fn disconnected(&mut self, reason: String, kind: DisconnectKind, detail: String) {
         {
             let mut s = self.state.lock().unwrap();
             s.disconnect_reason = Some(reason.clone());
             s.state = Some(ConnectionState::Disconnected);
+            s.signal_alive = false;
         }
         self.emit(RoomEvent::ConnectionStateChanged {
             state: ConnectionState::Disconnected,
         });
-        self.emit(RoomEvent::Disconnected { reason });
+        self.emit(RoomEvent::Disconnected {
+            reason,
+            kind,
+            detail,
+        });
+    }
+
+    /// The link is gone for a reason a new join may cure: tear down and say so.
+    async fn lost(&mut self, reason: &str, detail: String) {
+        tracing::warn!("lost the room connection: {detail}");
+        self.shutdown(None).await;
+        self.disconnected(reason.into(), DisconnectKind::Lost, detail);
     }
 
     async fn handle_session(&mut self, event: SessionEvent) -> anyhow::Result<bool> {
@@ -801,24 +813,29 @@ impl Engine {
             }
             SessionEvent::Leave { reason, action } => {
                 let reason_name = reason.as_str_name().to_string();
-                match action {
-                    proto::leave_request::Action::Disconnect => {
-                        tracing::warn!(
-                            "the server removed us from the room ({reason_name}); not rejoining"
-                        );
-                    }
-                    other => {
-                        // Resume/full reconnect is the supervisor's job (a later issue).
-                        tracing::warn!("the server asked us to {} ({reason_name}); reconnecting is not implemented yet", other.as_str_name());
-                    }
+                if action == proto::leave_request::Action::Disconnect {
+                    let detail =
+                        format!("the server sent Leave {reason_name} with action DISCONNECT");
+                    tracing::warn!("{detail}; not rejoining");
+                    self.shutdown(None).await;
+                    self.disconnected(reason_name, DisconnectKind::Removed, detail);
+                } else {
+                    // Resume/full reconnect is the supervisor's job (a later issue); until then
+                    // the process exits and the service manager starts a fresh join.
+                    let detail = format!(
+                        "the server sent Leave {reason_name} with action {}",
+                        action.as_str_name()
+                    );
+                    self.lost(&reason_name, detail).await;
                 }
-                self.shutdown(None).await;
-                self.disconnected(reason_name);
                 return Ok(false);
             }
             SessionEvent::PingTimeout => {
-                self.shutdown(None).await;
-                self.disconnected("SIGNAL_CLOSE".into());
+                self.lost(
+                    "CONNECTION_TIMEOUT",
+                    "no answer to ping_req within the server's ping_timeout".into(),
+                )
+                .await;
                 return Ok(false);
             }
             SessionEvent::RequestResponse(response) => {
@@ -841,7 +858,8 @@ impl Engine {
         Ok(true)
     }
 
-    async fn handle_peer(&mut self, event: PeerEvent) -> anyhow::Result<()> {
+    /// Ok(Some(detail)) when the event ends the connection.
+    async fn handle_peer(&mut self, event: PeerEvent) -> anyhow::Result<Option<String>> {
         match event {
             PeerEvent::LocalCandidate {
                 target,
@@ -867,10 +885,12 @@ impl Engine {
                         }
                         RTCPeerConnectionState::Failed => {
                             self.publisher_connected = false;
-                            tracing::warn!("publisher PeerConnection failed");
                         }
                         _ => {}
                     }
+                }
+                if state == RTCPeerConnectionState::Failed {
+                    return Ok(Some(format!("the {target:?} PeerConnection failed")));
                 }
             }
             PeerEvent::DataChannel { target, channel } => {
@@ -879,7 +899,13 @@ impl Engine {
             PeerEvent::Track { track, .. } => self.on_remote_track(track).await,
             PeerEvent::DataPacket { label, data, .. } => self.on_data(&label, &data),
         }
-        Ok(())
+        Ok(None)
+    }
+
+    fn beat(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.engine_beat = Some(std::time::Instant::now());
+        s.signal_alive = self.signal.is_alive();
     }
 
     async fn run(
@@ -888,13 +914,20 @@ impl Engine {
         mut peer_rx: mpsc::UnboundedReceiver<PeerEvent>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
+        // The beat proves to the systemd watchdog that this loop still turns.
+        let mut beat = tokio::time::interval(super::sdnotify::ENGINE_BEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
                     Some(Command::Close(done)) => {
                         self.shutdown(Some(proto::DisconnectReason::ClientInitiated)).await;
-                        self.disconnected("CLIENT_INITIATED".into());
+                        self.disconnected(
+                            "CLIENT_INITIATED".into(),
+                            DisconnectKind::Left,
+                            "we left the room".into(),
+                        );
                         let _ = done.send(());
                         return;
                     }
@@ -903,6 +936,7 @@ impl Engine {
                         return;
                     }
                 },
+                _ = beat.tick() => self.beat(),
                 event = signal_rx.recv() => match event {
                     Some(SignalEvent::Session(event)) => match self.handle_session(*event).await {
                         Ok(true) => {}
@@ -910,18 +944,27 @@ impl Engine {
                         Err(e) => tracing::error!("{e:#}"),
                     },
                     Some(SignalEvent::Closed { code, reason }) => {
-                        tracing::warn!("signalling closed (code {code:?}): {reason}");
-                        self.shutdown(None).await;
-                        self.disconnected("SIGNAL_CLOSE".into());
+                        let code = code.map_or("none".to_string(), |c| c.to_string());
+                        self.lost(
+                            "SIGNAL_CLOSE",
+                            format!("the signalling WebSocket closed (code {code}): {reason}"),
+                        )
+                        .await;
                         return;
                     }
-                    None => return,
-                },
-                Some(event) = peer_rx.recv() => {
-                    if let Err(e) = self.handle_peer(event).await {
-                        tracing::error!("{e:#}");
+                    None => {
+                        self.lost("SIGNAL_CLOSE", "the signalling task ended".into()).await;
+                        return;
                     }
-                }
+                },
+                Some(event) = peer_rx.recv() => match self.handle_peer(event).await {
+                    Ok(None) => {}
+                    Ok(Some(detail)) => {
+                        self.lost("MEDIA_FAILURE", detail).await;
+                        return;
+                    }
+                    Err(e) => tracing::error!("{e:#}"),
+                },
             }
         }
     }

@@ -5,6 +5,7 @@
 //! handles everything in order, so no state is shared except the snapshot [`Room`] reads.
 pub mod cli;
 mod engine;
+pub mod sdnotify;
 pub mod signalurl;
 
 use crate::media::{AudioSettings, VideoSettings};
@@ -171,11 +172,31 @@ pub enum RoomEvent {
     ConnectionStateChanged {
         state: ConnectionState,
     },
+    /// Emitted by the reconnect supervisor (a later issue); until then a lost link ends the
+    /// room with `Disconnected { kind: Lost }` and `roomcast run` exits for a restart.
     Reconnecting,
     Reconnected,
     Disconnected {
+        /// The DisconnectReason name (e.g. DUPLICATE_IDENTITY, SIGNAL_CLOSE).
         reason: String,
+        kind: DisconnectKind,
+        /// What happened, in words (for logs and STATUS=).
+        detail: String,
     },
+}
+
+/// Why the room ended, as far as what to do next goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectKind {
+    /// The server sent Leave with action DISCONNECT (duplicate identity, removed, room deleted):
+    /// joining again would be wrong.
+    Removed,
+    /// We left (close / SIGTERM).
+    Left,
+    /// The link died (ping timeout, WebSocket closed, Leave RESUME/RECONNECT, PeerConnection
+    /// failed): a new join may well work.
+    Lost,
 }
 
 /// What the room knows right now.
@@ -188,6 +209,9 @@ pub(crate) struct RoomState {
     pub state: Option<ConnectionState>,
     pub signal_path: Option<SignalPath>,
     pub disconnect_reason: Option<String>,
+    /// When the engine task last went round its loop (see [`sdnotify::ENGINE_BEAT`]).
+    pub engine_beat: Option<std::time::Instant>,
+    pub signal_alive: bool,
 }
 
 /// Why joining failed.
@@ -258,6 +282,19 @@ impl Room {
             .unwrap()
             .state
             .unwrap_or(ConnectionState::Connecting)
+    }
+
+    /// A sample for the systemd watchdog: is the room task turning and signalling up?
+    pub fn health(&self) -> sdnotify::Health {
+        let s = self.state.lock().unwrap();
+        sdnotify::Health {
+            state: s.state.unwrap_or(ConnectionState::Connecting),
+            engine_silent_for: s
+                .engine_beat
+                .map(|beat| beat.elapsed())
+                .unwrap_or(Duration::MAX),
+            signal_alive: s.signal_alive,
+        }
     }
 
     /// Why the room disconnected, once it has.

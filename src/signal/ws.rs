@@ -223,6 +223,11 @@ impl SignalHandle {
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
     }
+
+    /// The signalling task still runs (it ends once the socket is closed or broken).
+    pub fn is_alive(&self) -> bool {
+        !self.commands.is_closed()
+    }
 }
 
 /// Start the task that pumps `ws` through a fresh session.

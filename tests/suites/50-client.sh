@@ -2,7 +2,7 @@
 # timeout: 300
 # Issue 3 smoke: `roomcast demo` (devroom in-process + the device pipeline on synthetic media) must get
 # media into the room and decode a frame. The client's acceptance tests are Rust tests
-# (tests/client_devroom.rs) and run in suite 10.
+# (tests/client_devroom.rs) and run in suite 51, one at a time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --offline --bin roomcast
