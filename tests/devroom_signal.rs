@@ -722,3 +722,346 @@ async fn twirp_protobuf_and_admin_fault_errors() {
         .is_some());
     room.shutdown().await;
 }
+
+fn server_token(grants: VideoGrants) -> String {
+    AccessToken::with_api_key("devkey", "secret")
+        .with_grants(grants)
+        .to_jwt()
+        .unwrap()
+}
+
+/// One Twirp RoomService call; `json` picks the body encoding.
+async fn twirp(
+    room: &DevRoom,
+    method: &str,
+    bearer: Option<&str>,
+    json: bool,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    let url = format!("{}/twirp/livekit.RoomService/{method}", room.http_url());
+    let content_type = if json {
+        "application/json"
+    } else {
+        "application/protobuf"
+    };
+    let bearer = bearer.map(str::to_string);
+    tokio::task::spawn_blocking(move || http_post(&url, content_type, bearer.as_deref(), body))
+        .await
+        .unwrap()
+}
+
+async fn publish_video(ws: &mut Ws, cid: &str) -> String {
+    send(
+        ws,
+        Req::AddTrack(proto::AddTrackRequest {
+            cid: cid.into(),
+            r#type: proto::TrackType::Video as i32,
+            source: proto::TrackSource::Camera as i32,
+            ..Default::default()
+        }),
+    )
+    .await;
+    next(ws, "track_published", |m| match m {
+        Resp::TrackPublished(p) => p.track.map(|t| t.sid),
+        _ => None,
+    })
+    .await
+}
+
+fn snapshot_track(room: &DevRoom, track_sid: &str) -> serde_json::Value {
+    room.snapshot()["rooms"][0]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["tracks"].as_array().unwrap().clone())
+        .find(|t| t["sid"] == track_sid)
+        .unwrap_or_else(|| panic!("track {track_sid} not in {}", room.snapshot()))
+}
+
+fn snapshot_identities(room: &DevRoom) -> Vec<String> {
+    room.snapshot()["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["participants"].as_array().unwrap().clone())
+        .map(|p| p["identity"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn twirp_mute_published_track_reaches_the_publisher_in_both_encodings() {
+    let room = start().await;
+    let (mut cam, _) = join_v0(&room, "cam", "lobby").await;
+    let track_sid = publish_video(&mut cam, "cam-video").await;
+    let admin = server_token(VideoGrants {
+        room_admin: true,
+        room: "lobby".into(),
+        ..Default::default()
+    });
+
+    // Protobuf: mute.
+    let body = proto::MuteRoomTrackRequest {
+        room: "lobby".into(),
+        identity: "cam".into(),
+        track_sid: track_sid.clone(),
+        muted: true,
+    }
+    .encode_to_vec();
+    let (status, reply) = twirp(&room, "MutePublishedTrack", Some(&admin), false, body).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let track = proto::MuteRoomTrackResponse::decode(reply.as_slice())
+        .unwrap()
+        .track
+        .unwrap();
+    assert_eq!(
+        (track.sid.as_str(), track.muted),
+        (track_sid.as_str(), true)
+    );
+    let mute = next(&mut cam, "server mute", |m| match m {
+        Resp::Mute(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!((mute.sid.as_str(), mute.muted), (track_sid.as_str(), true));
+    assert_eq!(snapshot_track(&room, &track_sid)["muted"], true);
+
+    // JSON (camelCase field names, as node's server SDK sends): unmute.
+    let body =
+        serde_json::json!({"room":"lobby","identity":"cam","trackSid":track_sid,"muted":false});
+    let (status, reply) = twirp(
+        &room,
+        "MutePublishedTrack",
+        Some(&admin),
+        true,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["track"]["sid"], track_sid.as_str());
+    assert_ne!(reply["track"]["muted"], true, "{reply}");
+    let unmute = next(&mut cam, "server unmute", |m| match m {
+        Resp::Mute(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (unmute.sid.as_str(), unmute.muted),
+        (track_sid.as_str(), false)
+    );
+    assert_eq!(snapshot_track(&room, &track_sid)["muted"], false);
+
+    // An unknown track is a 404 with a reason, and changes nothing.
+    let body =
+        serde_json::json!({"room":"lobby","identity":"cam","trackSid":"TR_nope","muted":true});
+    let (status, reply) = twirp(
+        &room,
+        "MutePublishedTrack",
+        Some(&admin),
+        true,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&reply).contains("track is not found"));
+    assert_eq!(snapshot_track(&room, &track_sid)["muted"], false);
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn twirp_remove_participant_sends_leave_and_empties_the_room_in_both_encodings() {
+    let room = start().await;
+    let (mut cam, cam_join) = join_v0(&room, "cam", "lobby").await;
+    let (mut viewer, _) = join_v0(&room, "viewer", "lobby").await;
+    let admin = server_token(VideoGrants {
+        room_admin: true,
+        room: "lobby".into(),
+        ..Default::default()
+    });
+
+    // JSON: remove the viewer.
+    let (status, reply) = twirp(
+        &room,
+        "RemoveParticipant",
+        Some(&admin),
+        true,
+        br#"{"room":"lobby","identity":"viewer"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let leave = next(&mut viewer, "leave", |m| match m {
+        Resp::Leave(l) => Some(l),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        leave.reason,
+        proto::DisconnectReason::ParticipantRemoved as i32
+    );
+    assert_eq!(
+        leave.action,
+        proto::leave_request::Action::Disconnect as i32
+    );
+    assert!(room
+        .wait_event(WAIT, |e| matches!(&e.kind, EventKind::ParticipantLeft { identity, reason, .. } if identity == "viewer" && reason == "PARTICIPANT_REMOVED"))
+        .await
+        .is_some());
+    assert_eq!(snapshot_identities(&room), vec!["cam"]);
+    let gone = next(&mut cam, "viewer disconnected update", |m| match m {
+        Resp::Update(u) => u.participants.into_iter().find(|p| {
+            p.identity == "viewer" && p.state == proto::participant_info::State::Disconnected as i32
+        }),
+        _ => None,
+    })
+    .await;
+    assert_eq!(gone.identity, "viewer");
+
+    // Protobuf: ListParticipants agrees, then remove the last one.
+    let body = proto::ListParticipantsRequest {
+        room: "lobby".into(),
+    }
+    .encode_to_vec();
+    let (status, reply) = twirp(&room, "ListParticipants", Some(&admin), false, body).await;
+    assert_eq!(status, 200);
+    let listed = proto::ListParticipantsResponse::decode(reply.as_slice()).unwrap();
+    assert_eq!(
+        listed
+            .participants
+            .iter()
+            .map(|p| (p.identity.as_str(), p.sid.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("cam", cam_join.participant.as_ref().unwrap().sid.as_str())]
+    );
+    let body = proto::RoomParticipantIdentity {
+        room: "lobby".into(),
+        identity: "cam".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let (status, reply) = twirp(&room, "RemoveParticipant", Some(&admin), false, body).await;
+    assert_eq!(status, 200);
+    assert!(proto::RemoveParticipantResponse::decode(reply.as_slice()).is_ok());
+    let leave = next(&mut cam, "leave", |m| match m {
+        Resp::Leave(l) => Some(l),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (leave.reason, leave.action),
+        (
+            proto::DisconnectReason::ParticipantRemoved as i32,
+            proto::leave_request::Action::Disconnect as i32
+        )
+    );
+    assert!(room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::ParticipantLeft { identity, .. } if identity == "cam")
+        )
+        .await
+        .is_some());
+    assert!(snapshot_identities(&room).is_empty());
+
+    // Removing someone who is not there is a 404 with a reason.
+    let (status, reply) = twirp(
+        &room,
+        "RemoveParticipant",
+        Some(&admin),
+        true,
+        br#"{"room":"lobby","identity":"cam"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&reply).contains("participant does not exist"));
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn twirp_refuses_tokens_without_the_needed_grant_with_a_reason() {
+    let room = start().await;
+    let (_cam, _) = join_v0(&room, "cam", "lobby").await;
+    let joiner = token("cam", "lobby");
+    let other_room_admin = server_token(VideoGrants {
+        room_admin: true,
+        room: "elsewhere".into(),
+        ..Default::default()
+    });
+    let forged = AccessToken::with_api_key("devkey", "not-the-secret")
+        .with_grants(VideoGrants {
+            room_admin: true,
+            room_list: true,
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    let remove = br#"{"room":"lobby","identity":"cam"}"#.to_vec();
+    for (bearer, method, body, want_status, want_text) in [
+        (
+            None,
+            "RemoveParticipant",
+            remove.clone(),
+            401,
+            "access token",
+        ),
+        (
+            Some(forged.as_str()),
+            "RemoveParticipant",
+            remove.clone(),
+            401,
+            "signature",
+        ),
+        (
+            Some(joiner.as_str()),
+            "RemoveParticipant",
+            remove.clone(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(other_room_admin.as_str()),
+            "RemoveParticipant",
+            remove.clone(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(joiner.as_str()),
+            "MutePublishedTrack",
+            br#"{"room":"lobby","identity":"cam","trackSid":"TR_x","muted":true}"#.to_vec(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(joiner.as_str()),
+            "SendData",
+            br#"{"room":"lobby","data":"aGk="}"#.to_vec(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(joiner.as_str()),
+            "ListParticipants",
+            br#"{"room":"lobby"}"#.to_vec(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(other_room_admin.as_str()),
+            "ListRooms",
+            b"{}".to_vec(),
+            403,
+            "roomList",
+        ),
+    ] {
+        let (status, reply) = twirp(&room, method, bearer, true, body).await;
+        let reply = String::from_utf8_lossy(&reply).to_string();
+        assert_eq!(status, want_status, "{method} with {bearer:?}: {reply}");
+        assert!(
+            reply.contains(want_text),
+            "{method}: reason should mention {want_text}: {reply}"
+        );
+    }
+    // Nothing was removed by the refused calls.
+    assert_eq!(snapshot_identities(&room), vec!["cam"]);
+    room.shutdown().await;
+}
