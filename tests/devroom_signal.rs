@@ -550,6 +550,83 @@ async fn reject_joins_fault_refuses_the_next_n_connects() {
     room.shutdown().await;
 }
 
+/// /rtc/v1/validate for `identity`, token in the query (as livekit-client sends it).
+fn v1_validate_url(room: &DevRoom, identity: &str) -> String {
+    v1_url(room, &v1_join(None))
+        .replacen("ws://", "http://", 1)
+        .replacen(
+            "/rtc/v1?",
+            &format!(
+                "/rtc/v1/validate?access_token={}&",
+                token(identity, "lobby")
+            ),
+            1,
+        )
+}
+
+#[tokio::test]
+async fn validate_explains_an_injected_rejection_once_and_only_to_the_refused_identity() {
+    let room = start().await;
+    room.faults().reject_joins(1, 503);
+    match connect_bearer(&v1_url(&room, &v1_join(None)), &token("cam", "lobby")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| "a WebSocket")),
+    }
+    let http = room.http_url();
+    let (other_v0, other_v1, cam_first, cam_again_v0, cam_again_v1) = {
+        let other_v0 = format!(
+            "{http}/rtc/validate?protocol=17&access_token={}",
+            token("other", "lobby")
+        );
+        let cam_v0 = format!(
+            "{http}/rtc/validate?protocol=17&access_token={}",
+            token("cam", "lobby")
+        );
+        let (other_v1, cam_v1) = (
+            v1_validate_url(&room, "other"),
+            v1_validate_url(&room, "cam"),
+        );
+        tokio::task::spawn_blocking(move || {
+            // Order matters: another client's validate comes first and must not see it.
+            let other_v0 = http_get(&other_v0);
+            let other_v1 = http_get(&other_v1);
+            let cam_first = http_get(&cam_v1);
+            (
+                other_v0,
+                other_v1,
+                cam_first,
+                http_get(&cam_v0),
+                http_get(&cam_v1),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!((other_v0.0, other_v0.1.as_str()), (200, "success"));
+    assert_eq!((other_v1.0, other_v1.1.as_str()), (200, "success"));
+    assert_eq!(
+        cam_first.0, 503,
+        "the refused client learns why: {}",
+        cam_first.1
+    );
+    assert!(cam_first.1.contains("fault injection"), "{}", cam_first.1);
+    assert_eq!(cam_first.2.as_deref(), Some("*"));
+    assert_eq!(
+        (cam_again_v0.0, cam_again_v1.0),
+        (200, 200),
+        "explained once; later validates answer as usual"
+    );
+    // And the next connect of that identity is let in.
+    let mut ws = connect_bearer(&v1_url(&room, &v1_join(None)), &token("cam", "lobby"))
+        .await
+        .unwrap();
+    next(&mut ws, "join", |m| {
+        matches!(m, Resp::Join(_)).then_some(())
+    })
+    .await;
+    room.shutdown().await;
+}
+
 #[tokio::test]
 async fn admin_events_long_poll_and_twirp_list_participants() {
     let room = start().await;

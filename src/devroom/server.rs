@@ -26,9 +26,14 @@ pub struct FaultState {
     pub reject_joins: u32,
     pub reject_status: u16,
     pub paused: bool,
-    /// The last refused connect, so a following validate request can explain it.
-    pub last_rejection: Option<(u16, String, Instant)>,
+    /// Injected rejections not yet explained: (identity of the refused connect, status,
+    /// reason). The validate request that SDKs send right after a failed upgrade, with the
+    /// same identity, consumes its entry; every other validate answers normally.
+    pub unexplained_rejections: std::collections::VecDeque<(String, u16, String)>,
 }
+
+/// At most this many injected rejections wait for their validate request (oldest dropped).
+const UNEXPLAINED_REJECTIONS_KEPT: usize = 16;
 
 pub struct Shared {
     pub cfg: DevRoomConfig,
@@ -1463,8 +1468,9 @@ impl Shared {
         faults.reject_status = status;
     }
 
-    /// Consume one injected join rejection, if any.
-    pub fn take_join_rejection(&self) -> Option<(u16, String)> {
+    /// Consume one injected join rejection, if any. `identity` is the refused connect's
+    /// (None when its token was unusable anyway) so its validate request can be answered.
+    pub fn take_join_rejection(&self, identity: Option<&str>) -> Option<(u16, String)> {
         let mut faults = self.faults.lock().unwrap();
         if faults.reject_joins == 0 {
             return None;
@@ -1472,17 +1478,29 @@ impl Shared {
         faults.reject_joins -= 1;
         let status = faults.reject_status;
         let reason = format!("devroom fault injection: join rejected with status {status}");
-        faults.last_rejection = Some((status, reason.clone(), Instant::now()));
+        if let Some(identity) = identity {
+            if faults.unexplained_rejections.len() == UNEXPLAINED_REJECTIONS_KEPT {
+                faults.unexplained_rejections.pop_front();
+            }
+            faults
+                .unexplained_rejections
+                .push_back((identity.to_string(), status, reason.clone()));
+        }
         Some((status, reason))
     }
 
-    pub fn recent_rejection(&self) -> Option<(u16, String)> {
-        let faults = self.faults.lock().unwrap();
+    /// The injected rejection of `identity`'s last refused connect, answered once: a validate
+    /// request explains that attempt and no other client's, however much later it comes.
+    pub fn explain_rejection(&self, identity: &str) -> Option<(u16, String)> {
+        let mut faults = self.faults.lock().unwrap();
+        let at = faults
+            .unexplained_rejections
+            .iter()
+            .position(|(who, _, _)| who == identity)?;
         faults
-            .last_rejection
-            .as_ref()
-            .filter(|(_, _, at)| at.elapsed() < Duration::from_secs(10))
-            .map(|(s, r, _)| (*s, r.clone()))
+            .unexplained_rejections
+            .remove(at)
+            .map(|(_, status, reason)| (status, reason))
     }
 
     /// Remote mute (Twirp MutePublishedTrack): mark it and ask the publisher to mute.
