@@ -357,6 +357,19 @@ async fn v1_join_with_bearer_sees_others_and_others_see_it() {
         gone.state,
         proto::participant_info::State::Disconnected as i32
     );
+    // The leaver's connection close still names it.
+    let second_sid = gone.sid.clone();
+    let closed = room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::WsClosed { sid, .. } if *sid == second_sid),
+        )
+        .await
+        .expect("ws_closed after the client's leave");
+    assert!(
+        matches!(&closed.kind, EventKind::WsClosed { identity, .. } if identity == "second"),
+        "{closed:?}"
+    );
     room.shutdown().await;
 }
 
@@ -366,7 +379,7 @@ async fn duplicate_identity_disconnects_the_older_session() {
     let (mut older, older_join) = join_v0(&room, "cam", "lobby").await;
     let (_newer, newer_join) = join_v0(&room, "cam", "lobby").await;
     assert_ne!(
-        older_join.participant.unwrap().sid,
+        older_join.participant.clone().unwrap().sid,
         newer_join.participant.clone().unwrap().sid
     );
     let leave = next(&mut older, "leave", |m| match m {
@@ -386,6 +399,19 @@ async fn duplicate_identity_disconnects_the_older_session() {
         .wait_event(WAIT, |e| matches!(&e.kind, EventKind::ParticipantLeft { reason, .. } if reason == "DUPLICATE_IDENTITY"))
         .await
         .is_some());
+    // The kicked connection's close names who it was, though the participant is gone.
+    let older_sid = older_join.participant.as_ref().unwrap().sid.clone();
+    let closed = room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::WsClosed { sid, .. } if *sid == older_sid),
+        )
+        .await
+        .expect("ws_closed of the older session");
+    assert!(
+        matches!(&closed.kind, EventKind::WsClosed { identity, .. } if identity == "cam"),
+        "{closed:?}"
+    );
     let participants = room.snapshot()["rooms"][0]["participants"]
         .as_array()
         .unwrap()
