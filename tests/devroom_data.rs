@@ -394,7 +394,7 @@ async fn reliable_lossy_and_targeted_packets_are_relayed_with_the_sender_stamped
     alice
         .send(false, user(b"for bob, lossy", "dm", &["bob"]))
         .await;
-    let mut got = vec![
+    let mut got = [
         bob.recv("targeted packet").await,
         bob.recv("targeted packet").await,
     ];
@@ -607,7 +607,7 @@ async fn twirp_send_data_reaches_participants_in_both_encodings() {
     let body = serde_json::json!({"room": "lobby", "data": "bWFya2Vy", "topic": "all"}); // "marker"
     let (status, reply) = send_data_call(&room, true, body.to_string().into_bytes()).await;
     assert_eq!(status, 200, "{reply}");
-    let mut carol_got = vec![
+    let mut carol_got = [
         carol.recv("JSON SendData packets").await,
         carol.recv("JSON SendData packets").await,
     ];
