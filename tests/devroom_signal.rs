@@ -241,22 +241,18 @@ async fn add_track_publishes_and_reused_cid_is_queued() {
         }),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let track = &room.snapshot()["rooms"][0]["participants"][0]["tracks"][0];
-        if track["muted"] == true {
-            assert_eq!(track["sid"], info.sid);
-            assert_eq!(track["cid"], "video-cid-1");
-            assert_eq!(track["kind"], "video");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "mute never reached the room state"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let track_sid = info.sid.clone();
+    room.wait_event(WAIT, |e| {
+        matches!(&e.kind, EventKind::TrackMuted { identity, track_sid: t, muted: true, by }
+            if identity == "cam" && *t == track_sid && by == "publisher")
+    })
+    .await
+    .expect("track_muted event for the client's MuteTrack");
+    let track = &room.snapshot()["rooms"][0]["participants"][0]["tracks"][0];
+    assert_eq!(track["muted"], true);
+    assert_eq!(track["sid"], info.sid);
+    assert_eq!(track["cid"], "video-cid-1");
+    assert_eq!(track["kind"], "video");
     room.shutdown().await;
 }
 
@@ -927,6 +923,13 @@ async fn twirp_mute_published_track_reaches_the_publisher_in_both_encodings() {
     .await;
     assert_eq!((mute.sid.as_str(), mute.muted), (track_sid.as_str(), true));
     assert_eq!(snapshot_track(&room, &track_sid)["muted"], true);
+    assert!(room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::TrackMuted { muted: true, by, .. } if by == "server")
+        )
+        .await
+        .is_some());
 
     // JSON (camelCase field names, as node's server SDK sends): unmute.
     let body =

@@ -775,6 +775,12 @@ impl Shared {
                     p.bump_version();
                     p.info()
                 };
+                self.events.push(EventKind::TrackMuted {
+                    identity: update.identity.clone(),
+                    track_sid: mute.sid.clone(),
+                    muted: mute.muted,
+                    by: "publisher".into(),
+                });
                 self.broadcast(
                     room,
                     sid,
@@ -1527,6 +1533,12 @@ impl Shared {
                 muted,
             }));
         }
+        self.events.push(EventKind::TrackMuted {
+            identity: identity.into(),
+            track_sid: track_sid.into(),
+            muted,
+            by: "server".into(),
+        });
         let sid = info.sid.clone();
         self.broadcast(
             room,
