@@ -241,22 +241,18 @@ async fn add_track_publishes_and_reused_cid_is_queued() {
         }),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let track = &room.snapshot()["rooms"][0]["participants"][0]["tracks"][0];
-        if track["muted"] == true {
-            assert_eq!(track["sid"], info.sid);
-            assert_eq!(track["cid"], "video-cid-1");
-            assert_eq!(track["kind"], "video");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "mute never reached the room state"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let track_sid = info.sid.clone();
+    room.wait_event(WAIT, |e| {
+        matches!(&e.kind, EventKind::TrackMuted { identity, track_sid: t, muted: true, by }
+            if identity == "cam" && *t == track_sid && by == "publisher")
+    })
+    .await
+    .expect("track_muted event for the client's MuteTrack");
+    let track = &room.snapshot()["rooms"][0]["participants"][0]["tracks"][0];
+    assert_eq!(track["muted"], true);
+    assert_eq!(track["sid"], info.sid);
+    assert_eq!(track["cid"], "video-cid-1");
+    assert_eq!(track["kind"], "video");
     room.shutdown().await;
 }
 
@@ -357,6 +353,19 @@ async fn v1_join_with_bearer_sees_others_and_others_see_it() {
         gone.state,
         proto::participant_info::State::Disconnected as i32
     );
+    // The leaver's connection close still names it.
+    let second_sid = gone.sid.clone();
+    let closed = room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::WsClosed { sid, .. } if *sid == second_sid),
+        )
+        .await
+        .expect("ws_closed after the client's leave");
+    assert!(
+        matches!(&closed.kind, EventKind::WsClosed { identity, .. } if identity == "second"),
+        "{closed:?}"
+    );
     room.shutdown().await;
 }
 
@@ -366,7 +375,7 @@ async fn duplicate_identity_disconnects_the_older_session() {
     let (mut older, older_join) = join_v0(&room, "cam", "lobby").await;
     let (_newer, newer_join) = join_v0(&room, "cam", "lobby").await;
     assert_ne!(
-        older_join.participant.unwrap().sid,
+        older_join.participant.clone().unwrap().sid,
         newer_join.participant.clone().unwrap().sid
     );
     let leave = next(&mut older, "leave", |m| match m {
@@ -386,6 +395,19 @@ async fn duplicate_identity_disconnects_the_older_session() {
         .wait_event(WAIT, |e| matches!(&e.kind, EventKind::ParticipantLeft { reason, .. } if reason == "DUPLICATE_IDENTITY"))
         .await
         .is_some());
+    // The kicked connection's close names who it was, though the participant is gone.
+    let older_sid = older_join.participant.as_ref().unwrap().sid.clone();
+    let closed = room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::WsClosed { sid, .. } if *sid == older_sid),
+        )
+        .await
+        .expect("ws_closed of the older session");
+    assert!(
+        matches!(&closed.kind, EventKind::WsClosed { identity, .. } if identity == "cam"),
+        "{closed:?}"
+    );
     let participants = room.snapshot()["rooms"][0]["participants"]
         .as_array()
         .unwrap()
@@ -543,6 +565,83 @@ async fn reject_joins_fault_refuses_the_next_n_connects() {
         other => panic!("expected 503, got {:?}", other.map(|_| "a WebSocket")),
     }
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    next(&mut ws, "join", |m| {
+        matches!(m, Resp::Join(_)).then_some(())
+    })
+    .await;
+    room.shutdown().await;
+}
+
+/// /rtc/v1/validate for `identity`, token in the query (as livekit-client sends it).
+fn v1_validate_url(room: &DevRoom, identity: &str) -> String {
+    v1_url(room, &v1_join(None))
+        .replacen("ws://", "http://", 1)
+        .replacen(
+            "/rtc/v1?",
+            &format!(
+                "/rtc/v1/validate?access_token={}&",
+                token(identity, "lobby")
+            ),
+            1,
+        )
+}
+
+#[tokio::test]
+async fn validate_explains_an_injected_rejection_once_and_only_to_the_refused_identity() {
+    let room = start().await;
+    room.faults().reject_joins(1, 503);
+    match connect_bearer(&v1_url(&room, &v1_join(None)), &token("cam", "lobby")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| "a WebSocket")),
+    }
+    let http = room.http_url();
+    let (other_v0, other_v1, cam_first, cam_again_v0, cam_again_v1) = {
+        let other_v0 = format!(
+            "{http}/rtc/validate?protocol=17&access_token={}",
+            token("other", "lobby")
+        );
+        let cam_v0 = format!(
+            "{http}/rtc/validate?protocol=17&access_token={}",
+            token("cam", "lobby")
+        );
+        let (other_v1, cam_v1) = (
+            v1_validate_url(&room, "other"),
+            v1_validate_url(&room, "cam"),
+        );
+        tokio::task::spawn_blocking(move || {
+            // Order matters: another client's validate comes first and must not see it.
+            let other_v0 = http_get(&other_v0);
+            let other_v1 = http_get(&other_v1);
+            let cam_first = http_get(&cam_v1);
+            (
+                other_v0,
+                other_v1,
+                cam_first,
+                http_get(&cam_v0),
+                http_get(&cam_v1),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!((other_v0.0, other_v0.1.as_str()), (200, "success"));
+    assert_eq!((other_v1.0, other_v1.1.as_str()), (200, "success"));
+    assert_eq!(
+        cam_first.0, 503,
+        "the refused client learns why: {}",
+        cam_first.1
+    );
+    assert!(cam_first.1.contains("fault injection"), "{}", cam_first.1);
+    assert_eq!(cam_first.2.as_deref(), Some("*"));
+    assert_eq!(
+        (cam_again_v0.0, cam_again_v1.0),
+        (200, 200),
+        "explained once; later validates answer as usual"
+    );
+    // And the next connect of that identity is let in.
+    let mut ws = connect_bearer(&v1_url(&room, &v1_join(None)), &token("cam", "lobby"))
+        .await
+        .unwrap();
     next(&mut ws, "join", |m| {
         matches!(m, Resp::Join(_)).then_some(())
     })
@@ -720,5 +819,355 @@ async fn twirp_protobuf_and_admin_fault_errors() {
         .wait_event(WAIT, |e| matches!(&e.kind, EventKind::LeaveSent { reason, action, .. } if reason == "SERVER_SHUTDOWN" && action == "RESUME"))
         .await
         .is_some());
+    room.shutdown().await;
+}
+
+fn server_token(grants: VideoGrants) -> String {
+    AccessToken::with_api_key("devkey", "secret")
+        .with_grants(grants)
+        .to_jwt()
+        .unwrap()
+}
+
+/// One Twirp RoomService call; `json` picks the body encoding.
+async fn twirp(
+    room: &DevRoom,
+    method: &str,
+    bearer: Option<&str>,
+    json: bool,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    let url = format!("{}/twirp/livekit.RoomService/{method}", room.http_url());
+    let content_type = if json {
+        "application/json"
+    } else {
+        "application/protobuf"
+    };
+    let bearer = bearer.map(str::to_string);
+    tokio::task::spawn_blocking(move || http_post(&url, content_type, bearer.as_deref(), body))
+        .await
+        .unwrap()
+}
+
+async fn publish_video(ws: &mut Ws, cid: &str) -> String {
+    send(
+        ws,
+        Req::AddTrack(proto::AddTrackRequest {
+            cid: cid.into(),
+            r#type: proto::TrackType::Video as i32,
+            source: proto::TrackSource::Camera as i32,
+            ..Default::default()
+        }),
+    )
+    .await;
+    next(ws, "track_published", |m| match m {
+        Resp::TrackPublished(p) => p.track.map(|t| t.sid),
+        _ => None,
+    })
+    .await
+}
+
+fn snapshot_track(room: &DevRoom, track_sid: &str) -> serde_json::Value {
+    room.snapshot()["rooms"][0]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["tracks"].as_array().unwrap().clone())
+        .find(|t| t["sid"] == track_sid)
+        .unwrap_or_else(|| panic!("track {track_sid} not in {}", room.snapshot()))
+}
+
+fn snapshot_identities(room: &DevRoom) -> Vec<String> {
+    room.snapshot()["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["participants"].as_array().unwrap().clone())
+        .map(|p| p["identity"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn twirp_mute_published_track_reaches_the_publisher_in_both_encodings() {
+    let room = start().await;
+    let (mut cam, _) = join_v0(&room, "cam", "lobby").await;
+    let track_sid = publish_video(&mut cam, "cam-video").await;
+    let admin = server_token(VideoGrants {
+        room_admin: true,
+        room: "lobby".into(),
+        ..Default::default()
+    });
+
+    // Protobuf: mute.
+    let body = proto::MuteRoomTrackRequest {
+        room: "lobby".into(),
+        identity: "cam".into(),
+        track_sid: track_sid.clone(),
+        muted: true,
+    }
+    .encode_to_vec();
+    let (status, reply) = twirp(&room, "MutePublishedTrack", Some(&admin), false, body).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let track = proto::MuteRoomTrackResponse::decode(reply.as_slice())
+        .unwrap()
+        .track
+        .unwrap();
+    assert_eq!(
+        (track.sid.as_str(), track.muted),
+        (track_sid.as_str(), true)
+    );
+    let mute = next(&mut cam, "server mute", |m| match m {
+        Resp::Mute(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!((mute.sid.as_str(), mute.muted), (track_sid.as_str(), true));
+    assert_eq!(snapshot_track(&room, &track_sid)["muted"], true);
+    assert!(room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::TrackMuted { muted: true, by, .. } if by == "server")
+        )
+        .await
+        .is_some());
+
+    // JSON (camelCase field names, as node's server SDK sends): unmute.
+    let body =
+        serde_json::json!({"room":"lobby","identity":"cam","trackSid":track_sid,"muted":false});
+    let (status, reply) = twirp(
+        &room,
+        "MutePublishedTrack",
+        Some(&admin),
+        true,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["track"]["sid"], track_sid.as_str());
+    assert_ne!(reply["track"]["muted"], true, "{reply}");
+    let unmute = next(&mut cam, "server unmute", |m| match m {
+        Resp::Mute(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (unmute.sid.as_str(), unmute.muted),
+        (track_sid.as_str(), false)
+    );
+    assert_eq!(snapshot_track(&room, &track_sid)["muted"], false);
+
+    // An unknown track is a 404 with a reason, and changes nothing.
+    let body =
+        serde_json::json!({"room":"lobby","identity":"cam","trackSid":"TR_nope","muted":true});
+    let (status, reply) = twirp(
+        &room,
+        "MutePublishedTrack",
+        Some(&admin),
+        true,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&reply).contains("track is not found"));
+    assert_eq!(snapshot_track(&room, &track_sid)["muted"], false);
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn twirp_remove_participant_sends_leave_and_empties_the_room_in_both_encodings() {
+    let room = start().await;
+    let (mut cam, cam_join) = join_v0(&room, "cam", "lobby").await;
+    let (mut viewer, _) = join_v0(&room, "viewer", "lobby").await;
+    let admin = server_token(VideoGrants {
+        room_admin: true,
+        room: "lobby".into(),
+        ..Default::default()
+    });
+
+    // JSON: remove the viewer.
+    let (status, reply) = twirp(
+        &room,
+        "RemoveParticipant",
+        Some(&admin),
+        true,
+        br#"{"room":"lobby","identity":"viewer"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let leave = next(&mut viewer, "leave", |m| match m {
+        Resp::Leave(l) => Some(l),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        leave.reason,
+        proto::DisconnectReason::ParticipantRemoved as i32
+    );
+    assert_eq!(
+        leave.action,
+        proto::leave_request::Action::Disconnect as i32
+    );
+    assert!(room
+        .wait_event(WAIT, |e| matches!(&e.kind, EventKind::ParticipantLeft { identity, reason, .. } if identity == "viewer" && reason == "PARTICIPANT_REMOVED"))
+        .await
+        .is_some());
+    assert_eq!(snapshot_identities(&room), vec!["cam"]);
+    let gone = next(&mut cam, "viewer disconnected update", |m| match m {
+        Resp::Update(u) => u.participants.into_iter().find(|p| {
+            p.identity == "viewer" && p.state == proto::participant_info::State::Disconnected as i32
+        }),
+        _ => None,
+    })
+    .await;
+    assert_eq!(gone.identity, "viewer");
+
+    // Protobuf: ListParticipants agrees, then remove the last one.
+    let body = proto::ListParticipantsRequest {
+        room: "lobby".into(),
+    }
+    .encode_to_vec();
+    let (status, reply) = twirp(&room, "ListParticipants", Some(&admin), false, body).await;
+    assert_eq!(status, 200);
+    let listed = proto::ListParticipantsResponse::decode(reply.as_slice()).unwrap();
+    assert_eq!(
+        listed
+            .participants
+            .iter()
+            .map(|p| (p.identity.as_str(), p.sid.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("cam", cam_join.participant.as_ref().unwrap().sid.as_str())]
+    );
+    let body = proto::RoomParticipantIdentity {
+        room: "lobby".into(),
+        identity: "cam".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let (status, reply) = twirp(&room, "RemoveParticipant", Some(&admin), false, body).await;
+    assert_eq!(status, 200);
+    assert!(proto::RemoveParticipantResponse::decode(reply.as_slice()).is_ok());
+    let leave = next(&mut cam, "leave", |m| match m {
+        Resp::Leave(l) => Some(l),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (leave.reason, leave.action),
+        (
+            proto::DisconnectReason::ParticipantRemoved as i32,
+            proto::leave_request::Action::Disconnect as i32
+        )
+    );
+    assert!(room
+        .wait_event(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::ParticipantLeft { identity, .. } if identity == "cam")
+        )
+        .await
+        .is_some());
+    assert!(snapshot_identities(&room).is_empty());
+
+    // Removing someone who is not there is a 404 with a reason.
+    let (status, reply) = twirp(
+        &room,
+        "RemoveParticipant",
+        Some(&admin),
+        true,
+        br#"{"room":"lobby","identity":"cam"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&reply).contains("participant does not exist"));
+    room.shutdown().await;
+}
+
+#[tokio::test]
+async fn twirp_refuses_tokens_without_the_needed_grant_with_a_reason() {
+    let room = start().await;
+    let (_cam, _) = join_v0(&room, "cam", "lobby").await;
+    let joiner = token("cam", "lobby");
+    let other_room_admin = server_token(VideoGrants {
+        room_admin: true,
+        room: "elsewhere".into(),
+        ..Default::default()
+    });
+    let forged = AccessToken::with_api_key("devkey", "not-the-secret")
+        .with_grants(VideoGrants {
+            room_admin: true,
+            room_list: true,
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    let remove = br#"{"room":"lobby","identity":"cam"}"#.to_vec();
+    for (bearer, method, body, want_status, want_text) in [
+        (
+            None,
+            "RemoveParticipant",
+            remove.clone(),
+            401,
+            "access token",
+        ),
+        (
+            Some(forged.as_str()),
+            "RemoveParticipant",
+            remove.clone(),
+            401,
+            "signature",
+        ),
+        (
+            Some(joiner.as_str()),
+            "RemoveParticipant",
+            remove.clone(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(other_room_admin.as_str()),
+            "RemoveParticipant",
+            remove.clone(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(joiner.as_str()),
+            "MutePublishedTrack",
+            br#"{"room":"lobby","identity":"cam","trackSid":"TR_x","muted":true}"#.to_vec(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(joiner.as_str()),
+            "SendData",
+            br#"{"room":"lobby","data":"aGk="}"#.to_vec(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(joiner.as_str()),
+            "ListParticipants",
+            br#"{"room":"lobby"}"#.to_vec(),
+            403,
+            "roomAdmin",
+        ),
+        (
+            Some(other_room_admin.as_str()),
+            "ListRooms",
+            b"{}".to_vec(),
+            403,
+            "roomList",
+        ),
+    ] {
+        let (status, reply) = twirp(&room, method, bearer, true, body).await;
+        let reply = String::from_utf8_lossy(&reply).to_string();
+        assert_eq!(status, want_status, "{method} with {bearer:?}: {reply}");
+        assert!(
+            reply.contains(want_text),
+            "{method}: reason should mention {want_text}: {reply}"
+        );
+    }
+    // Nothing was removed by the refused calls.
+    assert_eq!(snapshot_identities(&room), vec!["cam"]);
     room.shutdown().await;
 }

@@ -72,6 +72,14 @@ pub enum EventKind {
         reason: String,
         action: String,
     },
+    /// A track's muted flag changed: by its publisher (MuteTrack) or by the server API
+    /// (Twirp MutePublishedTrack, which also tells the publisher).
+    TrackMuted {
+        identity: String,
+        track_sid: String,
+        muted: bool,
+        by: String,
+    },
     /// A subscriber was attached to a published track.
     TrackSubscribed {
         identity: String,

@@ -117,10 +117,17 @@ async fn rtc(
         });
         text(status, reason)
     };
-    if let Some((status, reason)) = shared.take_join_rejection() {
+    // An injected rejection wins over everything, even a bad token (as a proxy or an
+    // overloaded server would answer before looking at it).
+    let admitted = admit(&shared, path, &headers, &query);
+    let identity = admitted
+        .as_ref()
+        .ok()
+        .map(|(grant, _)| grant.identity.as_str());
+    if let Some((status, reason)) = shared.take_join_rejection(identity) {
         return refuse(status, reason);
     }
-    let (grant, req) = match admit(&shared, path, &headers, &query) {
+    let (grant, req) = match admitted {
         Ok(ok) => ok,
         Err(refusal) => return refuse(refusal.status, refusal.reason),
     };
@@ -151,7 +158,7 @@ async fn validate(
     let query = query.unwrap_or_default();
     let resp = match admit(&shared, path, &headers, &query) {
         Err(refusal) => text(refusal.status, refusal.reason),
-        Ok(_) => match shared.recent_rejection() {
+        Ok((grant, _)) => match shared.explain_rejection(&grant.identity) {
             Some((status, reason)) => text(status, reason),
             None => text(200, "success"),
         },

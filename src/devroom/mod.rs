@@ -21,7 +21,7 @@
 //! | `POST /admin/fault/leave {"identity","reason","action"}` | send LeaveRequest (reason name or number; DISCONNECT/RESUME/RECONNECT) |
 //! | `POST /admin/fault/restart {}` | forget every room and session |
 //! | `POST /admin/fault/pause_media {"paused":bool}` | stop/resume forwarding media |
-//! | `POST /admin/fault/reject_joins {"count","status"}` | refuse the next connects with that HTTP status |
+//! | `POST /admin/fault/reject_joins {"count","status"}` | refuse the next connects with that HTTP status (each refused identity's next validate says so once) |
 //! | `POST /admin/tracks/{sid}/png` | `{"path","width","height"}`: the latest H.264 frame as PNG |
 //! | `POST /twirp/livekit.RoomService/{ListRooms,CreateRoom,DeleteRoom,ListParticipants,GetParticipant,RemoveParticipant,MutePublishedTrack,SendData}` | Twirp, protobuf or JSON bodies |
 pub mod auth;
@@ -271,7 +271,9 @@ impl Faults {
         self.shared.fault_pause_media(paused)
     }
 
-    /// Refuse the next `count` connect attempts with HTTP `http_status`.
+    /// Refuse the next `count` connect attempts with HTTP `http_status`. The first validate
+    /// request of each refused identity (what SDKs send to learn why) answers with that status
+    /// and reason; all other validate requests answer as usual.
     pub fn reject_joins(&self, count: u32, http_status: u16) {
         self.shared.fault_reject_joins(count, http_status)
     }

@@ -26,9 +26,14 @@ pub struct FaultState {
     pub reject_joins: u32,
     pub reject_status: u16,
     pub paused: bool,
-    /// The last refused connect, so a following validate request can explain it.
-    pub last_rejection: Option<(u16, String, Instant)>,
+    /// Injected rejections not yet explained: (identity of the refused connect, status,
+    /// reason). The validate request that SDKs send right after a failed upgrade, with the
+    /// same identity, consumes its entry; every other validate answers normally.
+    pub unexplained_rejections: std::collections::VecDeque<(String, u16, String)>,
 }
+
+/// At most this many injected rejections wait for their validate request (oldest dropped).
+const UNEXPLAINED_REJECTIONS_KEPT: usize = 16;
 
 pub struct Shared {
     pub cfg: DevRoomConfig,
@@ -628,6 +633,7 @@ impl Shared {
             }
             (p.publisher_peer, offer_sdp)
         };
+        self.unpublish_stopped_tracks(room, sid, &offer.sdp).await;
         match self.sfu.accept_offer(peer, offer_sdp).await {
             Ok(answer) => self.send_to(
                 room,
@@ -640,6 +646,59 @@ impl Shared {
                 }),
             ),
             Err(e) => tracing::warn!(error = %e, "devroom: cannot answer client offer"),
+        }
+    }
+
+    /// There is no unpublish request: a client removes the sender and re-offers. A published
+    /// track whose m-section is gone or no longer sending is unpublished: subscribers are detached
+    /// and everyone gets the participant without it.
+    async fn unpublish_stopped_tracks(self: &Arc<Self>, room: &str, sid: &str, offer_sdp: &str) {
+        let sections = sdp::media_sections(offer_sdp);
+        let (removed, info) = {
+            let mut state = self.state.lock().unwrap();
+            let Some(p) = state.participant_mut(room, sid) else {
+                return;
+            };
+            let stopped = |t: &Track| {
+                t.key.is_some()
+                    && !t.info.mid.is_empty()
+                    && !sections
+                        .iter()
+                        .any(|s| s.mid == t.info.mid && s.client_sends())
+            };
+            let removed: Vec<Track> = p.tracks.iter().filter(|t| stopped(t)).cloned().collect();
+            if removed.is_empty() {
+                return;
+            }
+            p.tracks.retain(|t| !stopped(t));
+            p.bump_version();
+            (removed, p.info())
+        };
+        let gone: HashSet<String> = removed.iter().map(|t| t.info.sid.clone()).collect();
+        let detach: Vec<(PeerId, TrackKey)> = {
+            let mut state = self.state.lock().unwrap();
+            let Some(r) = state.rooms.get_mut(room) else {
+                return;
+            };
+            let mut detach = Vec::new();
+            for q in r.participants.iter_mut() {
+                for t in &removed {
+                    if q.subscriptions.contains(&t.info.sid) {
+                        detach.push((q.receive_peer(), t.key.clone().expect("published")));
+                    }
+                }
+                q.subscriptions.retain(|s| !gone.contains(s));
+            }
+            r.broadcast(
+                sid,
+                &Resp::Update(proto::ParticipantUpdate {
+                    participants: vec![info],
+                }),
+            );
+            detach
+        };
+        for (peer, key) in detach {
+            self.sfu.unforward(&key, peer).await;
         }
     }
 
@@ -716,6 +775,12 @@ impl Shared {
                     p.bump_version();
                     p.info()
                 };
+                self.events.push(EventKind::TrackMuted {
+                    identity: update.identity.clone(),
+                    track_sid: mute.sid.clone(),
+                    muted: mute.muted,
+                    by: "publisher".into(),
+                });
                 self.broadcast(
                     room,
                     sid,
@@ -1409,8 +1474,9 @@ impl Shared {
         faults.reject_status = status;
     }
 
-    /// Consume one injected join rejection, if any.
-    pub fn take_join_rejection(&self) -> Option<(u16, String)> {
+    /// Consume one injected join rejection, if any. `identity` is the refused connect's
+    /// (None when its token was unusable anyway) so its validate request can be answered.
+    pub fn take_join_rejection(&self, identity: Option<&str>) -> Option<(u16, String)> {
         let mut faults = self.faults.lock().unwrap();
         if faults.reject_joins == 0 {
             return None;
@@ -1418,17 +1484,29 @@ impl Shared {
         faults.reject_joins -= 1;
         let status = faults.reject_status;
         let reason = format!("devroom fault injection: join rejected with status {status}");
-        faults.last_rejection = Some((status, reason.clone(), Instant::now()));
+        if let Some(identity) = identity {
+            if faults.unexplained_rejections.len() == UNEXPLAINED_REJECTIONS_KEPT {
+                faults.unexplained_rejections.pop_front();
+            }
+            faults
+                .unexplained_rejections
+                .push_back((identity.to_string(), status, reason.clone()));
+        }
         Some((status, reason))
     }
 
-    pub fn recent_rejection(&self) -> Option<(u16, String)> {
-        let faults = self.faults.lock().unwrap();
+    /// The injected rejection of `identity`'s last refused connect, answered once: a validate
+    /// request explains that attempt and no other client's, however much later it comes.
+    pub fn explain_rejection(&self, identity: &str) -> Option<(u16, String)> {
+        let mut faults = self.faults.lock().unwrap();
+        let at = faults
+            .unexplained_rejections
+            .iter()
+            .position(|(who, _, _)| who == identity)?;
         faults
-            .last_rejection
-            .as_ref()
-            .filter(|(_, _, at)| at.elapsed() < Duration::from_secs(10))
-            .map(|(s, r, _)| (*s, r.clone()))
+            .unexplained_rejections
+            .remove(at)
+            .map(|(_, status, reason)| (status, reason))
     }
 
     /// Remote mute (Twirp MutePublishedTrack): mark it and ask the publisher to mute.
@@ -1455,6 +1533,12 @@ impl Shared {
                 muted,
             }));
         }
+        self.events.push(EventKind::TrackMuted {
+            identity: identity.into(),
+            track_sid: track_sid.into(),
+            muted,
+            by: "server".into(),
+        });
         let sid = info.sid.clone();
         self.broadcast(
             room,
@@ -1753,5 +1837,87 @@ mod tests {
                 .metadata,
             "m"
         );
+    }
+
+    #[tokio::test]
+    async fn a_published_track_whose_section_stops_sending_is_unpublished() {
+        let s = shared();
+        let (publisher, mut pub_rx) = open(&s, "cam", "protocol=17").await;
+        let (room, sid, _) = publisher.unwrap();
+        let (watcher, mut watch_rx) = open(&s, "viewer", "protocol=17").await;
+        let (_, viewer_sid, _) = watcher.unwrap();
+        let add = proto::AddTrackRequest {
+            cid: "v".into(),
+            r#type: proto::TrackType::Video as i32,
+            ..Default::default()
+        };
+        s.handle_request(
+            &room,
+            &sid,
+            proto::SignalRequest {
+                message: Some(proto::signal_request::Message::AddTrack(add)),
+            },
+        )
+        .await;
+        let track_sid = {
+            // As if the SFU had matched media on mid "1" and forwarded it to the viewer.
+            let mut state = s.state.lock().unwrap();
+            let p = state.participant_mut(&room, &sid).unwrap();
+            let t = &mut p.tracks[0];
+            t.info.mid = "1".into();
+            t.key = Some(TrackKey {
+                peer: p.publisher_peer,
+                mid: "1".into(),
+                track_sid: t.info.sid.clone(),
+            });
+            let track_sid = t.info.sid.clone();
+            state
+                .participant_mut(&room, &viewer_sid)
+                .unwrap()
+                .subscriptions
+                .push(track_sid.clone());
+            track_sid
+        };
+        let _ = (drain(&mut pub_rx), drain(&mut watch_rx));
+        let sending = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=msid:s v\r\n";
+        s.unpublish_stopped_tracks(&room, &sid, sending).await;
+        assert_eq!(
+            s.state
+                .lock()
+                .unwrap()
+                .participant(&room, &sid)
+                .unwrap()
+                .tracks
+                .len(),
+            1,
+            "still sending"
+        );
+
+        let stopped = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=recvonly\r\n";
+        s.unpublish_stopped_tracks(&room, &sid, stopped).await;
+        assert!(s
+            .state
+            .lock()
+            .unwrap()
+            .participant(&room, &sid)
+            .unwrap()
+            .tracks
+            .is_empty());
+        assert!(s
+            .state
+            .lock()
+            .unwrap()
+            .participant(&room, &viewer_sid)
+            .unwrap()
+            .subscriptions
+            .is_empty());
+        let update = responses(&drain(&mut watch_rx))
+            .into_iter()
+            .find_map(|m| match m {
+                Resp::Update(u) => u.participants.into_iter().find(|p| p.sid == sid),
+                _ => None,
+            })
+            .expect("the viewer hears about it");
+        assert!(update.tracks.iter().all(|t| t.sid != track_sid));
     }
 }

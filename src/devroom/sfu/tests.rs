@@ -541,15 +541,20 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
 
     // The publisher's data channel reaches the SFU.
     let reliable = publisher.client.data_channels[0].clone();
-    let open_deadline = Instant::now() + DEADLINE;
-    while reliable
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(event) = reliable.poll().await {
+            if matches!(event, DataChannelEvent::OnOpen) {
+                return;
+            }
+        }
+        panic!("_reliable closed before it opened");
+    })
+    .await
+    .expect("_reliable never opened");
+    reliable
         .send(BytesMut::from(&b"hello sfu"[..]))
         .await
-        .is_err()
-    {
-        assert!(Instant::now() < open_deadline, "_reliable never opened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .expect("send on the open _reliable");
     hub.wait_for("data from the publisher", |e| {
         matches!(e, SfuEvent::Data { peer, label, data } if *peer == pub_peer && label == "_reliable" && &data[..] == b"hello sfu")
     })
