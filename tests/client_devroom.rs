@@ -345,6 +345,51 @@ struct Device {
     lines: Arc<Mutex<Vec<String>>>,
 }
 
+/// The service manager's end of NOTIFY_SOCKET: the lines `roomcast run` sends.
+struct Notices(mpsc::UnboundedReceiver<String>);
+
+impl Notices {
+    /// Bind a datagram socket at `path` and collect what arrives.
+    fn bind(path: &Path) -> Notices {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let (tx, rx) = mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                    if tx.send(line.to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Notices(rx)
+    }
+
+    /// Lines up to and including the first that matches; None after `timeout`.
+    async fn until(
+        &mut self,
+        wanted: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.0.recv())
+                .await
+                .ok()??;
+            let done = wanted(&line);
+            seen.push(line);
+            if done {
+                return Some(seen);
+            }
+        }
+    }
+}
+
 impl Device {
     fn spawn(config: &Path) -> Device {
         let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
@@ -353,6 +398,20 @@ impl Device {
             .arg(config)
             .env("RUST_LOG", "info");
         Device::spawn_command(command)
+    }
+
+    /// As systemd starts it (Type=notify, WatchdogSec=2s), with NOTIFY_SOCKET bound in `dir`.
+    fn spawn_under_systemd(config: &Path, dir: &Path) -> (Device, Notices) {
+        let socket_path = dir.join("notify.sock");
+        let notices = Notices::bind(&socket_path);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "2000000");
+        (Device::spawn_command(command), notices)
     }
 
     fn spawn_command(mut command: Command) -> Device {
@@ -525,7 +584,8 @@ async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
         &devroom.url(),
         &token("cam-dup", "lobby", "secret"),
     );
-    let mut device = Device::spawn(&config);
+    // Started as systemd would, so the test also sees what the service manager is told.
+    let (mut device, mut notices) = Device::spawn_under_systemd(&config, dir.path());
     wait_first_rtp_of(&devroom, "cam-dup").await;
     let first_join = devroom
         .wait_event(Duration::from_secs(1), |e| {
@@ -566,6 +626,25 @@ async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
         "the earlier device did not say it stays down:\n{}",
         device.output()
     );
+
+    let status = notices
+        .until(
+            |l| l.starts_with("STATUS=") && l.contains("DUPLICATE_IDENTITY"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no STATUS= naming the cause:\n{}", device.output()));
+    assert!(
+        status.last().unwrap().contains("not rejoining"),
+        "{status:?}"
+    );
+    // Idle by design: the watchdog stays fed, or systemd would restart us into a rejoin.
+    for _ in 0..2 {
+        let fed = notices
+            .until(|l| l == "WATCHDOG=1", Duration::from_secs(4))
+            .await;
+        assert!(fed.is_some(), "the watchdog starved after the removal");
+    }
 
     // Bound the window by an event we cause: the newer device leaving.
     room.close().await;
@@ -709,52 +788,10 @@ async fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
         &devroom.url(),
         &token("cam-notify", "lobby", "secret"),
     );
-    let socket_path = dir.path().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let (notices_tx, mut notices) = mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = socket.recv(&mut buf) {
-            for line in String::from_utf8_lossy(&buf[..n]).lines() {
-                if notices_tx.send(line.to_string()).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
-    command
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "2000000");
-    let mut device = Device::spawn_command(command);
+    let (mut device, mut notices) = Device::spawn_under_systemd(&config, dir.path());
 
-    // Lines up to and including the first matching one.
-    async fn until(
-        notices: &mut mpsc::UnboundedReceiver<String>,
-        wanted: &str,
-        timeout: Duration,
-    ) -> Option<Vec<String>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut seen = Vec::new();
-        loop {
-            let line = tokio::time::timeout_at(deadline, notices.recv())
-                .await
-                .ok()??;
-            let done = line == wanted;
-            seen.push(line);
-            if done {
-                return Some(seen);
-            }
-        }
-    }
-
-    let before_ready = until(&mut notices, "READY=1", Duration::from_secs(20))
+    let before_ready = notices
+        .until(|l| l == "READY=1", Duration::from_secs(20))
         .await
         .unwrap_or_else(|| panic!("no READY=1:\n{}", device.output()));
     assert!(
@@ -786,11 +823,15 @@ async fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
     );
     // WatchdogSec=2 s: pings every second, and they keep coming.
     for _ in 0..2 {
-        let got = until(&mut notices, "WATCHDOG=1", Duration::from_secs(4)).await;
+        let got = notices
+            .until(|l| l == "WATCHDOG=1", Duration::from_secs(4))
+            .await;
         assert!(got.is_some(), "no WATCHDOG=1:\n{}", device.output());
     }
     device.signal("TERM");
-    let got = until(&mut notices, "STOPPING=1", Duration::from_secs(3)).await;
+    let got = notices
+        .until(|l| l == "STOPPING=1", Duration::from_secs(3))
+        .await;
     assert!(got.is_some(), "no STOPPING=1:\n{}", device.output());
     let exited = wait_until(Duration::from_secs(3), || {
         device.child.try_wait().ok().flatten()

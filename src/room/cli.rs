@@ -122,7 +122,9 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
         }
     };
     // WatchdogSec from systemd: ping at half of it, only while the room is healthy.
-    let watchdog_interval = sd_notify::watchdog_enabled().map(|period| period / 2);
+    let watchdog_interval = sd_notify::watchdog_enabled()
+        .filter(|period| !period.is_zero())
+        .map(|period| period / 2);
     let mut watchdog =
         tokio::time::interval(watchdog_interval.unwrap_or(Duration::from_secs(3600)));
     let mut removed = false;
@@ -156,9 +158,11 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
                                      or fix the cause and restart."
                                 );
                             }
-                            DisconnectKind::Lost | DisconnectKind::Left => {
+                            DisconnectKind::Lost => {
                                 return Ok(exit_for_restart(&format!("{reason}: {detail}")));
                             }
+                            // Only our own close leaves; the loop below does that.
+                            DisconnectKind::Left => return Ok(stopping()),
                         }
                     }
                 }

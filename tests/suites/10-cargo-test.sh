@@ -5,6 +5,7 @@
 # frames over 5 s) must not share 2 cores with every other test, so suite 51 runs it one test at a
 # time. The integration targets are listed from tests/*.rs, so a new test file is picked up here.
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/../.."
 targets=()
 for file in tests/*.rs; do
