@@ -45,6 +45,9 @@ case "$TARGET" in
       rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
       export RUSTC_BOOTSTRAP=1
       ARGS+=(-Zbuild-std=std,panic_abort)
+      # cargo fingerprints RUSTC_BOOTSTRAP on every unit, host build scripts and proc-macros included: sharing a
+      # target dir with the aarch64 build would rebuild them (and relink roomcast) on every switch.
+      export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/build-std"
       RUSTFLAGS_T+=(-C link-self-contained=no)
     fi;;
   *) echo "build-static.sh: unsupported target $TARGET" >&2; exit 2;;
