@@ -102,4 +102,26 @@ mod tests {
         let third = encoder.encode(&pattern.render(2)).unwrap().unwrap();
         assert!(third.keyframe);
     }
+
+    /// Common camera sizes that are not multiples of 16 (360, 1080 lines) survive the round trip:
+    /// the encoder crops, and the decoded picture still shows the pattern.
+    #[test]
+    fn sizes_that_are_not_macroblock_multiples_round_trip() {
+        use openh264::formats::YUVSource as _;
+        for (w, h) in [(640u32, 360u32), (320, 180)] {
+            let pattern = TestPattern::new(w, h, 30).unwrap();
+            let mut encoder = OpenH264Encoder::new(w, h, 30, 1500).unwrap();
+            let encoded = encoder.encode(&pattern.render(0)).unwrap().unwrap();
+            let mut decoder = openh264::decoder::Decoder::new().unwrap();
+            let picture = decoder
+                .decode(&encoded.data)
+                .unwrap()
+                .expect("a decoded picture");
+            assert_eq!(picture.dimensions(), (w as usize, h as usize));
+            let mut rgb = vec![0u8; (w * h * 3) as usize];
+            picture.write_rgb8(&mut rgb);
+            let checked = crate::media::synthetic::check_rgb(&rgb, w, h, 48).unwrap();
+            assert!(checked > 100, "{w}x{h}: only {checked} pixels compared");
+        }
+    }
 }

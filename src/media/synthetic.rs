@@ -96,8 +96,8 @@ fn rgb_to_yuv([r, g, b]: [u8; 3]) -> (u8, u8, u8) {
 impl TestPattern {
     pub fn new(width: u32, height: u32, fps: u32) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            width >= 64 && height >= 64 && width % 16 == 0 && height % 16 == 0,
-            "[video] width/height {width}x{height}: the test pattern needs multiples of 16, at least 64x64"
+            width >= 64 && height >= 64 && width % 2 == 0 && height % 2 == 0,
+            "[video] width/height {width}x{height}: the test pattern needs even sizes of at least 64x64 (I420 halves both)"
         );
         anyhow::ensure!((1..=60).contains(&fps), "[video] fps = {fps}: use 1..=60");
         let mut pattern = Self {
