@@ -22,7 +22,6 @@
 //! [`Sfu::set_paused`] each send a PLI to the publisher (at most one per 100 ms per track) and
 //! emit [`SfuEvent::KeyframeRequested`].
 
-mod keyframe_interceptor;
 pub mod media;
 #[cfg(test)]
 mod tests;
@@ -65,10 +64,10 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-pub use keyframe_interceptor::{is_keyframe_request, KeyframeRequestInterceptor};
+pub use crate::peer::keyframe::{is_keyframe_request, KeyframeRequestInterceptor};
 pub use media::{RgbFrame, TrackStats};
 
-use keyframe_interceptor::KEYFRAME_INTERCEPTOR_SLOT;
+use crate::peer::keyframe::KEYFRAME_SLOT as KEYFRAME_INTERCEPTOR_SLOT;
 use media::{H264Snapshotter, PayloadFormat, TrackCounter};
 
 /// Identifies one PeerConnection on the SFU.
