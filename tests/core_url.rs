@@ -1,5 +1,5 @@
 //! URL building and the v1 join_request against what the official SDKs actually sent
-//! (tests/fixtures/core, captured from livekit-client JS and the Python SDK).
+//! (tests/fixtures/official-sdk-requests, captured from livekit-client JS and the Python SDK).
 use livekit_protocol as proto;
 use roomcast::signal::url::{
     client_info, connect_url, decode_join_request, encode_join_request, validate_server_url,
@@ -7,7 +7,7 @@ use roomcast::signal::url::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/core");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/official-sdk-requests");
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("{FIXTURES}/{name}"))
