@@ -7,7 +7,10 @@ use roomcast::signal::url::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/official-sdk-requests");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/official-sdk-requests"
+);
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("{FIXTURES}/{name}"))
