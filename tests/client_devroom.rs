@@ -989,6 +989,74 @@ async fn an_official_python_participant_and_roomcast_see_each_other() {
     devroom.shutdown().await;
 }
 
+/// A keyframe request (the PLI devroom's SFU sends when a subscriber joins) makes the encoder
+/// answer with an IDR at once, not at its next periodic one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyframe_request_is_answered_with_an_idr_before_the_periodic_one() {
+    use roomcast::media::h264::PERIODIC_IDR_SECONDS;
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (publisher, _publisher_events, _) =
+        join_and_publish(&devroom, "cam-pli", PathChoice::Auto).await;
+    let video = |room: &Room| {
+        room.local_participant()
+            .tracks
+            .into_iter()
+            .find(|t| t.kind == roomcast::room::TrackKind::Video)
+            .expect("a local video track")
+    };
+    let video_sid = video(&publisher).sid;
+    let devroom_keyframes = || {
+        devroom_tracks(&devroom, "cam-pli")
+            .iter()
+            .find(|t| t["sid"] == video_sid.as_str())
+            .and_then(|t| t["keyframes"].as_u64())
+            .unwrap_or(0)
+    };
+    let keyframes_before = devroom_keyframes();
+
+    let mut watcher = options(
+        &devroom.url(),
+        token("watcher-pli", "lobby", "secret"),
+        PathChoice::Auto,
+    );
+    watcher.video.device = "none".into();
+    watcher.audio.device = "none".into();
+    let (watcher, _watcher_events) = Room::connect(watcher).await.expect("watcher joins");
+    let sid = video_sid.clone();
+    devroom
+        .wait_event(Duration::from_secs(15), move |e| {
+            let v = as_json(e);
+            v["type"] == "keyframe_requested" && v["track_sid"] == sid.as_str()
+        })
+        .await
+        .expect("devroom asked the publisher for a keyframe when the watcher subscribed");
+
+    // Without the request, keyframes come only at frame 0 and every `periodic` frames after it.
+    let periodic = u64::from(FPS * PERIODIC_IDR_SECONDS);
+    let answered = wait_until(
+        Duration::from_secs(u64::from(PERIODIC_IDR_SECONDS)) / 2,
+        || {
+            let track = video(&publisher);
+            let periodic_only = 1 + track.frames_sent.saturating_sub(1) / periodic;
+            (track.keyframes_sent > periodic_only && devroom_keyframes() > keyframes_before)
+                .then_some(track)
+        },
+    )
+    .await;
+    let track = video(&publisher);
+    assert!(
+        answered.is_some(),
+        "no extra IDR within {}s of the keyframe request: {track:?}, devroom counted {} keyframes (was {keyframes_before})",
+        PERIODIC_IDR_SECONDS / 2,
+        devroom_keyframes()
+    );
+    assert!(track.keyframe_requests >= 1, "{track:?}");
+    watcher.close().await;
+    publisher.close().await;
+    devroom.shutdown().await;
+}
+
 /// `roomcast run` keeps every refresh_token in state_dir and joins with it next time: the second
 /// run's configured token is signed with a wrong secret, so only the cached one can get in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

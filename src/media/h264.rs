@@ -8,6 +8,9 @@ use openh264::formats::YUVSlices;
 use openh264::OpenH264API;
 use std::time::Duration;
 
+/// Seconds between the encoder's periodic IDRs (it also sends one on every request).
+pub const PERIODIC_IDR_SECONDS: u32 = 4;
+
 pub struct OpenH264Encoder {
     encoder: Encoder,
     width: u32,
@@ -28,7 +31,9 @@ impl OpenH264Encoder {
             // Every frame counts: a skipped frame is a frame the room never sees.
             .skip_frames(false)
             // A periodic IDR heals a subscriber whose keyframe request got lost.
-            .intra_frame_period(IntraFramePeriod::from_num_frames(fps.max(1) * 4));
+            .intra_frame_period(IntraFramePeriod::from_num_frames(
+                fps.max(1) * PERIODIC_IDR_SECONDS,
+            ));
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| anyhow::anyhow!("cannot start the openh264 encoder: {e}"))?;
         Ok(Self {

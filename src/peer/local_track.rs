@@ -20,6 +20,8 @@ use webrtc::rtp_transceiver::RtpSender;
 pub struct SendStats {
     /// Encoded frames handed to the packetizer while connected.
     pub frames_sent: AtomicU64,
+    /// The keyframes among `frames_sent`.
+    pub keyframes_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// PLI/FIR received from the far end.
     pub keyframe_requests: AtomicU64,
@@ -165,6 +167,7 @@ impl LocalTrack {
         Ok(tokio::spawn(async move {
             while let Some(sample) = pipeline.samples.recv().await {
                 let bytes = sample.data.len() as u64;
+                let keyframe = sample.keyframe;
                 let result = track
                     .sample_writer(ssrc, payload_type)
                     .write_sample(&Sample {
@@ -176,6 +179,9 @@ impl LocalTrack {
                 match result {
                     Ok(()) => {
                         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                        if keyframe {
+                            stats.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+                        }
                         stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
                     }
                     Err(e) => {

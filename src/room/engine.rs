@@ -463,6 +463,7 @@ impl Engine {
                     info.mime_type.clone()
                 },
                 frames_sent: 0,
+                keyframes_sent: 0,
                 bytes_sent: 0,
                 keyframe_requests: 0,
             });

@@ -112,6 +112,8 @@ pub struct LocalTrackPublication {
     pub mime_type: String,
     /// Encoded frames written to the wire so far.
     pub frames_sent: u64,
+    /// The keyframes among `frames_sent`.
+    pub keyframes_sent: u64,
     pub bytes_sent: u64,
     pub keyframe_requests: u64,
 }
@@ -307,6 +309,11 @@ impl Room {
         let stats = self.stats.lock().unwrap();
         for track in &mut local.tracks {
             if let Some(s) = stats.iter().find(|s| s.cid == track.cid) {
+                // Keyframes first: then frames_sent never lags the keyframes it includes.
+                track.keyframes_sent = s
+                    .stats
+                    .keyframes_sent
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 track.frames_sent = s
                     .stats
                     .frames_sent
