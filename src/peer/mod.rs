@@ -441,6 +441,82 @@ pub fn watch_data_channel(
 mod tests {
     use super::*;
 
+    /// The remote candidates the ICE agent knows about, as (address, port).
+    async fn agent_remote_candidates(transport: &Transport) -> Vec<(String, u16)> {
+        use rtc::statistics::report::RTCStatsReportEntry;
+        let report = transport
+            .pc
+            .get_stats(
+                std::time::Instant::now(),
+                webrtc::peer_connection::StatsSelector::None,
+            )
+            .await;
+        report
+            .iter()
+            .filter_map(|entry| match entry {
+                RTCStatsReportEntry::RemoteCandidate(c) => {
+                    Some((c.address.clone().unwrap_or_default(), c.port))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_candidate_before_the_remote_description_is_held_then_applied() {
+        let (events, _events_rx) = mpsc::unbounded_channel();
+        let options = PeerOptions {
+            udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ..Default::default()
+        };
+        let offerer = Transport::new(proto::SignalTarget::Publisher, &options, events.clone())
+            .await
+            .unwrap();
+        let answerer = Transport::new(proto::SignalTarget::Subscriber, &options, events)
+            .await
+            .unwrap();
+        offerer.create_data_channels().await.unwrap();
+        let offer = offerer.create_offer().await.unwrap();
+        let answer = answerer.answer_offer(offer).await.unwrap();
+
+        // The server's candidate overtakes its answer.
+        let trickled = r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50999 typ host","sdpMid":"0","sdpMLineIndex":0}"#;
+        offerer.add_remote_candidate(trickled).await.unwrap();
+        assert_eq!(
+            offerer.pending.lock().await.as_ref().map(Vec::len),
+            Some(1),
+            "the candidate must wait for the remote description"
+        );
+        assert!(
+            !agent_remote_candidates(&offerer)
+                .await
+                .contains(&("127.0.0.1".into(), 50999)),
+            "the agent got the candidate before the remote description"
+        );
+
+        offerer.apply_answer(answer).await.unwrap();
+        assert!(
+            offerer.pending.lock().await.is_none(),
+            "the queue is drained and closed once the remote description is set"
+        );
+        assert!(
+            agent_remote_candidates(&offerer)
+                .await
+                .contains(&("127.0.0.1".into(), 50999)),
+            "the held candidate never reached the ICE agent: {:?}",
+            agent_remote_candidates(&offerer).await
+        );
+
+        // Later candidates go straight to the agent.
+        let late = r#"{"candidate":"candidate:2 1 udp 2130706431 127.0.0.1 50998 typ host","sdpMid":"0","sdpMLineIndex":0}"#;
+        offerer.add_remote_candidate(late).await.unwrap();
+        assert!(agent_remote_candidates(&offerer)
+            .await
+            .contains(&("127.0.0.1".into(), 50998)));
+        offerer.close().await;
+        answerer.close().await;
+    }
+
     #[test]
     fn a_loopback_server_binds_the_loopback_address_explicitly() {
         // webrtc-rs skips loopback when expanding a wildcard, so it must be named.
