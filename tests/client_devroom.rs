@@ -1057,6 +1057,160 @@ async fn a_keyframe_request_is_answered_with_an_idr_before_the_periodic_one() {
     devroom.shutdown().await;
 }
 
+/// RoomService.MutePublishedTrack through devroom's Twirp endpoint, as a room admin.
+async fn twirp_mute(devroom: &DevRoom, identity: &str, track_sid: &str, muted: bool) {
+    use livekit_api::access_token::{AccessToken, VideoGrants};
+    let admin = AccessToken::with_api_key("devkey", "secret")
+        .with_identity("admin")
+        .with_grants(VideoGrants {
+            room_admin: true,
+            room: "lobby".into(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    let url = format!(
+        "{}/twirp/livekit.RoomService/MutePublishedTrack",
+        devroom.http_url()
+    );
+    let body = serde_json::json!({
+        "room": "lobby",
+        "identity": identity,
+        "track_sid": track_sid,
+        "muted": muted,
+    })
+    .to_string();
+    let (status, reply) = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {admin}"))
+            .header("Content-Type", "application/json")
+            .send(&body)
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "MutePublishedTrack: {reply}");
+}
+
+/// A server mute (RoomService.MutePublishedTrack) stops the track's media until the server
+/// unmutes it; roomcast confirms with MuteTrackRequest and reports TrackMuted/TrackUnmuted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_mute_stops_the_tracks_media_until_unmuted() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (room, mut events, _) = join_and_publish(&devroom, "cam-mute", PathChoice::Auto).await;
+    let sid_of = |kind| {
+        room.local_participant()
+            .tracks
+            .into_iter()
+            .find(|t| t.kind == kind)
+            .expect("a local track of each kind")
+            .sid
+    };
+    let video_sid = sid_of(roomcast::room::TrackKind::Video);
+    let audio_sid = sid_of(roomcast::room::TrackKind::Audio);
+    let counter = |sid: &str, field: &str| {
+        devroom_tracks(&devroom, "cam-mute")
+            .iter()
+            .find(|t| t["sid"] == sid)
+            .and_then(|t| t[field].as_u64())
+            .unwrap_or(0)
+    };
+    // Audio keeps flowing while video is muted: its packets are the clock here (20 ms each).
+    let audio_packets_after = |n: u64| {
+        let target = counter(&audio_sid, "packets") + n;
+        let (counter, audio_sid) = (&counter, &audio_sid);
+        wait_until(Duration::from_secs(5), move || {
+            (counter(audio_sid, "packets") >= target).then_some(())
+        })
+    };
+    let video_packets_before = counter(&video_sid, "packets");
+    assert!(video_packets_before > 0);
+
+    twirp_mute(&devroom, "cam-mute", &video_sid, true).await;
+    let muted = wait_room_event(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, RoomEvent::TrackMuted { track_sid, .. } if *track_sid == video_sid),
+    )
+    .await;
+    assert!(
+        matches!(&muted, RoomEvent::TrackMuted { participant, .. } if participant == "cam-mute"),
+        "{muted:?}"
+    );
+    let sid = video_sid.clone();
+    devroom
+        .wait_event(Duration::from_secs(5), move |e| {
+            let v = as_json(e);
+            v["type"] == "track_muted"
+                && v["track_sid"] == sid.as_str()
+                && v["by"] == "publisher"
+                && v["muted"] == true
+        })
+        .await
+        .expect("roomcast confirmed the mute with MuteTrackRequest");
+    assert!(
+        room.local_participant()
+            .tracks
+            .iter()
+            .any(|t| t.sid == video_sid && t.muted),
+        "the local publication shows the mute"
+    );
+    // Let frames already on the wire land, then hold a reading across 1 s of audio.
+    audio_packets_after(5)
+        .await
+        .expect("audio flows while video is muted");
+    let video_packets_muted = counter(&video_sid, "packets");
+    audio_packets_after(50)
+        .await
+        .expect("audio flows while video is muted");
+    assert_eq!(
+        counter(&video_sid, "packets"),
+        video_packets_muted,
+        "video packets reached devroom while the track was muted"
+    );
+    let video_keyframes_muted = counter(&video_sid, "keyframes");
+
+    twirp_mute(&devroom, "cam-mute", &video_sid, false).await;
+    wait_room_event(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, RoomEvent::TrackUnmuted { track_sid, .. } if *track_sid == video_sid),
+    )
+    .await;
+    assert!(room
+        .local_participant()
+        .tracks
+        .iter()
+        .any(|t| t.sid == video_sid && !t.muted));
+    // Video resumes with a keyframe, requested on unmute: well before the periodic one.
+    let resumed = wait_until(
+        Duration::from_secs(u64::from(roomcast::media::h264::PERIODIC_IDR_SECONDS)) / 2,
+        || {
+            (counter(&video_sid, "packets") > video_packets_muted
+                && counter(&video_sid, "keyframes") > video_keyframes_muted)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        resumed.is_some(),
+        "video did not resume with a keyframe after the unmute: {:#}",
+        devroom.snapshot()
+    );
+    room.close().await;
+    devroom.shutdown().await;
+}
+
 /// `roomcast run` keeps every refresh_token in state_dir and joins with it next time: the second
 /// run's configured token is signed with a wrong secret, so only the cached one can get in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,15 +1,15 @@
 //! A local audio or video track: its webrtc-rs sample track, its sender, and the task that moves
 //! encoded frames from a media pipeline onto the wire.
 use super::Transport;
-use crate::media::pipeline::Pipeline;
+use crate::media::pipeline::{Pipeline, PipelineControl};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -35,6 +35,11 @@ pub struct LocalTrack {
     pub ssrc: u32,
     pub sender: Option<Arc<dyn RtpSender>>,
     pub stats: Arc<SendStats>,
+    /// While set, encoded frames are dropped instead of sent (a mute, ours or the server's).
+    /// The source and encoder keep their pace, so unmuting resumes with live frames, no burst.
+    muted: Arc<AtomicBool>,
+    /// The running pipeline, once started: unmuting asks it for a keyframe.
+    control: Mutex<Option<Arc<PipelineControl>>>,
 }
 
 fn random_hex(n: usize) -> String {
@@ -78,6 +83,8 @@ impl LocalTrack {
             ssrc,
             sender: None,
             stats: Arc::default(),
+            muted: Arc::default(),
+            control: Mutex::default(),
         })
     }
 
@@ -116,6 +123,24 @@ impl LocalTrack {
         Ok(())
     }
 
+    /// Stop or resume sending this track's media. Returns whether the state changed.
+    ///
+    /// Unmuting asks the encoder for a keyframe, and video stays silent until it arrives: the
+    /// receiver's decoder cannot use the deltas that follow a gap.
+    pub fn set_muted(&self, muted: bool) -> bool {
+        let changed = self.muted.swap(muted, Ordering::Relaxed) != muted;
+        if changed && !muted {
+            if let Some(control) = self.control.lock().unwrap().as_ref() {
+                control.request_keyframe();
+            }
+        }
+        changed
+    }
+
+    pub fn is_muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+
     /// The payload type the answer settled on.
     async fn payload_type(&self) -> anyhow::Result<u8> {
         let sender = self
@@ -147,6 +172,7 @@ impl LocalTrack {
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let payload_type = self.payload_type().await?;
         let control = pipeline.control.clone();
+        *self.control.lock().unwrap() = Some(control.clone());
         let stats = self.stats.clone();
         let track = self.track.clone();
         tokio::spawn(async move {
@@ -162,10 +188,26 @@ impl LocalTrack {
                 }
             }
         });
-        let (track, ssrc, stats, kind) =
-            (self.track.clone(), self.ssrc, self.stats.clone(), self.kind);
+        let (track, ssrc, stats, kind, muted) = (
+            self.track.clone(),
+            self.ssrc,
+            self.stats.clone(),
+            self.kind,
+            self.muted.clone(),
+        );
         Ok(tokio::spawn(async move {
+            let mut wait_for_keyframe = false;
             while let Some(sample) = pipeline.samples.recv().await {
+                if muted.load(Ordering::Relaxed) {
+                    wait_for_keyframe = kind == RtpCodecKind::Video;
+                    continue;
+                }
+                if wait_for_keyframe {
+                    if !sample.keyframe {
+                        continue;
+                    }
+                    wait_for_keyframe = false;
+                }
                 let bytes = sample.data.len() as u64;
                 let keyframe = sample.keyframe;
                 let result = track

@@ -466,6 +466,7 @@ impl Engine {
                 keyframes_sent: 0,
                 bytes_sent: 0,
                 keyframe_requests: 0,
+                muted: false,
             });
         }
         // Negotiate once every requested track has its sid: one offer carries them all.
@@ -477,6 +478,52 @@ impl Engine {
             self.negotiate().await?;
         }
         Ok(())
+    }
+
+    /// The server muted or unmuted one of our tracks (RoomService.MutePublishedTrack). As the JS
+    /// SDK does: stop (or resume) its media, confirm with MuteTrackRequest, tell the app.
+    fn on_remote_mute(&mut self, request: proto::MuteTrackRequest) {
+        let Some(p) = self
+            .tracks
+            .iter()
+            .find(|p| p.sid.as_deref() == Some(request.sid.as_str()))
+        else {
+            tracing::warn!("the server muted track {}, which is not ours", request.sid);
+            return;
+        };
+        if !p.track.set_muted(request.muted) {
+            return;
+        }
+        tracing::info!(
+            "the server {} track {}",
+            if request.muted { "muted" } else { "unmuted" },
+            request.sid
+        );
+        self.signal.send(proto::signal_request::Message::Mute(
+            proto::MuteTrackRequest {
+                sid: request.sid.clone(),
+                muted: request.muted,
+            },
+        ));
+        let participant = {
+            let mut state = self.state.lock().unwrap();
+            if let Some(t) = state.local.tracks.iter_mut().find(|t| t.sid == request.sid) {
+                t.muted = request.muted;
+            }
+            state.local.identity.clone()
+        };
+        let track_sid = request.sid;
+        let _ = self.events.send(if request.muted {
+            RoomEvent::TrackMuted {
+                participant,
+                track_sid,
+            }
+        } else {
+            RoomEvent::TrackUnmuted {
+                participant,
+                track_sid,
+            }
+        });
     }
 
     async fn on_answer(&mut self, answer: proto::SessionDescription) -> anyhow::Result<()> {
@@ -848,10 +895,8 @@ impl Engine {
                     );
                 }
             }
-            SessionEvent::Joined(_)
-            | SessionEvent::Resumed(_)
-            | SessionEvent::RoomUpdate(_)
-            | SessionEvent::RemoteMute(_) => {}
+            SessionEvent::RemoteMute(request) => self.on_remote_mute(request),
+            SessionEvent::Joined(_) | SessionEvent::Resumed(_) | SessionEvent::RoomUpdate(_) => {}
             SessionEvent::FirstMessageTimeout
             | SessionEvent::UnexpectedFirstMessage(_)
             | SessionEvent::Other(_) => {}

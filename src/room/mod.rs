@@ -116,6 +116,8 @@ pub struct LocalTrackPublication {
     pub keyframes_sent: u64,
     pub bytes_sent: u64,
     pub keyframe_requests: u64,
+    /// Muted tracks send no media (the server can mute us: RoomService.MutePublishedTrack).
+    pub muted: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -163,6 +165,16 @@ pub enum RoomEvent {
         kind: TrackKind,
     },
     LocalTrackUnpublished {
+        track_sid: String,
+    },
+    /// A track stopped sending media. For our own tracks (`participant` is our identity) this
+    /// follows a mute by the server; we confirm it with MuteTrackRequest.
+    TrackMuted {
+        participant: String,
+        track_sid: String,
+    },
+    TrackUnmuted {
+        participant: String,
         track_sid: String,
     },
     DataReceived {
