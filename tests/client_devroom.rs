@@ -20,18 +20,8 @@ const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
 const FPS: u32 = 30;
 
-fn token(identity: &str, room: &str, secret: &str) -> String {
-    use livekit_api::access_token::{AccessToken, VideoGrants};
-    AccessToken::with_api_key("devkey", secret)
-        .with_identity(identity)
-        .with_grants(VideoGrants {
-            room_join: true,
-            room: room.into(),
-            ..Default::default()
-        })
-        .to_jwt()
-        .unwrap()
-}
+mod common;
+use common::join_token_signed as token;
 
 async fn devroom(frame_dir: &Path) -> DevRoom {
     let config = DevRoomConfig {

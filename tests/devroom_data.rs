@@ -20,7 +20,7 @@ use prost::Message as _;
 use proto::data_packet::{Kind, Value};
 use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
-use roomcast::devroom::{DevRoom, DevRoomConfig, EventKind};
+use roomcast::devroom::{DevRoom, EventKind};
 use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
 use tokio::sync::mpsc;
@@ -35,23 +35,12 @@ use webrtc::peer_connection::{
 const WAIT: Duration = Duration::from_secs(15);
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn token(identity: &str) -> String {
-    AccessToken::with_api_key("devkey", "secret")
-        .with_identity(identity)
-        .with_grants(VideoGrants {
-            room_join: true,
-            room: "lobby".into(),
-            ..Default::default()
-        })
-        .to_jwt()
-        .unwrap()
-}
+mod common;
+use common::start_devroom as start;
 
-async fn start() -> DevRoom {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DevRoomConfig::local("127.0.0.1:0".parse().unwrap());
-    cfg.frame_dir = dir.keep();
-    DevRoom::start(cfg).await.unwrap()
+/// Everyone in these tests joins the same room.
+fn token(identity: &str) -> String {
+    common::join_token(identity, "lobby")
 }
 
 fn v1_url(room: &DevRoom) -> String {

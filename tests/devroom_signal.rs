@@ -9,7 +9,7 @@ use livekit_protocol as proto;
 use prost::Message as _;
 use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
-use roomcast::devroom::{DevRoom, DevRoomConfig, EventKind};
+use roomcast::devroom::{DevRoom, EventKind};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 
@@ -18,25 +18,8 @@ type Ws =
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn token(identity: &str, room: &str) -> String {
-    AccessToken::with_api_key("devkey", "secret")
-        .with_identity(identity)
-        .with_name(&format!("{identity} display"))
-        .with_grants(VideoGrants {
-            room_join: true,
-            room: room.into(),
-            ..Default::default()
-        })
-        .to_jwt()
-        .unwrap()
-}
-
-async fn start() -> DevRoom {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DevRoomConfig::local("127.0.0.1:0".parse().unwrap());
-    cfg.frame_dir = dir.keep();
-    DevRoom::start(cfg).await.unwrap()
-}
+mod common;
+use common::{join_token as token, start_devroom as start};
 
 fn v0_url(room: &DevRoom, query: &str) -> String {
     format!(
