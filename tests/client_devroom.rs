@@ -706,43 +706,49 @@ async fn assert_exits_for_restart(mut device: Device, cause: &str) {
     assert_eq!(disconnected["kind"], "lost", "{disconnected}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leave_with_reconnect_makes_run_exit_for_a_restart() {
+/// devroom sends a Leave with `action` to a publishing device; `roomcast run` must exit for a
+/// restart, naming `cause`.
+async fn server_leave_makes_run_exit_for_a_restart(
+    identity: &str,
+    action: roomcast::devroom::LeaveAction,
+    cause: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
-    let device = publishing_device(&devroom, dir.path(), "cam-reconnect").await;
+    let device = publishing_device(&devroom, dir.path(), identity).await;
     assert!(
         devroom
             .faults()
             .send_leave(
-                "cam-reconnect",
+                identity,
                 roomcast::devroom::DisconnectReason::Migration,
-                roomcast::devroom::LeaveAction::Reconnect,
+                action
             )
             .await
     );
-    assert_exits_for_restart(device, "Leave MIGRATION with action RECONNECT").await;
+    assert_exits_for_restart(device, cause).await;
     devroom.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leave_with_reconnect_makes_run_exit_for_a_restart() {
+    server_leave_makes_run_exit_for_a_restart(
+        "cam-reconnect",
+        roomcast::devroom::LeaveAction::Reconnect,
+        "Leave MIGRATION with action RECONNECT",
+    )
+    .await;
 }
 
 /// RESUME closes only the WebSocket on devroom's side; without a resume path we start afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leave_with_resume_makes_run_exit_for_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let devroom = devroom(dir.path()).await;
-    let device = publishing_device(&devroom, dir.path(), "cam-resume").await;
-    assert!(
-        devroom
-            .faults()
-            .send_leave(
-                "cam-resume",
-                roomcast::devroom::DisconnectReason::Migration,
-                roomcast::devroom::LeaveAction::Resume,
-            )
-            .await
-    );
-    assert_exits_for_restart(device, "with action RESUME").await;
-    devroom.shutdown().await;
+    server_leave_makes_run_exit_for_a_restart(
+        "cam-resume",
+        roomcast::devroom::LeaveAction::Resume,
+        "with action RESUME",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
