@@ -24,7 +24,7 @@ eval "$("$ROOT/scripts/install-cross-tools.sh" --env)"
 command -v cargo-zigbuild >/dev/null || { echo "build-static.sh: cargo-zigbuild missing: run scripts/install-cross-tools.sh" >&2; exit 2; }
 TU=$(echo "$TARGET" | tr 'a-z-' 'A-Z_')      # CARGO_TARGET_<TRIPLE>_... spelling
 tl=$(echo "$TARGET" | tr '-' '_')            # PKG_CONFIG_..._<triple> spelling
-ARGS=(zigbuild --locked -j"${JOBS:-2}" --profile "$PROFILE" --no-default-features --features board --target "$TARGET")
+ARGS=(zigbuild --locked -j"${JOBS:-2}" -p roomcast --profile "$PROFILE" --no-default-features --features board --target "$TARGET")
 RUSTFLAGS_T=()
 
 case "$TARGET" in

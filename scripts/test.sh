@@ -7,6 +7,7 @@
 #   CARGO_TARGET_DIR   used when set and the directory exists, else ./target
 #   SUITES=REGEX       run only suites whose file name matches (e.g. SUITES='^3' or SUITES=resume)
 #   SKIP_LINT=1        skip cargo fmt/clippy (local iteration only; CI never sets it)
+#   ROOMCAST_BIN, DEVROOM_BIN  exported for the suites: the debug roomcast and devroom binaries
 #   SUITE_TIMEOUT=S    default per-suite timeout (a suite may set its own with a "# timeout: S" line)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,11 +66,15 @@ step install-cross-tools bash scripts/install-cross-tools.sh --lab
 # In CI the lab is part of the acceptance (issue 4): a missing lab fails suite 62 instead of skipping it.
 [ "${CI:-}" = true ] && export ROOMCAST_TEST_LAB=${ROOMCAST_TEST_LAB:-1}
 export ROOMCAST_VENV=$ROOT/.peers/venv
-step "cargo build --all-targets" cargo build --all-targets || finish
+# The workspace: roomcast (the device) and tests/devroom (the test server, demo and benchmarks).
+step "cargo build --workspace --all-targets" cargo build --workspace --all-targets || finish
 export ROOMCAST_BIN=$CARGO_TARGET_DIR/debug/roomcast
+export DEVROOM_BIN=$CARGO_TARGET_DIR/debug/devroom
 if [ "${SKIP_LINT:-}" != 1 ]; then
-  step "cargo fmt --check" cargo fmt --check
-  step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
+  step "cargo fmt --check" cargo fmt --all --check
+  step "cargo clippy (workspace, default features)" cargo clippy --workspace --all-targets -- -D warnings
+  # The feature set a board gets, linted and unit-tested on its own: the root package only.
+  step "cargo clippy (board features)" cargo clippy -p roomcast --all-targets --no-default-features --features board -- -D warnings
 fi
 
 for suite in tests/suites/*.sh; do

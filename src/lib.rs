@@ -7,20 +7,18 @@
 //! - `peer`: webrtc-rs PeerConnections, tracks and data channels.
 //! - `media`: sources (synthetic, later V4L2/ALSA) and encoders behind small traits.
 //! - `room`: the public Room API and its events, and the task that drives a connection.
-//! - `devroom` (feature): a LiveKit-protocol room server for tests and the demo.
-//! - `demo` (feature): devroom in-process plus the device pipeline on synthetic sources.
+//! - `logging`: the one logging set-up.
+//!
+//! The test server (devroom), the demo and the benchmarks are the `devroom` crate in
+//! `tests/devroom`; nothing here depends on them.
 
 pub mod auth;
 pub mod config;
+pub mod logging;
 pub mod media;
 pub mod peer;
 pub mod room;
 pub mod signal;
-
-#[cfg(feature = "demo")]
-pub mod demo;
-#[cfg(feature = "devroom")]
-pub mod devroom;
 
 /// The crate version, reported in ClientInfo and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,4 +1,4 @@
-//! The roomcast command line: run, check-config, devroom, demo.
+//! The roomcast command line: run, check-config.
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -26,53 +26,17 @@ enum Command {
     },
     /// Validate a config file and print the effective config with secrets redacted.
     CheckConfig { file: PathBuf },
-    /// Run the LiveKit-protocol test room server.
-    #[cfg(feature = "devroom")]
-    Devroom(roomcast::devroom::cli::Args),
-    /// Show the whole pipeline working on this machine: devroom in-process plus synthetic media.
-    #[cfg(feature = "demo")]
-    Demo(roomcast::demo::Args),
-}
-
-/// The default when neither --log nor RUST_LOG says otherwise: our info, the WebRTC stack's
-/// warnings only (its info level is per-packet chatty).
-const DEFAULT_LOG_FILTER: &str = "info,webrtc=warn,rtc=warn,rtc_ice=warn,webrtc_ice=warn";
-
-fn init_logging(log: Option<&str>) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match log {
-        Some(spec) => EnvFilter::try_new(spec).map_err(|err| {
-            format!("--log {spec:?}: {err}; use a level (error, warn, info, debug, trace) or e.g. \"info,roomcast=debug\"")
-        })?,
-        None => match std::env::var("RUST_LOG") {
-            Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|err| {
-                eprintln!("roomcast: ignoring RUST_LOG={spec:?}: {err}");
-                EnvFilter::new(DEFAULT_LOG_FILTER)
-            }),
-            _ => EnvFilter::new(DEFAULT_LOG_FILTER),
-        },
-    };
-    // try_init: a subcommand that sets up its own subscriber later simply keeps this one.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = init_logging(cli.log.as_deref()) {
+    if let Err(err) = roomcast::logging::init(cli.log.as_deref()) {
         eprintln!("roomcast: {err}");
         return std::process::ExitCode::from(2);
     }
     let result = match cli.command {
         Command::Run { config } => roomcast::room::cli::run(&config),
         Command::CheckConfig { file } => roomcast::config::cli::check_config(&file),
-        #[cfg(feature = "devroom")]
-        Command::Devroom(args) => roomcast::devroom::cli::run(args),
-        #[cfg(feature = "demo")]
-        Command::Demo(args) => roomcast::demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,17 +1,13 @@
 //! webrtc-rs wrappers: publisher/subscriber PeerConnections, the trickle queue, data channels,
 //! local tracks fed from the media pipelines.
+pub mod codecs;
 pub mod keyframe;
 pub mod local_track;
 
 use livekit_protocol as proto;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,89 +21,119 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
-/// The one H.264 we send: constrained baseline, level 3.1, packetization-mode 1 (LiveKit's PT 108
-/// entry; the server's matching ignores the level byte).
-pub const H264_FMTP: &str =
-    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
-
 /// Data-channel labels LiveKit uses.
 pub const RELIABLE: &str = "_reliable";
 pub const LOSSY: &str = "_lossy";
 
+/// The H.264 the device sends (see [`codecs`]).
 pub fn h264_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90000,
-        channels: 0,
-        sdp_fmtp_line: H264_FMTP.to_owned(),
-        rtcp_feedback: video_feedback(),
-    }
+    codecs::h264(codecs::H264_CONSTRAINED_BASELINE, codecs::video_feedback())
 }
 
+/// The Opus the device sends (see [`codecs`]).
 pub fn opus_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48000,
-        channels: 2,
-        sdp_fmtp_line: OPUS_FMTP.to_owned(),
-        rtcp_feedback: vec![RTCPFeedback {
-            typ: "transport-cc".into(),
-            parameter: String::new(),
-        }],
-    }
-}
-
-fn video_feedback() -> Vec<RTCPFeedback> {
-    [
-        ("goog-remb", ""),
-        ("transport-cc", ""),
-        ("ccm", "fir"),
-        ("nack", ""),
-        ("nack", "pli"),
-    ]
-    .into_iter()
-    .map(|(typ, parameter)| RTCPFeedback {
-        typ: typ.into(),
-        parameter: parameter.into(),
-    })
-    .collect()
+    codecs::opus(codecs::audio_feedback())
 }
 
 /// Codecs this device speaks. Sending is H.264 + Opus only; receiving (subscriptions) also
 /// takes VP8, which is what most other SDKs publish by default.
 fn media_engine(receive_vp8: bool) -> anyhow::Result<MediaEngine> {
     let mut engine = MediaEngine::default();
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: h264_codec(),
-            payload_type: 108,
-        },
-        RtpCodecKind::Video,
-    )?;
-    if receive_vp8 {
+    let mut register = |codec, payload_type, kind| {
         engine.register_codec(
             RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_VP8.to_owned(),
-                    clock_rate: 90000,
-                    channels: 0,
-                    sdp_fmtp_line: String::new(),
-                    rtcp_feedback: video_feedback(),
-                },
-                payload_type: 96,
+                rtp_codec: codec,
+                payload_type,
             },
+            kind,
+        )
+    };
+    register(h264_codec(), codecs::PT_H264_DEVICE, RtpCodecKind::Video)?;
+    if receive_vp8 {
+        register(
+            codecs::vp8(codecs::video_feedback()),
+            codecs::PT_VP8,
             RtpCodecKind::Video,
         )?;
     }
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: opus_codec(),
-            payload_type: 111,
-        },
-        RtpCodecKind::Audio,
-    )?;
+    register(opus_codec(), codecs::PT_OPUS, RtpCodecKind::Audio)?;
     Ok(engine)
+}
+
+/// How to build one PeerConnection; the device's transports and devroom's SFU peers both go
+/// through [`build_peer_connection`], so mDNS, the interceptors and the socket binding are set
+/// in one place.
+#[derive(Clone, Debug, Default)]
+pub struct PcSettings {
+    pub ice_servers: Vec<proto::IceServer>,
+    pub force_relay: bool,
+    /// The local addresses the ICE agent binds (host candidates come only from these).
+    pub udp_addrs: Vec<SocketAddr>,
+    /// Offer loopback host candidates (tests and devroom on 127.0.0.1).
+    pub include_loopback: bool,
+}
+
+/// The server's ICE servers (JoinResponse / ReconnectResponse) as webrtc-rs takes them.
+pub fn rtc_ice_servers(servers: &[proto::IceServer]) -> Vec<RTCIceServer> {
+    servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect()
+}
+
+/// The RTCConfiguration for `settings`: ICE servers and the relay policy.
+pub fn rtc_configuration(
+    ice_servers: &[proto::IceServer],
+    force_relay: bool,
+) -> webrtc::peer_connection::RTCConfiguration {
+    let mut config = RTCConfigurationBuilder::new().with_ice_servers(rtc_ice_servers(ice_servers));
+    if force_relay {
+        config =
+            config.with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay);
+    }
+    config.build()
+}
+
+/// One PeerConnection: default interceptors plus the keyframe-request interceptor (without it
+/// PLI/FIR never reach the encoder or the SFU), mDNS off (it needs a multicast route, fails PC
+/// creation in network namespaces, and a device has no use for it).
+pub async fn build_peer_connection(
+    mut engine: MediaEngine,
+    settings: &PcSettings,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let registry = registry.with(
+        Slot::from(keyframe::KEYFRAME_SLOT),
+        keyframe::KeyframeRequestInterceptor::default(),
+    );
+    let setting_engine = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_include_loopback_candidate(settings.include_loopback)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(rtc_configuration(
+            &settings.ice_servers,
+            settings.force_relay,
+        ))
+        .with_media_engine(engine)
+        .with_setting_engine(setting_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(settings.udp_addrs.clone())
+        .build()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create a PeerConnection on {:?}: {e}",
+                settings.udp_addrs
+            )
+        })?;
+    Ok(Arc::new(pc))
 }
 
 /// Which local addresses the ICE agent binds. A wildcard expands to every non-loopback
@@ -227,55 +253,28 @@ pub struct Transport {
     pending: Mutex<Option<Vec<RTCIceCandidateInit>>>,
 }
 
-fn ice_servers(servers: &[proto::IceServer]) -> Vec<RTCIceServer> {
-    servers
-        .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone(),
-            credential: s.credential.clone(),
-        })
-        .collect()
-}
-
 impl Transport {
     pub async fn new(
         target: proto::SignalTarget,
         options: &PeerOptions,
         events: mpsc::UnboundedSender<PeerEvent>,
     ) -> anyhow::Result<Self> {
-        let mut engine = media_engine(options.receive_vp8)?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
-        let registry = registry.with(
-            Slot::from(keyframe::KEYFRAME_SLOT),
-            keyframe::KeyframeRequestInterceptor::default(),
-        );
-        let loopback = options.udp_addrs.iter().any(|a| a.ip().is_loopback());
-        let settings = SettingEngineBuilder::new()
-            // mDNS needs a multicast route and fails PC creation in network namespaces; a device
-            // has no use for it either.
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_include_loopback_candidate(loopback)
-            .build();
-        let mut config =
-            RTCConfigurationBuilder::new().with_ice_servers(ice_servers(&options.ice_servers));
-        if options.force_relay {
-            config = config
-                .with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay);
-        }
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(config.build())
-            .with_media_engine(engine)
-            .with_setting_engine(settings)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler { target, events }))
-            .with_udp_addrs(options.udp_addrs.clone())
-            .build()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create the {target:?} PeerConnection: {e}"))?;
+        let settings = PcSettings {
+            ice_servers: options.ice_servers.clone(),
+            force_relay: options.force_relay,
+            udp_addrs: options.udp_addrs.clone(),
+            include_loopback: options.udp_addrs.iter().any(|a| a.ip().is_loopback()),
+        };
+        let pc = build_peer_connection(
+            media_engine(options.receive_vp8)?,
+            &settings,
+            Arc::new(Handler { target, events }),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the {target:?} PeerConnection: {e:#}"))?;
         Ok(Self {
             target,
-            pc: Arc::new(pc),
+            pc,
             pending: Mutex::new(Some(Vec::new())),
         })
     }

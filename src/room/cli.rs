@@ -9,21 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Logs on stderr; `RUST_LOG` overrides the default level.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,webrtc=warn,rtc=warn,rtc_ice=warn")
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // journald and test logs get plain text; colours only on a terminal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
+/// The caller (main) has set up logging.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
-    init_logging();
     let config = match crate::config::load(config_path) {
         Ok(config) => config,
         Err(err) => {

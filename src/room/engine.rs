@@ -262,19 +262,7 @@ pub(crate) async fn start(
     };
     if opened.path == SignalPath::V1 && !peer_options.ice_servers.is_empty() {
         // The PC was built before JoinResponse; give it the server's TURN/STUN now.
-        let config = webrtc::peer_connection::RTCConfigurationBuilder::new()
-            .with_ice_servers(
-                peer_options
-                    .ice_servers
-                    .iter()
-                    .map(|s| webrtc::peer_connection::RTCIceServer {
-                        urls: s.urls.clone(),
-                        username: s.username.clone(),
-                        credential: s.credential.clone(),
-                    })
-                    .collect(),
-            )
-            .build();
+        let config = peer::rtc_configuration(&peer_options.ice_servers, peer_options.force_relay);
         if let Err(e) = publisher.pc.set_configuration(config).await {
             tracing::warn!("cannot apply the server's ICE servers: {e}");
         }

@@ -3,6 +3,6 @@
 # Builds release binaries, then runs the benchmark inside the test namespace.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --bins
+cargo build --release --workspace --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
 exec tests/netns.sh "$target_dir/release/roomcast-bench"

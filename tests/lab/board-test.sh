@@ -2,7 +2,7 @@
 # Boot the arm64 Debian kernel in qemu-system-aarch64 (TCG) and prove the static aarch64 roomcast there.
 #   tests/lab/board-test.sh --board BIN [--host BIN] [--profile board/X.toml]
 #     --board BIN   static aarch64 roomcast (scripts/build-static.sh)
-#     --host BIN    host roomcast with the devroom feature (cargo build); enables the media stage
+#     --host BIN    the host's devroom binary (cargo build --workspace); enables the media stage
 # Stage 1 (always): in the VM, `roomcast --version` and `roomcast check-config` on every board profile, and
 #   the devices a board would have (vivid camera, snd-aloop, gpio-sim) are listed.
 # Stage 2 (with --host, when the binaries support it): the VM's network is a tap device in the current network
@@ -97,30 +97,17 @@ if grep -qx "udp-hello-from-vm from 198.51.100.2" "$W/net-udp" 2>/dev/null; then
 
 # ---- stage 2: roomcast in the VM -> devroom on the host, over a tap device
 missing=()
-[ -n "$HOST" ] || missing+=("--host BIN (host roomcast with the devroom feature)")
-if [ -n "$HOST" ]; then
-  "$HOST" devroom --help >/dev/null 2>&1 || missing+=("'roomcast devroom' in the host binary (branch devroom)")
-fi
+[ -n "$HOST" ] || missing+=("--host BIN (the host's devroom binary)")
 if [ ${#missing[@]} -gt 0 ]; then
   bad "media stage: missing ${missing[*]}"
   echo "lab: $PASS passed, $FAIL failed"; exit 1
 fi
-"$HOST" devroom --listen 198.51.100.1:7880 --keys devkey:secret --media-ip 198.51.100.1 --frame-dir "$W" > "$W/devroom.log" 2>&1 &
-DEVPID=$!
-for _ in $(seq 100); do grep -qs "devroom listening" "$W/devroom.log" && break; kill -0 $DEVPID 2>/dev/null || break; sleep 0.1; done
-grep -q "devroom listening" "$W/devroom.log" || { cat "$W/devroom.log"; bad "devroom start"; echo "lab: $PASS passed, $FAIL failed"; exit 1; }
-# A participant token for devroom's devkey:secret, minted here (HS256, stdlib only). Token auth is the one
-# auth form every roomcast config parser accepts; room and identity travel inside the token.
-TOKEN=$(python3 - <<'X'
-import base64, hashlib, hmac, json, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-now = int(time.time())
-claims = {"iss": "devkey", "sub": "lab-board", "name": "lab board", "nbf": now - 60, "exp": now + 3600,
-          "video": {"room": "lab", "roomJoin": True, "canPublish": True, "canSubscribe": True}}
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
-print(head + "." + b64(hmac.new(b"secret", head.encode(), hashlib.sha256).digest()))
-X
-)
+. "$ROOT/tests/lib/devroom.sh"
+DEVROOM_BIN=$HOST devroom_start "$W" --listen 198.51.100.1:7880 --keys devkey:secret --media-ip 198.51.100.1 --frame-dir "$W" \
+  || { bad "devroom start"; echo "lab: $PASS passed, $FAIL failed"; exit 1; }
+DEVPID=$DEVROOM_PID
+# Token auth is the one auth form every roomcast config parser accepts; room and identity travel inside the token.
+TOKEN=$(DEVROOM_BIN=$HOST devroom_token lab-board lab)
 cat > "$W/share/lab.toml" <<X
 url = "ws://198.51.100.1:7880"
 token = "$TOKEN"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # timeout: 300
-# Issue 3 smoke: `roomcast demo` (devroom in-process + the device pipeline on synthetic media) must get
+# Issue 3 smoke: `roomcast-demo` (devroom in-process + the device pipeline on synthetic media) must get
 # media into the room and decode a frame. The client's acceptance tests are Rust tests
-# (tests/client_devroom.rs) and run in suite 51, one at a time.
+# (tests/devroom/tests/client_devroom.rs) and run in suite 51, one at a time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --offline --bin roomcast
-bin="${CARGO_TARGET_DIR:-target}/debug/roomcast"
-out=$("$bin" demo --seconds 2 --json)
+cargo build --offline -p devroom --bin roomcast-demo
+bin="${CARGO_TARGET_DIR:-target}/debug/roomcast-demo"
+out=$("$bin" --seconds 2 --json)
 echo "$out"
 python3 - "$out" <<'PY'
 import json, os, sys

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # timeout: 900
-# Issue 3 acceptance: the device client (library and the built `roomcast run`) against devroom, one
+# Issue 3 acceptance (tests/devroom/tests/client_devroom.rs): the device client (library and the built `roomcast run`) against devroom, one
 # test at a time, because some assert timing (Leave within 1 s of SIGTERM, >= 90 % of frames over
 # 5 s) that must not compete with a dozen parallel tests for 2 cores. Suite 10 leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exec cargo test --offline --test client_devroom -- --test-threads=1
+exec cargo test --offline -p devroom --test client_devroom -- --test-threads=1

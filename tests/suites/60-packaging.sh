@@ -147,15 +147,11 @@ if [ "${ROOMCAST_TEST_ARMV7:-0}" = 1 ]; then
     check "armv7: check-config board/raspberry-pi-zero-2w.toml under qemu-arm" \
       bash -c 'qemu-arm-static -L "$0/prefix" "$1" check-config board/raspberry-pi-zero-2w.toml >/dev/null' "$WORK" "$B7"
     # the 32-bit build end to end (time64 ABI: JWT expiry, timers, RTP clocks): publish to devroom on loopback
-    HOSTBIN=${ROOMCAST_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/roomcast}
-    if [ -x "$HOSTBIN" ] && "$HOSTBIN" devroom --help >/dev/null 2>&1; then
+    . "$ROOT/tests/lib/devroom.sh"
+    if [ -x "$(devroom_bin)" ]; then
       ip link set lo up 2>/dev/null
-      "$HOSTBIN" devroom --listen 127.0.0.1:7890 --keys devkey:secret > "$WORK/dr7.log" 2>&1 & DP=$!
-      for _ in $(seq 100); do grep -qs "devroom listening" "$WORK/dr7.log" && break; sleep 0.1; done
-      TOKEN=$(python3 -c 'import base64,hashlib,hmac,json,time
-b=lambda x: base64.urlsafe_b64encode(x).rstrip(b"=").decode(); n=int(time.time())
-h=b(json.dumps({"alg":"HS256","typ":"JWT"}).encode())+"."+b(json.dumps({"iss":"devkey","sub":"armv7","nbf":n-60,"exp":n+3600,"video":{"room":"lab","roomJoin":True,"canPublish":True,"canSubscribe":True}}).encode())
-print(h+"."+b(hmac.new(b"secret",h.encode(),hashlib.sha256).digest()))')
+      devroom_start "$WORK" --listen 127.0.0.1:7890 --keys devkey:secret; DP=$DEVROOM_PID
+      TOKEN=$(devroom_token armv7 lab)
       printf 'url = "ws://127.0.0.1:7890"\ntoken = "%s"\n[video]\ndevice = "test-pattern"\nwidth = 320\nheight = 240\nfps = 15\n[audio]\ndevice = "tone"\n' "$TOKEN" > "$WORK/a7.toml"
       timeout 120 qemu-arm-static "$B7" run --config "$WORK/a7.toml" > "$WORK/a7.log" 2>&1 & RP=$!
       got=0 AFTER=0
@@ -168,6 +164,9 @@ print(h+"."+b(hmac.new(b"secret",h.encode(),hashlib.sha256).digest()))')
       kill $RP $DP 2>/dev/null
       if [ $got = 1 ]; then ok "armv7: publishes video and audio to devroom under qemu-arm"
       else tail -20 "$WORK/a7.log" | sed 's/^/#   /'; bad "armv7: publishes video and audio to devroom under qemu-arm"; fi
+    else
+      # Never silent: a check that could not run is a failure that says why.
+      bad "armv7: publishes video and audio to devroom under qemu-arm: no devroom binary at $(devroom_bin) (cargo build --workspace)"
     fi
   else tail -40 "$WORK/b7.log"; bad "static armv7 board build"; fi
 else

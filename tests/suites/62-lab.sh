@@ -22,6 +22,6 @@ export CARGO_NET_OFFLINE=${CARGO_NET_OFFLINE:-true}
 BOARD=${ROOMCAST_BOARD_BIN:-$(scripts/build-static.sh aarch64-unknown-linux-musl 2>/dev/null | tail -1)} \
   || { echo "not ok - board build"; echo "lab: 0 passed, 1 failed"; exit 1; }
 HOSTARGS=()
-HOSTBIN=${ROOMCAST_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/roomcast}   # scripts/test.sh exports ROOMCAST_BIN
+HOSTBIN=${DEVROOM_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/devroom}   # scripts/test.sh exports DEVROOM_BIN
 [ -x "$HOSTBIN" ] && HOSTARGS=(--host "$HOSTBIN")
 exec tests/lab/board-test.sh --board "$BOARD" "${HOSTARGS[@]}"

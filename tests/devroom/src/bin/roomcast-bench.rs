@@ -3,7 +3,7 @@
 //! stream (320x240 video at 30 fps plus an Opus tone). Prints one line per run and a summary.
 //!
 //! Run inside the test namespace (the Python SDK needs the veth): `tests/bench/first-rtp.sh`.
-use roomcast::devroom::{DevRoom, DevRoomConfig};
+use devroom::{DevRoom, DevRoomConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 5;
 
 fn token(identity: &str) -> anyhow::Result<String> {
-    roomcast::demo::dev_token(identity, "bench")
+    Ok(devroom::token::join_token(identity, "bench"))
 }
 
 fn json(e: &impl serde::Serialize) -> serde_json::Value {

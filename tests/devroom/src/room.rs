@@ -333,7 +333,7 @@ pub fn track_info_for(req: &proto::AddTrackRequest, sid: String) -> proto::Track
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devroom::auth;
+    use crate::auth;
 
     fn participant() -> Participant {
         let token = auth::tests::mint("cam", "lobby", |_| {});

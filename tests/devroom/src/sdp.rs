@@ -171,9 +171,8 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n";
 
     #[test]
     fn official_python_offer_has_six_receive_sections() {
-        let text = include_str!(
-            "../../tests/fixtures/official-sdk-requests/captured_connect_requests.json"
-        );
+        let text =
+            include_str!("../../fixtures/official-sdk-requests/captured_connect_requests.json");
         let json: serde_json::Value = serde_json::from_str(text).unwrap();
         let mut sdps = Vec::new();
         fn collect(v: &serde_json::Value, out: &mut Vec<String>) {

@@ -1,15 +1,14 @@
 //! devroom's signalling driven by a raw WebSocket client speaking livekit-protocol messages:
 //! join on both paths, ping, AddTrack, ParticipantUpdate, leave, duplicate identity, resume,
 //! bad tokens, validate, admin and Twirp. No media: these tests never send an SDP offer.
-#![cfg(feature = "devroom")]
 
+use devroom::{DevRoom, EventKind};
 use futures_util::{SinkExt as _, StreamExt as _};
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_protocol as proto;
 use prost::Message as _;
 use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
-use roomcast::devroom::{DevRoom, EventKind};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 

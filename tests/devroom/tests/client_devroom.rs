@@ -3,9 +3,8 @@
 //!
 //! Every wait here is a wait on a condition (a devroom event, a room event, a counter) with a
 //! deadline; nothing sleeps to let time pass.
-#![cfg(feature = "devroom")]
 
-use roomcast::devroom::{DevRoom, DevRoomConfig};
+use devroom::{DevRoom, DevRoomConfig};
 use roomcast::media::{AudioSettings, VideoSettings};
 use roomcast::room::{PathChoice, Room, RoomEvent, RoomOptions, SignalPath};
 use serde_json::Value;
@@ -87,7 +86,7 @@ async fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) 
 }
 
 fn devroom_tracks(room: &DevRoom, identity: &str) -> Vec<Value> {
-    roomcast::demo::tracks_of(&room.snapshot(), identity)
+    devroom::demo::tracks_of(&room.snapshot(), identity)
 }
 
 /// Join, publish both tracks, and wait until devroom saw RTP on both. Returns (room, events, sids).
@@ -382,7 +381,7 @@ impl Notices {
 
 impl Device {
     fn spawn(config: &Path) -> Device {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        let mut command = Command::new(common::roomcast_bin());
         command
             .args(["run", "--config"])
             .arg(config)
@@ -394,7 +393,7 @@ impl Device {
     fn spawn_under_systemd(config: &Path, dir: &Path) -> (Device, Notices) {
         let socket_path = dir.join("notify.sock");
         let notices = Notices::bind(&socket_path);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        let mut command = Command::new(common::roomcast_bin());
         command
             .args(["run", "--config"])
             .arg(config)
@@ -562,7 +561,7 @@ fn printed_events(device: &Device) -> Vec<Value> {
         .collect()
 }
 
-fn seq_of(event: &roomcast::devroom::DevRoomEvent) -> u64 {
+fn seq_of(event: &devroom::DevRoomEvent) -> u64 {
     as_json(event)["seq"].as_u64().unwrap_or(0)
 }
 
@@ -710,7 +709,7 @@ async fn assert_exits_for_restart(mut device: Device, cause: &str) {
 /// restart, naming `cause`.
 async fn server_leave_makes_run_exit_for_a_restart(
     identity: &str,
-    action: roomcast::devroom::LeaveAction,
+    action: devroom::LeaveAction,
     cause: &str,
 ) {
     let dir = tempfile::tempdir().unwrap();
@@ -719,11 +718,7 @@ async fn server_leave_makes_run_exit_for_a_restart(
     assert!(
         devroom
             .faults()
-            .send_leave(
-                identity,
-                roomcast::devroom::DisconnectReason::Migration,
-                action
-            )
+            .send_leave(identity, devroom::DisconnectReason::Migration, action)
             .await
     );
     assert_exits_for_restart(device, cause).await;
@@ -734,7 +729,7 @@ async fn server_leave_makes_run_exit_for_a_restart(
 async fn leave_with_reconnect_makes_run_exit_for_a_restart() {
     server_leave_makes_run_exit_for_a_restart(
         "cam-reconnect",
-        roomcast::devroom::LeaveAction::Reconnect,
+        devroom::LeaveAction::Reconnect,
         "Leave MIGRATION with action RECONNECT",
     )
     .await;
@@ -745,7 +740,7 @@ async fn leave_with_reconnect_makes_run_exit_for_a_restart() {
 async fn leave_with_resume_makes_run_exit_for_a_restart() {
     server_leave_makes_run_exit_for_a_restart(
         "cam-resume",
-        roomcast::devroom::LeaveAction::Resume,
+        devroom::LeaveAction::Resume,
         "with action RESUME",
     )
     .await;
@@ -847,7 +842,7 @@ async fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
 fn python() -> PathBuf {
     let venv = std::env::var_os("ROOMCAST_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peers/venv"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.peers/venv"));
     let python = venv.join("bin/python");
     assert!(
         python.exists(),
@@ -867,7 +862,7 @@ async fn an_official_python_participant_and_roomcast_see_each_other() {
 
     let mut command = Command::new(python());
     command
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/py_peer.py"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/py_peer.py"))
         .args([
             "--url",
             &devroom.url(),

@@ -1,4 +1,4 @@
-//! `roomcast devroom --listen ADDR --keys KEY:SECRET [--media-ip IP] [--frame-dir DIR]`.
+//! `devroom --listen ADDR --keys KEY:SECRET [--media-ip IP] [--frame-dir DIR]`.
 use super::{DevRoom, DevRoomConfig};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -69,13 +69,6 @@ pub fn config_from(args: &Args) -> anyhow::Result<DevRoomConfig> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = config_from(&args)?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

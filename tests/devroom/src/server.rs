@@ -1571,8 +1571,8 @@ impl Shared {
 mod tests {
     //! The signalling state machine driven directly (no WebSocket): sinks are plain channels.
     use super::*;
-    use crate::devroom::auth;
-    use crate::devroom::connect::parse_connect;
+    use crate::auth;
+    use crate::connect::parse_connect;
 
     fn shared() -> Arc<Shared> {
         let mut cfg = DevRoomConfig::local("127.0.0.1:0".parse().unwrap());

@@ -282,7 +282,7 @@ pub(crate) mod tests {
     #[test]
     fn official_python_reference_token_verifies_when_its_time_is_faked_away() {
         // The captured token is expired by now; it must fail with an expiry message, not a parse error.
-        let text = include_str!("../../tests/fixtures/official-sdk-requests/token_reference.txt");
+        let text = include_str!("../../fixtures/official-sdk-requests/token_reference.txt");
         let jwt = text
             .lines()
             .find_map(|l| l.strip_prefix("JWT: "))

@@ -1,10 +1,10 @@
-//! `roomcast demo`: devroom in-process on loopback plus the device pipeline on synthetic sources.
+//! `roomcast-demo` (scripts/demo.sh): devroom in-process on loopback plus the device pipeline on synthetic sources.
 //!
 //! Everything a board does (join, AddTrack, negotiate, encode, send) runs for real; only the
 //! camera, the microphone and the LiveKit server are stand-ins.
-use crate::devroom::{DevRoom, DevRoomConfig};
-use crate::media::{AudioSettings, VideoSettings};
-use crate::room::{Room, RoomEvent, RoomOptions};
+use crate::{DevRoom, DevRoomConfig};
+use roomcast::media::{AudioSettings, VideoSettings};
+use roomcast::room::{Room, RoomEvent, RoomOptions};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -55,24 +55,10 @@ pub fn tracks_of(snapshot: &serde_json::Value, identity: &str) -> Vec<serde_json
         .collect()
 }
 
-/// An access token for devroom's dev key.
-pub fn dev_token(identity: &str, room: &str) -> anyhow::Result<String> {
-    use livekit_api::access_token::{AccessToken, VideoGrants};
-    AccessToken::with_api_key("devkey", "secret")
-        .with_identity(identity)
-        .with_name(identity)
-        .with_grants(VideoGrants {
-            room_join: true,
-            room: room.into(),
-            ..Default::default()
-        })
-        .to_jwt()
-        .map_err(|e| anyhow::anyhow!("cannot mint a devroom token: {e}"))
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Quiet unless asked: the demo's output is its summary.
     if std::env::var_os("RUST_LOG").is_some() {
-        crate::room::cli::init_logging();
+        roomcast::logging::init(None).map_err(anyhow::Error::msg)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,7 +112,7 @@ async fn demo(seconds: u64) -> anyhow::Result<Summary> {
     };
     let devroom = DevRoom::start(config).await?;
     let identity = "demo-device";
-    let mut options = RoomOptions::new(devroom.url(), dev_token(identity, "demo")?);
+    let mut options = RoomOptions::new(devroom.url(), crate::token::join_token(identity, "demo"));
     options.video = VideoSettings {
         device: "test-pattern".into(),
         width: 640,
@@ -141,7 +127,7 @@ async fn demo(seconds: u64) -> anyhow::Result<Summary> {
     let (room, mut events) = Room::connect(options).await?;
     let signal_path = format!(
         "{:?}",
-        room.signal_path().unwrap_or(crate::room::SignalPath::V0)
+        room.signal_path().unwrap_or(roomcast::room::SignalPath::V0)
     )
     .to_lowercase();
 

@@ -36,12 +36,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use bytes::{Bytes, BytesMut};
 use rtc::data_channel::RTCDataChannelInit;
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -57,18 +53,16 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
+    MediaEngine, PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-pub use crate::peer::keyframe::{is_keyframe_request, KeyframeRequestInterceptor};
 pub use media::{RgbFrame, TrackStats};
+pub use roomcast::peer::keyframe::{is_keyframe_request, KeyframeRequestInterceptor};
 
-use crate::peer::keyframe::KEYFRAME_SLOT as KEYFRAME_INTERCEPTOR_SLOT;
 use media::{H264Snapshotter, PayloadFormat, TrackCounter};
+use roomcast::peer::{self, codecs, PcSettings};
 
 /// Identifies one PeerConnection on the SFU.
 pub type PeerId = u64;
@@ -1525,41 +1519,24 @@ impl PeerConnectionEventHandler for PeerHandler {
     }
 }
 
-/// Codecs as LiveKit clients offer them. H.264 first so publishers that can send it do
-/// (devroom can only snapshot H.264); VP8 is what browsers default to and is forwarded too.
+/// Codecs as LiveKit clients offer them, from roomcast's codec table. H.264 first so
+/// publishers that can send it do (devroom can only snapshot H.264); VP8 is what browsers
+/// default to and is forwarded too.
 fn media_engine() -> anyhow::Result<MediaEngine> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         RTCRtpCodecParameters {
             rtp_codec: default_codec(TrackKind::Audio),
-            payload_type: 111,
+            payload_type: codecs::PT_OPUS,
         },
         RtpCodecKind::Audio,
     )?;
-    let h264 = |profile: &str| RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_string(),
-        clock_rate: 90000,
-        channels: 0,
-        sdp_fmtp_line: format!(
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
-        ),
-        rtcp_feedback: vec![],
-    };
     let video = [
-        (h264("42e01f"), 125),
-        (h264("42001f"), 102),
-        (h264("4d001f"), 127),
-        (h264("640032"), 123),
-        (
-            RTCRtpCodec {
-                mime_type: MIME_TYPE_VP8.to_string(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
-            96,
-        ),
+        (codecs::h264(codecs::H264_CONSTRAINED_BASELINE, vec![]), 125),
+        (codecs::h264("42001f", vec![]), 102),
+        (codecs::h264("4d001f", vec![]), 127),
+        (codecs::h264("640032", vec![]), 123),
+        (codecs::vp8(vec![]), codecs::PT_VP8),
     ];
     for (codec, payload_type) in video {
         engine.register_codec(
@@ -1582,21 +1559,8 @@ fn media_engine() -> anyhow::Result<MediaEngine> {
 
 fn default_codec(kind: TrackKind) -> RTCRtpCodec {
     match kind {
-        TrackKind::Audio => RTCRtpCodec {
-            mime_type: MIME_TYPE_OPUS.to_string(),
-            clock_rate: 48000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_string(),
-            rtcp_feedback: vec![],
-        },
-        TrackKind::Video => RTCRtpCodec {
-            mime_type: MIME_TYPE_H264.to_string(),
-            clock_rate: 90000,
-            channels: 0,
-            sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                .to_string(),
-            rtcp_feedback: vec![],
-        },
+        TrackKind::Audio => codecs::opus(vec![]),
+        TrackKind::Video => codecs::h264(codecs::H264_CONSTRAINED_BASELINE, vec![]),
     }
 }
 
@@ -1650,28 +1614,16 @@ pub(crate) async fn build_peer_connection(
 pub(crate) async fn build_peer_connection_with(
     media_ip: IpAddr,
     handler: Arc<dyn PeerConnectionEventHandler>,
-    mut engine: MediaEngine,
+    engine: MediaEngine,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
-    let registry = registry.with(
-        Slot::from(KEYFRAME_INTERCEPTOR_SLOT),
-        KeyframeRequestInterceptor::default(),
-    );
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_include_loopback_candidate(true)
-        .build();
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(engine)
-        .with_setting_engine(settings)
-        .with_interceptor_registry(registry)
-        .with_handler(handler)
-        .with_udp_addrs(vec![SocketAddr::new(media_ip, 0)])
-        .build()
+    let settings = PcSettings {
+        udp_addrs: vec![SocketAddr::new(media_ip, 0)],
+        include_loopback: true,
+        ..PcSettings::default()
+    };
+    peer::build_peer_connection(engine, &settings, handler)
         .await
-        .with_context(|| format!("creating a PeerConnection on {media_ip}"))?;
-    Ok(Arc::new(pc))
+        .with_context(|| format!("creating a PeerConnection on {media_ip}"))
 }
 
 async fn transceiver_mid(pc: &Arc<dyn PeerConnection>, id: RTCRtpTransceiverId) -> Option<String> {

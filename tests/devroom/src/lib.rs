@@ -1,4 +1,4 @@
-//! devroom: a LiveKit-protocol room server for tests and the demo (feature `devroom`).
+//! devroom: a LiveKit-protocol room server for roomcast's tests and demo (its own crate, never on a board).
 //!
 //! Signalling (this module) drives the media plane in [`sfu`]: joins on `/rtc` (v0, two PCs,
 //! server offers on the subscriber PC) and `/rtc/v1` (one PC, the client always offers; new
@@ -6,7 +6,7 @@
 //! answering with `mid_to_track_id`, as the Go server does). Everything observable is an
 //! [`events::DevRoomEvent`]; faults are injected through [`Faults`] or `/admin/fault/*`.
 //!
-//! Run it: `roomcast devroom --listen 127.0.0.1:7880 --keys devkey:secret [--media-ip IP]
+//! Run it: `devroom --listen 127.0.0.1:7880 --keys devkey:secret [--media-ip IP]
 //! [--frame-dir DIR] [--ping-interval 5 --ping-timeout 15]`; it prints
 //! `devroom listening on ws://IP:PORT` when ready. HTTP on the same listener:
 //!
@@ -27,12 +27,14 @@
 pub mod auth;
 pub mod cli;
 pub mod connect;
+pub mod demo;
 pub mod events;
 mod http;
 pub mod room;
 pub mod sdp;
 mod server;
 pub mod sfu;
+pub mod token;
 mod twirp;
 
 pub use events::{DevRoomEvent, EventKind};

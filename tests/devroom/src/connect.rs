@@ -1,7 +1,7 @@
 //! The connect request as the two signalling paths carry it: `/rtc` query parameters (v0) or the
 //! `/rtc/v1` `join_request` protobuf. Pure parsing, tested against the official SDKs' captures.
-use crate::signal::url::decode_join_request;
 use livekit_protocol as proto;
+use roomcast::signal::url::decode_join_request;
 
 /// Which signalling path a client came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +146,7 @@ mod tests {
     fn fixture(name: &str) -> String {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/official-sdk-requests/"
+            "/../fixtures/official-sdk-requests/"
         );
         std::fs::read_to_string(format!("{dir}{name}"))
             .unwrap()
@@ -246,7 +246,7 @@ mod tests {
         let q = format!(
             "join_request={}",
             url::form_urlencoded::byte_serialize(
-                crate::signal::url::encode_join_request(&join).as_bytes()
+                roomcast::signal::url::encode_join_request(&join).as_bytes()
             )
             .collect::<String>()
         );

@@ -3,7 +3,6 @@
 //! and exchange livekit DataPackets through the server: reliable and lossy forwarding,
 //! destination_identities, sender identity stamped by the server, RPC pass-through, and
 //! Twirp SendData. Every wait is on an event or a channel with a deadline.
-#![cfg(feature = "devroom")]
 // UserPacket.participant_identity/sid are deprecated in the protocol, but the SDKs still read them.
 #![allow(deprecated)]
 
@@ -13,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use devroom::{DevRoom, EventKind};
 use futures_util::{SinkExt as _, StreamExt as _};
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_protocol as proto;
@@ -20,7 +20,6 @@ use prost::Message as _;
 use proto::data_packet::{Kind, Value};
 use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
-use roomcast::devroom::{DevRoom, EventKind};
 use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
 use tokio::sync::mpsc;

@@ -1,0 +1,41 @@
+//! `devroom [--listen ADDR --keys KEY:SECRET ...]` runs the test room server;
+//! `devroom mint-token IDENTITY ROOM` prints a token for it (shell suites and the qemu lab).
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "devroom",
+    version,
+    about = "A LiveKit-protocol room server for roomcast's tests and demo",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(flatten)]
+    serve: devroom::cli::Args,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a LiveKit token (HS256) for IDENTITY in ROOM, signed with devroom's key by default.
+    MintToken(devroom::token::MintArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::MintToken(args)) => devroom::token::mint_cli(args).map(|token| {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }),
+        None => roomcast::logging::init(None)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| devroom::cli::run(cli.serve)),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("devroom: {err:#}");
+        ExitCode::FAILURE
+    })
+}
