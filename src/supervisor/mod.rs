@@ -298,7 +298,9 @@ pub enum Action {
     /// and join. `resume: true`: close the current WebSocket if still open (no Leave), open a new
     /// one with reconnect=1 and the participant sid (v1: `join_request.reconnect`), with the
     /// latest token, holding queued requests. Supersedes an attempt still in flight.
-    OpenSignal { resume: bool },
+    OpenSignal {
+        resume: bool,
+    },
     /// After a resume: apply the ReconnectResponse's ICE servers and send SyncState.
     SyncState,
     /// ICE-restart the publisher (offer with iceRestart); answer the subscriber's re-offer.
@@ -318,7 +320,9 @@ pub enum Action {
     /// Ask the video encoder for a keyframe now.
     RequestKeyframe,
     /// Restart a failed track's capture and encoder; report `MediaRecovered` or `MediaFailed`.
-    RestartTrack { track: Track },
+    RestartTrack {
+        track: Track,
+    },
     Emit(RoomEventKind),
     Notify(Notice),
     SetStatus(Status),
@@ -411,6 +415,8 @@ enum Phase {
     Opening {
         attempt: AttemptKind,
         deadline: Instant,
+        /// Issued while there was no default route: a route coming up supersedes it.
+        without_route: bool,
     },
     /// A session is joined. `connect_deadline`: Some until the publisher first connects.
     Joined { connect_deadline: Option<Instant> },
@@ -581,9 +587,7 @@ impl Supervisor {
                     self.escalate(now, true);
                 }
             }
-            Input::TrackPublished { track, track_sid } => {
-                self.on_track_published(track, track_sid)
-            }
+            Input::TrackPublished { track, track_sid } => self.on_track_published(track, track_sid),
             Input::MediaFlowing { track } => self.on_media_flowing(track),
             Input::MediaFailed { track, error } => self.on_media_failed(track, error, now),
             Input::MediaRecovered { track } => self.on_media_recovered(track, now),
@@ -591,7 +595,8 @@ impl Supervisor {
                 self.clock_synced = true;
                 if self.auth_rejected.is_some() && matches!(self.phase, Phase::Waiting { .. }) {
                     self.cause = "the clock was set: retrying with a freshly minted token".into();
-                    self.start_attempt(AttemptKind::Join, now);
+                    self.backoff.reset();
+                    self.retry(AttemptKind::Join, now, false);
                 }
             }
             Input::Shutdown => self.shutdown(),
@@ -750,6 +755,7 @@ impl Supervisor {
         self.phase = Phase::Opening {
             attempt: kind,
             deadline: now + self.config.open_timeout,
+            without_route: !self.has_default_route,
         };
     }
 
@@ -774,10 +780,7 @@ impl Supervisor {
             Phase::Waiting { attempt, at } if now >= at => self.start_attempt(attempt, now),
             Phase::Opening { deadline, .. } if now >= deadline => self.on_attempt_failed(
                 None,
-                format!(
-                    "no answer within {}",
-                    seconds(self.config.open_timeout)
-                ),
+                format!("no answer within {}", seconds(self.config.open_timeout)),
                 now,
             ),
             Phase::Joined {
@@ -838,9 +841,7 @@ impl Supervisor {
             self.phase = Phase::Joined {
                 connect_deadline: Some(now + self.config.connect_timeout),
             };
-            self.say(format!(
-                "joined as {participant_sid}; connecting media"
-            ));
+            self.say(format!("joined as {participant_sid}; connecting media"));
         }
     }
 
@@ -1127,8 +1128,7 @@ impl Supervisor {
             Phase::Joined {
                 connect_deadline: Some(_),
             } => {
-                if pc == PeerConnectionKind::Publisher && state == PeerConnectionState::Connected
-                {
+                if pc == PeerConnectionKind::Publisher && state == PeerConnectionState::Connected {
                     self.establish(now);
                 } else if state == PeerConnectionState::Failed {
                     self.cause = format!("the {pc:?} PeerConnection failed before connecting");
@@ -1157,11 +1157,11 @@ impl Supervisor {
                 }
                 _ => {}
             },
-            Phase::IceRestarting { .. } => {
-                if pc == PeerConnectionKind::Publisher && state == PeerConnectionState::Connected
-                {
-                    self.complete_resume(now, true);
-                }
+            Phase::IceRestarting { .. }
+                if pc == PeerConnectionKind::Publisher
+                    && state == PeerConnectionState::Connected =>
+            {
+                self.complete_resume(now, true);
             }
             Phase::Opening {
                 attempt: AttemptKind::Resume,
@@ -1170,11 +1170,9 @@ impl Supervisor {
             | Phase::Waiting {
                 attempt: AttemptKind::Resume,
                 ..
-            } => {
-                if down {
-                    if let Some(outage) = &mut self.outage {
-                        outage.path_suspect = true;
-                    }
+            } if down => {
+                if let Some(outage) = &mut self.outage {
+                    outage.path_suspect = true;
                 }
             }
             _ => {}
@@ -1234,10 +1232,23 @@ impl Supervisor {
                     deadline: now + self.config.resume_timeout,
                 };
             }
-            Phase::Opening { attempt, .. } | Phase::Waiting { attempt, .. }
+            Phase::Opening {
+                attempt,
+                without_route,
+                ..
+            } if pending.path_changed || (pending.came_up && without_route) => {
+                // An attempt on the old path (or on none) is doomed: go again on the new one.
+                // A new address elsewhere does not disturb an attempt that may be succeeding.
+                if let Some(outage) = &mut self.outage {
+                    outage.path_suspect = true;
+                }
+                self.cause = cause;
+                self.retry_now_network_up(attempt, now);
+            }
+            Phase::Waiting { attempt, .. }
                 if (pending.path_changed || pending.came_up) && self.auth_rejected.is_none() =>
             {
-                // An attempt on the old path is doomed, a waiting one may succeed now.
+                // A waiting attempt may succeed now.
                 if let Some(outage) = &mut self.outage {
                     outage.path_suspect = true;
                 }

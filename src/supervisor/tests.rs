@@ -126,7 +126,9 @@ impl Sim {
             track_sid: "TR_audio".into(),
         }));
         all.extend(self.input(publisher(PeerConnectionState::Connected)));
-        all.extend(self.input(Input::MediaFlowing { track: Track::Video }));
+        all.extend(self.input(Input::MediaFlowing {
+            track: Track::Video,
+        }));
         all
     }
 }
@@ -231,7 +233,11 @@ fn backoff_bounds_hold_over_many_seeds_and_the_jitter_spans_them() {
             *s = (s.0.min(delay), s.1.max(delay));
         }
     }
-    assert_eq!(seen[1], (Duration::ZERO, Duration::ZERO), "first retry immediate");
+    assert_eq!(
+        seen[1],
+        (Duration::ZERO, Duration::ZERO),
+        "first retry immediate"
+    );
     assert_eq!(policy.bounds(2, false), (ms(125), ms(250)));
     assert_eq!(policy.bounds(3, false), (ms(250), ms(500)));
     assert_eq!(policy.bounds(5, false), (ms(1000), ms(2000)));
@@ -240,7 +246,10 @@ fn backoff_bounds_hold_over_many_seeds_and_the_jitter_spans_them() {
         let (low, high) = policy.bounds(attempt, false);
         let (min, max) = seen[attempt as usize];
         let slack = (high - low) / 20;
-        assert!(min <= low + slack && max >= high - slack, "attempt {attempt}: jitter spans only {min:?}..{max:?}");
+        assert!(
+            min <= low + slack && max >= high - slack,
+            "attempt {attempt}: jitter spans only {min:?}..{max:?}"
+        );
     }
 }
 
@@ -254,10 +263,17 @@ fn backoff_settles_to_the_steady_rate_after_the_fast_phase() {
         let late = t0 + policy.fast_phase;
         for _ in 0..20 {
             let delay = backoff.next_delay(late);
-            assert!((secs(4)..=secs(6)).contains(&delay), "seed {seed}: {delay:?}");
+            assert!(
+                (secs(4)..=secs(6)).contains(&delay),
+                "seed {seed}: {delay:?}"
+            );
         }
         backoff.reset();
-        assert_eq!(backoff.next_delay(late), Duration::ZERO, "a reset streak starts at once");
+        assert_eq!(
+            backoff.next_delay(late),
+            Duration::ZERO,
+            "a reset streak starts at once"
+        );
     }
 }
 
@@ -286,7 +302,11 @@ fn start_opens_a_fresh_join_at_once_and_says_connecting() {
         status_lines(&actions),
         vec!["connecting: first join (attempt 1, now)".to_string()]
     );
-    assert_eq!(sim.sup.poll_timeout(), Some(sim.t0 + secs(20)), "open_timeout");
+    assert_eq!(
+        sim.sup.poll_timeout(),
+        Some(sim.t0 + secs(20)),
+        "open_timeout"
+    );
 }
 
 #[test]
@@ -316,13 +336,21 @@ fn a_join_publishes_and_announces_the_room_then_ready_only_once_media_flows() {
         })]
     );
     let connected = sim.input(publisher(PeerConnectionState::Connected));
-    assert_eq!(deeds(&connected), vec![], "no READY=1 before media: {connected:?}");
+    assert_eq!(
+        deeds(&connected),
+        vec![],
+        "no READY=1 before media: {connected:?}"
+    );
     assert_eq!(sim.sup.status(), &Status::Connecting);
-    let flowing = sim.input(Input::MediaFlowing { track: Track::Video });
+    let flowing = sim.input(Input::MediaFlowing {
+        track: Track::Video,
+    });
     assert_eq!(deeds(&flowing), vec![Action::Notify(Notice::Ready)]);
     assert!(flowing.contains(&Action::SetStatus(Status::Publishing)));
     assert_eq!(sim.sup.status_text(), "publishing");
-    let again = sim.input(Input::MediaFlowing { track: Track::Audio });
+    let again = sim.input(Input::MediaFlowing {
+        track: Track::Audio,
+    });
     assert_eq!(deeds(&again), vec![], "READY=1 once");
 }
 
@@ -360,7 +388,9 @@ fn server_down_at_start_keeps_retrying_with_backoff_and_joins_when_it_appears() 
     assert_eq!(sim.sup.status(), &Status::Connecting);
     let joined = sim.join_and_publish("PA_1");
     assert!(joined.contains(&Action::Notify(Notice::Ready)));
-    assert!(!joined.iter().any(|a| matches!(a, Action::Emit(RoomEventKind::Reconnected))));
+    assert!(!joined
+        .iter()
+        .any(|a| matches!(a, Action::Emit(RoomEventKind::Reconnected))));
 }
 
 #[test]
@@ -370,7 +400,10 @@ fn an_attempt_that_never_answers_counts_as_failed_at_open_timeout() {
     let (at, actions) = sim.until(secs(60), is_open);
     assert_eq!(deeds(&actions), vec![JOIN]);
     // 20 s open_timeout, then attempt 2 after 125–250 ms.
-    assert!((secs(20) + ms(125)..=secs(20) + ms(250)).contains(&at), "{at:?}");
+    assert!(
+        (secs(20) + ms(125)..=secs(20) + ms(250)).contains(&at),
+        "{at:?}"
+    );
     assert!(status_lines(&actions)[0].contains("no answer within 20.0 s"));
 }
 
@@ -397,7 +430,11 @@ fn never_gives_up_over_three_simulated_days_and_keeps_the_watchdog_fed() {
                 Action::OpenSignal { resume: false } => {
                     let gap = sim.at() - last_attempt;
                     if sim.at() > secs(130) {
-                        assert!((secs(4)..=secs(6)).contains(&gap), "at {:?}: gap {gap:?}", sim.at());
+                        assert!(
+                            (secs(4)..=secs(6)).contains(&gap),
+                            "at {:?}: gap {gap:?}",
+                            sim.at()
+                        );
                     } else {
                         assert!(gap <= secs(6), "at {:?}: gap {gap:?}", sim.at());
                     }
@@ -434,7 +471,9 @@ fn status_text_says_why_which_attempt_and_when_the_next_comes() {
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     assert!(
-        line.starts_with("connecting: server unreachable: connection refused (attempt 3, next in 0."),
+        line.starts_with(
+            "connecting: server unreachable: connection refused (attempt 3, next in 0."
+        ),
         "{line}"
     );
     assert!(line.ends_with(" s)"), "{line}");
@@ -533,7 +572,10 @@ fn without_a_default_route_the_status_says_waiting_for_network() {
     sim.advance(ms(20));
     sim.input(unreachable());
     assert_eq!(sim.sup.status(), &Status::WaitingForNetwork);
-    assert!(sim.sup.status_text().starts_with("waiting for network (no default route); connecting"));
+    assert!(sim
+        .sup
+        .status_text()
+        .starts_with("waiting for network (no default route); connecting"));
     // Retries still go on their schedule (the route table may not tell the whole story).
     let (_, actions) = sim.until(secs(10), is_open);
     assert_eq!(deeds(&actions), vec![JOIN]);
@@ -568,7 +610,11 @@ fn a_default_route_change_rebinds_and_resumes_before_any_timeout() {
             Action::RequestKeyframe
         ]
     );
-    assert_eq!(sim.sup.participant_sid(), Some("PA_first"), "same participant");
+    assert_eq!(
+        sim.sup.participant_sid(),
+        Some("PA_first"),
+        "same participant"
+    );
     assert_eq!(sim.sup.status(), &Status::Publishing);
 }
 
@@ -594,7 +640,10 @@ fn losing_the_only_route_waits_and_the_new_uplink_resumes_at_once() {
     sim.input(network(NetworkChangeKind::AddressRemoved, false));
     sim.input(network(NetworkChangeKind::LinkDown, false));
     let quiet = sim.advance(ms(500));
-    assert!(timed_deeds(&quiet).is_empty(), "nowhere to resume to: {quiet:?}");
+    assert!(
+        timed_deeds(&quiet).is_empty(),
+        "nowhere to resume to: {quiet:?}"
+    );
     let t = sim.at();
     sim.input(network(NetworkChangeKind::LinkUp, false));
     sim.input(network(NetworkChangeKind::DefaultRouteChanged, true));
@@ -648,7 +697,10 @@ fn a_websocket_drop_resumes_at_once_without_an_ice_restart() {
         deeds(&dropped),
         vec![Action::Emit(RoomEventKind::Resuming), RESUME]
     );
-    assert!(sim.sup.status_text().starts_with("resuming: signalling closed: code 1006 (attempt 1, now)"));
+    assert!(sim
+        .sup
+        .status_text()
+        .starts_with("resuming: signalling closed: code 1006 (attempt 1, now)"));
     let resumed = sim.input(Input::ResumeSucceeded);
     assert_eq!(
         deeds(&resumed),
@@ -713,7 +765,10 @@ fn a_disconnected_peer_connection_gets_a_grace_period() {
     sim.input(publisher(PeerConnectionState::Disconnected));
     sim.advance(ms(1500));
     sim.input(publisher(PeerConnectionState::Connected));
-    assert!(timed_deeds(&sim.advance(secs(10))).is_empty(), "a blip heals");
+    assert!(
+        timed_deeds(&sim.advance(secs(10))).is_empty(),
+        "a blip heals"
+    );
     let t2 = sim.at();
     sim.input(Input::PeerState {
         pc: PeerConnectionKind::Subscriber,
@@ -784,7 +839,10 @@ fn an_unreachable_server_keeps_resuming_within_the_window_then_escalates() {
     );
     // Resumes until the next one would fall past the 20 s window, then the join after its own
     // backoff (1–2 s at this point of the streak).
-    assert!(last_resume - t >= secs(18), "resumed for the whole window: {last_resume:?}");
+    assert!(
+        last_resume - t >= secs(18),
+        "resumed for the whole window: {last_resume:?}"
+    );
     assert!(last_resume - t < secs(20));
     assert!(sim.at() - t <= secs(22), "{:?}", sim.at() - t);
     assert!(sim.sup.status_text().contains("no resume within 20.0 s"));
@@ -847,7 +905,10 @@ fn a_publisher_that_does_not_connect_after_a_join_is_rebuilt() {
         ]
     );
     let (at, actions) = sim.until(secs(60), is_open);
-    assert!((secs(15) + ms(125)..=secs(15) + ms(250)).contains(&at), "{at:?}");
+    assert!(
+        (secs(15) + ms(125)..=secs(15) + ms(250)).contains(&at),
+        "{at:?}"
+    );
     assert_eq!(deeds(&actions), vec![JOIN]);
 }
 
@@ -941,12 +1002,18 @@ fn leave_reconnect_escalates_at_once_and_a_join_failure_then_backs_off() {
         reason: "STATE_MISMATCH".into(),
     });
     assert!(all.contains(&JOIN));
-    assert!(!events(&all).contains(&RoomEventKind::Resuming), "no resume tried");
+    assert!(
+        !events(&all).contains(&RoomEventKind::Resuming),
+        "no resume tried"
+    );
     assert_eq!(sim.sup.status(), &Status::Reconnecting);
     // The server is still coming up: the rejoin fails, then succeeds; steps 1–3 are not repeated.
     let failed = sim.input(unreachable());
     assert!(events(&failed).is_empty());
-    assert!(sim.sup.status_text().starts_with("reconnecting: server unreachable"));
+    assert!(sim
+        .sup
+        .status_text()
+        .starts_with("reconnecting: server unreachable"));
     let (_, retried) = sim.until(secs(5), is_open);
     assert_eq!(deeds(&retried), vec![JOIN]);
     all.extend(sim.join_and_publish("PA_2"));
@@ -970,8 +1037,14 @@ fn the_keyframe_waits_for_the_new_publisher_to_connect() {
     assert!(!published.contains(&Action::RequestKeyframe));
     let connected = sim.input(publisher(PeerConnectionState::Connected));
     assert!(connected.contains(&Action::RequestKeyframe));
-    assert_eq!(sim.sup.status(), &Status::Reconnecting, "until media flows again");
-    sim.input(Input::MediaFlowing { track: Track::Video });
+    assert_eq!(
+        sim.sup.status(),
+        &Status::Reconnecting,
+        "until media flows again"
+    );
+    sim.input(Input::MediaFlowing {
+        track: Track::Video,
+    });
     assert_eq!(sim.sup.status(), &Status::Publishing);
 }
 
@@ -1034,7 +1107,11 @@ fn leave_disconnect_never_rejoins_and_keeps_the_watchdog_fed() {
     });
     sim.input(Input::ClockJumped);
     let day = sim.advance(secs(24 * 3600));
-    assert!(timed_deeds(&day).is_empty(), "{:?}", timed_deeds(&day).first());
+    assert!(
+        timed_deeds(&day).is_empty(),
+        "{:?}",
+        timed_deeds(&day).first()
+    );
     let pings = day
         .iter()
         .filter(|(_, a)| *a == Action::Notify(Notice::Watchdog))
@@ -1193,10 +1270,20 @@ fn connected_without_media_needs_attention_and_gets_no_ready() {
     sim.input(publisher(PeerConnectionState::Connected));
     let t = sim.at();
     let fired = sim.advance(secs(20));
-    assert!(fired.contains(&(t + secs(15), Action::SetStatus(Status::NeedsAttention(Attention::NoMedia)))));
-    assert!(!fired.iter().any(|(_, a)| *a == Action::Notify(Notice::Ready)));
-    assert!(sim.sup.status_text().contains("no media has flowed for 15.0 s"));
-    let flowing = sim.input(Input::MediaFlowing { track: Track::Audio });
+    assert!(fired.contains(&(
+        t + secs(15),
+        Action::SetStatus(Status::NeedsAttention(Attention::NoMedia))
+    )));
+    assert!(!fired
+        .iter()
+        .any(|(_, a)| *a == Action::Notify(Notice::Ready)));
+    assert!(sim
+        .sup
+        .status_text()
+        .contains("no media has flowed for 15.0 s"));
+    let flowing = sim.input(Input::MediaFlowing {
+        track: Track::Audio,
+    });
     assert!(flowing.contains(&Action::Notify(Notice::Ready)));
     assert_eq!(sim.sup.status(), &Status::Publishing);
 }
@@ -1253,8 +1340,14 @@ fn shutdown_sends_leave_then_stopping_and_exits_zero() {
             Action::Exit(0),
         ]
     );
-    assert_eq!(sim.sup.poll_timeout(), None, "no timers, not even the watchdog");
-    assert!(sim.input(Input::SignalClosed { detail: "x".into() }).is_empty());
+    assert_eq!(
+        sim.sup.poll_timeout(),
+        None,
+        "no timers, not even the watchdog"
+    );
+    assert!(sim
+        .input(Input::SignalClosed { detail: "x".into() })
+        .is_empty());
     assert!(sim.input(Input::Start).is_empty());
     sim.sup.handle_timeout(sim.now + secs(3600));
     assert!(sim.drain().is_empty(), "no further reconnects");
@@ -1312,7 +1405,157 @@ fn the_action_queue_is_bounded_and_drops_superseded_lines_first() {
     assert_eq!(kept.len(), ACTION_QUEUE_CAP);
     assert_eq!(kept[0], JOIN, "what must be done is never dropped");
     assert!(
-        kept[1..].iter().all(|a| *a == Action::Notify(Notice::Watchdog)),
+        kept[1..]
+            .iter()
+            .all(|a| *a == Action::Notify(Notice::Watchdog)),
         "the status lines and the oldest watchdog pings went first: {kept:?}"
     );
+}
+
+// ---- more transitions ------------------------------------------------------------------------
+
+fn statuses(actions: &[Action]) -> Vec<Status> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetStatus(status) => Some(status.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_led_status_walks_through_every_state_in_order() {
+    let mut sim = Sim::new(config());
+    let mut all = sim.input(Input::Start);
+    all.extend(sim.join_and_publish("PA_1"));
+    all.extend(sim.input(Input::MediaFailed {
+        track: Track::Audio,
+        error: "EPIPE".into(),
+    }));
+    all.extend(sim.input(Input::MediaRecovered {
+        track: Track::Audio,
+    }));
+    all.extend(sim.input(Input::SignalClosed {
+        detail: "eof".into(),
+    }));
+    all.extend(sim.input(Input::ResumeSucceeded));
+    sim.advance(secs(60));
+    all.extend(sim.input(network(NetworkChangeKind::LinkDown, false)));
+    sim.advance(ms(20));
+    all.extend(sim.input(publisher(PeerConnectionState::Failed)));
+    all.extend(sim.input(network(NetworkChangeKind::DefaultRouteChanged, true)));
+    let superseded = sim.advance(ms(20));
+    assert_eq!(
+        timed_deeds(&superseded),
+        vec![(sim.at(), Action::RebindSockets), (sim.at(), RESUME)]
+    );
+    all.extend(sim.input(Input::ResumeSucceeded));
+    all.extend(sim.input(publisher(PeerConnectionState::Connected)));
+    all.extend(sim.input(Input::Leave {
+        action: LeaveAction::Disconnect,
+        reason: "PARTICIPANT_REMOVED".into(),
+    }));
+    all.extend(sim.input(Input::Shutdown));
+    assert_eq!(
+        statuses(&all),
+        vec![
+            Status::Connecting,
+            Status::Publishing,
+            Status::NeedsAttention(Attention::TrackFailed {
+                track: Track::Audio
+            }),
+            Status::Publishing,
+            Status::Reconnecting,
+            Status::Publishing,
+            Status::WaitingForNetwork,
+            Status::Reconnecting,
+            Status::Publishing,
+            Status::NeedsAttention(Attention::RemovedByServer {
+                reason: "PARTICIPANT_REMOVED".into()
+            }),
+            Status::Stopped,
+        ]
+    );
+}
+
+#[test]
+fn a_401_during_a_resume_escalates_to_a_fresh_token_and_join() {
+    let mut sim = Sim::publishing(config());
+    sim.input(Input::SignalClosed {
+        detail: "eof".into(),
+    });
+    let rejected = sim.input(http(401));
+    assert!(rejected.contains(&Action::RebuildPeerConnections));
+    assert!(
+        rejected.contains(&JOIN),
+        "a fresh token may cure it: at once"
+    );
+    // If the fresh join is refused too, then it is the slow auth retry.
+    sim.input(http(401));
+    assert_eq!(
+        sim.sup.status(),
+        &Status::NeedsAttention(Attention::AuthRejected { http_status: 401 })
+    );
+}
+
+#[test]
+fn signalling_lost_again_during_the_ice_restart_resumes_again() {
+    let mut sim = Sim::publishing(config());
+    sim.input(publisher(PeerConnectionState::Failed));
+    sim.input(Input::ResumeSucceeded);
+    let lost = sim.input(Input::SignalClosed {
+        detail: "eof".into(),
+    });
+    let (_, actions) = if lost.contains(&RESUME) {
+        (sim.at(), lost)
+    } else {
+        sim.until(secs(5), is_open)
+    };
+    assert_eq!(deeds(&actions), vec![Action::RebindSockets, RESUME]);
+    assert_eq!(sim.sup.participant_sid(), Some("PA_first"));
+}
+
+#[test]
+fn a_route_change_supersedes_an_attempt_in_flight_but_a_new_address_does_not() {
+    let mut sim = Sim::new(config());
+    sim.input(Input::Start);
+    sim.advance(secs(1));
+    sim.input(network(NetworkChangeKind::AddressAdded, true));
+    assert!(timed_deeds(&sim.advance(secs(1))).is_empty());
+    sim.input(network(NetworkChangeKind::DefaultRouteChanged, true));
+    let fired = sim.advance(ms(20));
+    assert_eq!(timed_deeds(&fired), vec![(secs(2) + ms(20), JOIN)]);
+}
+
+#[test]
+fn an_attempt_started_without_a_route_is_superseded_when_one_comes_up() {
+    let mut sim = Sim::new(config());
+    sim.input(network(NetworkChangeKind::LinkDown, false));
+    sim.advance(ms(20));
+    sim.input(Input::Start);
+    assert_eq!(sim.sup.status(), &Status::WaitingForNetwork);
+    sim.advance(secs(3));
+    sim.input(network(NetworkChangeKind::AddressAdded, true));
+    let fired = sim.advance(ms(20));
+    assert_eq!(timed_deeds(&fired), vec![(secs(3) + ms(40), JOIN)]);
+    assert_eq!(sim.sup.status(), &Status::Connecting);
+}
+
+#[test]
+fn the_clock_jump_retry_says_why() {
+    let mut cfg = config();
+    cfg.clock_synced = false;
+    let mut sim = Sim::new(cfg);
+    sim.input(Input::Start);
+    sim.input(http(401));
+    let jumped = sim.input(Input::ClockJumped);
+    assert_eq!(
+        status_lines(&jumped),
+        vec![
+            "connecting: the clock was set: retrying with a freshly minted token (attempt 1, now)"
+                .to_string()
+        ]
+    );
+    assert!(jumped.contains(&Action::SetStatus(Status::Connecting)));
 }
