@@ -36,6 +36,25 @@
 //!   `CloseConnection`, a superseded `OpenSignal`): it takes each input as news about the
 //!   current connection.
 //! - Call `handle_timeout` at or after `poll_timeout`; calling it early or twice is harmless.
+//!
+//! # The decisions, in short
+//!
+//! - First join: at once, then [`BackoffPolicy::CONNECTION`] for as long as it takes.
+//! - A connection that worked and broke (WebSocket closed, ping timeout, PeerConnection failed
+//!   or disconnected for `pc_disconnected_grace`, Leave RESUME, a default-route or address
+//!   change) is resumed: `OpenSignal { resume: true }`, then `SyncState`, then `IceRestart` only
+//!   when the media path is suspect (an ICE restart cuts a path that still works). A network
+//!   change or a down PeerConnection also asks for `RebindSockets` first.
+//! - The resume escalates to a full reconnect when the server answers it with an HTTP error,
+//!   Leave RECONNECT or STATE_MISMATCH, when the ICE restart does not connect within
+//!   `resume_timeout`, or when the server stays unreachable past `resume_window`. A full
+//!   reconnect goes in LiveKit's documented order: ParticipantDisconnected, LocalTrackUnpublished,
+//!   Reconnecting, rejoin with a fresh token, Reconnected, ParticipantConnected, republish with
+//!   LocalTrackPublished, then a keyframe as soon as the new publisher connects.
+//! - 401/403 retry in minutes (`auth_retry`), or at once when the clock jumps. Leave DISCONNECT
+//!   never rejoins unless `rejoin_after_removal` is set. Nothing network-related ever exits.
+//! - READY=1 once media first flows; WATCHDOG=1 every `watchdog_interval` from `handle_timeout`,
+//!   in every state but Stopped; STATUS= on every change, saying why and when the next try is.
 pub mod backoff;
 #[cfg(test)]
 mod tests;
