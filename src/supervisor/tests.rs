@@ -1559,3 +1559,109 @@ fn the_clock_jump_retry_says_why() {
     );
     assert!(jumped.contains(&Action::SetStatus(Status::Connecting)));
 }
+
+#[test]
+fn leave_disconnect_during_a_resume_stops_there() {
+    let mut sim = Sim::publishing(config());
+    sim.input(Input::SignalClosed {
+        detail: "eof".into(),
+    });
+    let removed = sim.input(Input::Leave {
+        action: LeaveAction::Disconnect,
+        reason: "DUPLICATE_IDENTITY".into(),
+    });
+    assert_eq!(
+        events(&removed),
+        vec![
+            RoomEventKind::ParticipantDisconnectedForAll,
+            RoomEventKind::LocalTrackUnpublishedForAll,
+            RoomEventKind::Disconnected {
+                reason: "DUPLICATE_IDENTITY".into(),
+                by_server: true
+            }
+        ]
+    );
+    assert!(timed_deeds(&sim.advance(secs(3600))).is_empty());
+}
+
+#[test]
+fn leave_disconnect_during_a_full_reconnect_does_not_repeat_the_teardown_events() {
+    let mut sim = Sim::publishing(config());
+    sim.input(Input::Leave {
+        action: LeaveAction::Reconnect,
+        reason: "STATE_MISMATCH".into(),
+    });
+    // The rejoin (session not there yet) is refused for good.
+    let removed = sim.input(Input::Leave {
+        action: LeaveAction::Disconnect,
+        reason: "ROOM_DELETED".into(),
+    });
+    assert_eq!(
+        deeds(&removed),
+        vec![
+            Action::CloseConnection,
+            Action::Emit(RoomEventKind::Disconnected {
+                reason: "ROOM_DELETED".into(),
+                by_server: true
+            })
+        ]
+    );
+}
+
+#[test]
+fn resume_rejected_during_the_ice_restart_escalates() {
+    let mut sim = Sim::publishing(config());
+    sim.input(publisher(PeerConnectionState::Failed));
+    sim.input(Input::ResumeSucceeded);
+    let rejected = sim.input(Input::ResumeRejected {
+        reason: "STATE_MISMATCH".into(),
+    });
+    assert_eq!(
+        deeds(&rejected),
+        vec![
+            Action::Emit(RoomEventKind::ParticipantDisconnectedForAll),
+            Action::Emit(RoomEventKind::LocalTrackUnpublishedForAll),
+            Action::Emit(RoomEventKind::Reconnecting),
+            Action::RebuildPeerConnections,
+            JOIN
+        ]
+    );
+}
+
+#[test]
+fn a_link_down_with_another_route_left_resumes_on_it() {
+    let mut sim = Sim::publishing(config());
+    let t = sim.at();
+    sim.input(network(NetworkChangeKind::LinkDown, true));
+    let fired = sim.advance(ms(20));
+    assert_eq!(
+        timed_deeds(&fired),
+        vec![
+            (t + ms(20), Action::Emit(RoomEventKind::Resuming)),
+            (t + ms(20), Action::RebindSockets),
+            (t + ms(20), RESUME)
+        ]
+    );
+}
+
+#[test]
+fn a_watchdog_tick_goes_on_in_every_state_but_stopped() {
+    let mut cfg = config();
+    cfg.watchdog_interval = Some(secs(10));
+    let mut sim = Sim::new(cfg);
+    let pings = |fired: &[(Duration, Action)]| {
+        fired
+            .iter()
+            .filter(|(_, a)| *a == Action::Notify(Notice::Watchdog))
+            .count()
+    };
+    assert_eq!(pings(&sim.advance(secs(30))), 3, "before Start");
+    sim.input(Input::Start);
+    sim.input(unreachable());
+    assert_eq!(pings(&sim.advance(secs(30))), 3, "while retrying");
+    sim.until(secs(600), is_open);
+    sim.join_and_publish("PA_1");
+    assert_eq!(pings(&sim.advance(secs(30))), 3, "while publishing");
+    sim.input(Input::Shutdown);
+    assert_eq!(sim.sup.poll_timeout(), None);
+}
