@@ -7,6 +7,8 @@
 //! - `peer`: webrtc-rs PeerConnections, tracks and data channels.
 //! - `media`: sources (synthetic, later V4L2/ALSA) and encoders behind small traits.
 //! - `room`: the public Room API and its events, and the task that drives a connection.
+//! - `supervisor`: every decision about the connection's lifecycle (join, resume, full reconnect,
+//!   backoff, health), as a pure state machine the async shell drives.
 //! - `logging`: the one logging set-up.
 //!
 //! The test server (devroom), the demo and the benchmarks are the `devroom` crate in
@@ -19,6 +21,7 @@ pub mod media;
 pub mod peer;
 pub mod room;
 pub mod signal;
+pub mod supervisor;
 
 /// The crate version, reported in ClientInfo and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
