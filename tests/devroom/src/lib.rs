@@ -210,6 +210,36 @@ impl DevRoom {
         self.shared.events.wait_for(timeout, pred).await
     }
 
+    /// The snapshot (as [`DevRoom::snapshot`]) once `pred` holds on it; None after `timeout`.
+    /// Re-checked on every event and every counted media packet, never on a timer: tests wait
+    /// on counters ("200 more packets of this track") with it.
+    pub async fn wait_snapshot(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let counters = self.shared.sfu.counters_changed();
+        let mut events = self.shared.events.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let packet = counters.notified();
+            tokio::pin!(packet);
+            packet.as_mut().enable();
+            let snapshot = self.snapshot();
+            if pred(&snapshot) {
+                return Some(snapshot);
+            }
+            tokio::select! {
+                _ = &mut packet => {}
+                _ = events.recv() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let snapshot = self.snapshot();
+                    return pred(&snapshot).then_some(snapshot);
+                }
+            }
+        }
+    }
+
     pub fn faults(&self) -> Faults {
         Faults {
             shared: self.shared.clone(),

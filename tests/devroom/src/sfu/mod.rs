@@ -64,6 +64,27 @@ pub use roomcast::peer::keyframe::{is_keyframe_request, KeyframeRequestIntercept
 use media::{H264Snapshotter, PayloadFormat, TrackCounter};
 use roomcast::peer::{self, codecs, PcSettings};
 
+/// Re-checks `check` each time `notify` fires (and once at the start) until it returns Some;
+/// None after `timeout`. The waiter is registered before every check, so no wake-up is lost.
+pub async fn wait_until_notified<T>(
+    notify: &tokio::sync::Notify,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return check();
+        }
+    }
+}
+
 /// Identifies one PeerConnection on the SFU.
 pub type PeerId = u64;
 
@@ -201,6 +222,8 @@ struct Inner {
     pause_generation: AtomicU64,
     peers: Mutex<HashMap<PeerId, Arc<Peer>>>,
     tracks: Mutex<HashMap<(PeerId, String), Arc<PubTrack>>>,
+    /// Woken on every counted packet, so waiters on counters never poll (see `wait_stats`).
+    counters_changed: Arc<tokio::sync::Notify>,
 }
 
 struct Peer {
@@ -354,6 +377,7 @@ impl Sfu {
             pause_generation: AtomicU64::new(0),
             peers: Mutex::new(HashMap::new()),
             tracks: Mutex::new(HashMap::new()),
+            counters_changed: Arc::new(tokio::sync::Notify::new()),
         };
         (
             Sfu {
@@ -660,6 +684,28 @@ impl Sfu {
         dc.send(BytesMut::from(&data[..]))
             .await
             .with_context(|| format!("sending on {label} of peer {peer}"))
+    }
+
+    /// Wakes on every packet any track counts: wait on it (created before checking the
+    /// condition) instead of polling the counters.
+    pub fn counters_changed(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.counters_changed.clone()
+    }
+
+    /// The track's counters once `pred` holds; None after `timeout`. Woken by each counted
+    /// packet, never by a timer.
+    pub async fn wait_stats(
+        &self,
+        track: &TrackKey,
+        timeout: Duration,
+        pred: impl Fn(&TrackStats) -> bool,
+    ) -> Option<TrackStats> {
+        let changed = self.counters_changed();
+        wait_until_notified(&changed, timeout, || {
+            let stats = self.stats(track);
+            pred(&stats).then_some(stats)
+        })
+        .await
     }
 
     /// Counters of a track (all zero for an unknown key).
@@ -1300,6 +1346,7 @@ impl Inner {
         }
         let first =
             lock(&entry.counter).on_packet(packet.header.timestamp, &packet.payload, self.now_ms());
+        self.counters_changed.notify_waiters();
         if format == PayloadFormat::H264 {
             let overflowed = lock(&entry.snapshot).on_packet(
                 packet.header.sequence_number,

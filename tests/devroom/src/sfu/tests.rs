@@ -141,12 +141,42 @@ impl Hub {
     }
 }
 
-/// Waits until `cond` holds, re-checking every 20 ms, failing after the deadline.
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits until `cond` holds, re-checking it each time one of `wakers` fires (the things that
+/// can change its outcome: packet counters, the event log), failing after the deadline. No timer
+/// paces it: a waiter is registered on every waker before each check, so no change is missed.
+async fn wait_until(what: &str, wakers: &[&Notify], cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut woken: Vec<_> = wakers.iter().map(|n| Box::pin(n.notified())).collect();
+        for notified in &mut woken {
+            notified.as_mut().enable();
+        }
+        if cond() {
+            return;
+        }
+        let any = futures_util::future::select_all(woken);
+        assert!(
+            tokio::time::timeout_at(deadline, any).await.is_ok() || cond(),
+            "timed out waiting until {what}"
+        );
+    }
+}
+
+/// A counter a test can wait on.
+#[derive(Default)]
+struct Count {
+    value: AtomicUsize,
+    changed: Notify,
+}
+
+impl Count {
+    fn bump(&self) {
+        self.value.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn get(&self) -> usize {
+        self.value.load(Ordering::SeqCst)
     }
 }
 
@@ -299,7 +329,7 @@ async fn payload_type(sender: &Arc<dyn RtpSender>, mime: &str) -> u8 {
 /// A publishing client: H.264 quadrants at 30 fps and Opus silence at 50 packets/s.
 struct Publisher {
     client: Client,
-    plis: Arc<AtomicUsize>,
+    plis: Arc<Count>,
     video_frames_sent: Arc<AtomicU64>,
 }
 
@@ -369,7 +399,7 @@ async fn start_publisher_with(
     let video_pt = payload_type(&video_sender, MIME_TYPE_H264).await;
     let audio_pt = payload_type(&audio_sender, MIME_TYPE_OPUS).await;
 
-    let plis = Arc::new(AtomicUsize::new(0));
+    let plis = Arc::new(Count::default());
     let force_key = Arc::new(AtomicUsize::new(0));
     {
         let (video, plis, force_key) = (video.clone(), plis.clone(), force_key.clone());
@@ -377,7 +407,7 @@ async fn start_publisher_with(
             while let Some(event) = video.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event {
                     if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        plis.fetch_add(1, Ordering::SeqCst);
+                        plis.bump();
                         force_key.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -456,6 +486,7 @@ async fn start_publisher_with(
 struct Received {
     packets: Mutex<HashMap<&'static str, u64>>,
     payload_types: Mutex<HashMap<&'static str, std::collections::BTreeSet<u8>>>,
+    changed: Notify,
 }
 
 impl Received {
@@ -474,6 +505,7 @@ fn count_received(track: Arc<dyn TrackRemote>, kind: &'static str, received: Arc
                         .entry(kind)
                         .or_default()
                         .insert(packet.header.payload_type);
+                    received.changed.notify_waiters();
                 }
                 TrackRemoteEvent::OnEnded => break,
                 _ => {}
@@ -603,9 +635,11 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
         count_received(track.clone(), kind, received.clone());
     }
     let sub_video = sub_video.expect("subscriber got a video track");
-    wait_until("subscriber receives video and audio", || {
-        received.get("video") >= 30 && received.get("audio") >= 25
-    })
+    wait_until(
+        "subscriber receives video and audio",
+        &[&received.changed],
+        || received.get("video") >= 30 && received.get("audio") >= 25,
+    )
     .await;
 
     // Counters on the SFU.
@@ -626,14 +660,13 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
 
     // A PLI from the subscriber reaches the publisher, and a keyframe follows.
     let ssrc = sub_video.ssrcs().await[0];
-    let plis_before = publisher.plis.load(Ordering::SeqCst);
+    let plis_before = publisher.plis.get();
     let keyframes_before = sfu.stats(&video).keyframes;
     let pli_deadline = Instant::now() + DEADLINE;
-    while publisher.plis.load(Ordering::SeqCst) == plis_before {
-        assert!(
-            Instant::now() < pli_deadline,
-            "PLI never reached the publisher"
-        );
+    loop {
+        let arrived = publisher.plis.changed.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
         sub_video
             .write_rtcp(vec![Box::new(PictureLossIndication {
                 sender_ssrc: 0,
@@ -641,17 +674,27 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
             })])
             .await
             .unwrap();
-        // Requests within 100 ms of the last one are coalesced by the SFU; try again later.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The SFU coalesces requests within 100 ms of its last one, so this PLI may be dropped:
+        // wait up to 150 ms for it to reach the publisher, then send another.
+        let _ = tokio::time::timeout(Duration::from_millis(150), arrived).await;
+        if publisher.plis.get() > plis_before {
+            break;
+        }
+        assert!(
+            Instant::now() < pli_deadline,
+            "PLI never reached the publisher"
+        );
     }
     hub.wait_for(
         "keyframe requested",
         |e| matches!(e, SfuEvent::KeyframeRequested { track_key } if *track_key == video),
     )
     .await;
-    wait_until("a new keyframe is counted", || {
-        sfu.stats(&video).keyframes > keyframes_before
-    })
+    wait_until(
+        "a new keyframe is counted",
+        &[&sfu.counters_changed()],
+        || sfu.stats(&video).keyframes > keyframes_before,
+    )
     .await;
 
     // SFU → subscriber data on its own _reliable channel.
@@ -690,9 +733,11 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     let paused_at_packets = sfu.stats(&video).packets;
     // Packets already handed to the subscriber's PC may still land; let them.
     let before_pause = received.get("video");
-    wait_until("publisher keeps sending while paused", || {
-        sfu.stats(&video).packets >= paused_at_packets + 60
-    })
+    wait_until(
+        "publisher keeps sending while paused",
+        &[&sfu.counters_changed()],
+        || sfu.stats(&video).packets >= paused_at_packets + 60,
+    )
     .await;
     let during_pause = received.get("video");
     assert!(
@@ -701,7 +746,7 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
         during_pause - before_pause
     );
     sfu.set_paused(false);
-    wait_until("forwarding resumes", || {
+    wait_until("forwarding resumes", &[&received.changed], || {
         received.get("video") >= during_pause + 10
     })
     .await;
@@ -739,19 +784,26 @@ async fn publisher_media_reaches_a_server_offered_subscriber() {
     let answer_sdp = subscriber.pc.local_description().await.unwrap().sdp;
     sfu.accept_answer(sub_peer, answer_sdp).await.unwrap();
     let after_restart = received.get("video");
-    wait_until("video after the SFU's ICE restart", || {
-        received.get("video") >= after_restart + 30
-    })
+    wait_until(
+        "video after the SFU's ICE restart",
+        &[&received.changed],
+        || received.get("video") >= after_restart + 30,
+    )
     .await;
 
     // Closing the publisher ends the subscription and asks for renegotiation.
     let renegotiations =
         hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer));
     sfu.close_peer(pub_peer).await;
-    wait_until("subscriber renegotiation after publisher left", || {
-        hub.count(|e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer))
-            > renegotiations
-    })
+    wait_until(
+        "subscriber renegotiation after publisher left",
+        &[&hub.notify],
+        || {
+            hub.count(
+                |e| matches!(e, SfuEvent::RenegotiationNeeded { peer, .. } if *peer == sub_peer),
+            ) > renegotiations
+        },
+    )
     .await;
     assert_eq!(sfu.stats(&video), TrackStats::default());
     sfu.close_peer(sub_peer).await;
@@ -996,14 +1048,18 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
             received.clone(),
         );
     }
-    wait_until("single-PC client receives video and audio", || {
-        received.get("video") >= 20 && received.get("audio") >= 20
-    })
+    wait_until(
+        "single-PC client receives video and audio",
+        &[&received.changed],
+        || received.get("video") >= 20 && received.get("audio") >= 20,
+    )
     .await;
     let own_packets = sfu.stats(&own_key).packets;
-    wait_until("the client's own audio still arrives", || {
-        sfu.stats(&own_key).packets >= own_packets + 20
-    })
+    wait_until(
+        "the client's own audio still arrives",
+        &[&sfu.counters_changed()],
+        || sfu.stats(&own_key).packets >= own_packets + 20,
+    )
     .await;
 
     // A PLI from this subscriber reaches the publisher too.
@@ -1015,13 +1071,12 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
     }
     let sub_video = sub_video.expect("video track");
     let ssrc = sub_video.ssrcs().await[0];
-    let plis_before = publisher.plis.load(Ordering::SeqCst);
+    let plis_before = publisher.plis.get();
     let pli_deadline = Instant::now() + DEADLINE;
-    while publisher.plis.load(Ordering::SeqCst) == plis_before {
-        assert!(
-            Instant::now() < pli_deadline,
-            "PLI never reached the publisher"
-        );
+    loop {
+        let arrived = publisher.plis.changed.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
         sub_video
             .write_rtcp(vec![Box::new(PictureLossIndication {
                 sender_ssrc: 0,
@@ -1029,16 +1084,29 @@ async fn single_pc_client_receives_on_recvonly_sections_and_survives_ice_restart
             })])
             .await
             .unwrap();
-        // Requests within 100 ms of the last one are coalesced by the SFU; try again later.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The SFU coalesces requests within 100 ms of its last one, so this PLI may be dropped:
+        // wait up to 150 ms for it to reach the publisher, then send another.
+        let _ = tokio::time::timeout(Duration::from_millis(150), arrived).await;
+        if publisher.plis.get() > plis_before {
+            break;
+        }
+        assert!(
+            Instant::now() < pli_deadline,
+            "PLI never reached the publisher"
+        );
     }
 
     // ICE restart from the client; media keeps flowing both ways.
     client_offers(&sfu, &hub, &client, peer, true).await;
     let (video_before, own_before) = (received.get("video"), sfu.stats(&own_key).packets);
-    wait_until("media after the ICE restart", || {
-        received.get("video") >= video_before + 30 && sfu.stats(&own_key).packets >= own_before + 25
-    })
+    wait_until(
+        "media after the ICE restart",
+        &[&received.changed, &sfu.counters_changed()],
+        || {
+            received.get("video") >= video_before + 30
+                && sfu.stats(&own_key).packets >= own_before + 25
+        },
+    )
     .await;
     sfu.close_peer(peer).await;
     sfu.close_peer(pub_peer).await;
@@ -1179,7 +1247,7 @@ async fn simulcast_publisher_is_forwarded_from_its_best_layer() {
     let video = sfu.publish(pub_peer, &mid, "TR_sim", "PA_sim");
 
     let top_enabled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let top_sent = Arc::new(AtomicU64::new(0));
+    let top_sent = Arc::new(Count::default());
     {
         let (top_enabled, top_sent, mid) = (top_enabled.clone(), top_sent.clone(), mid.clone());
         let ssrcs = ssrcs.clone();
@@ -1220,7 +1288,7 @@ async fn simulcast_publisher_is_forwarded_from_its_best_layer() {
                         break 'outer;
                     }
                     if top {
-                        top_sent.fetch_add(1, Ordering::SeqCst);
+                        top_sent.bump();
                     }
                 }
             }
@@ -1259,29 +1327,31 @@ async fn simulcast_publisher_is_forwarded_from_its_best_layer() {
         .await;
     let received = Arc::new(Received::default());
     count_received(subscriber.tracks[0].clone(), "video", received.clone());
-    wait_until("subscriber receives layer q", || {
+    wait_until("subscriber receives layer q", &[&received.changed], || {
         received.get("video") >= 20
     })
     .await;
 
     top_enabled.store(true, Ordering::SeqCst);
-    wait_until("the SFU switches to layer f", || {
-        lock(&entry.layers).selected == Some(ssrcs[1])
-    })
+    wait_until(
+        "the SFU switches to layer f",
+        &[&sfu.counters_changed()],
+        || lock(&entry.layers).selected == Some(ssrcs[1]),
+    )
     .await;
     let switched_at = received.get("video");
-    wait_until("forwarding continues on f", || {
+    wait_until("forwarding continues on f", &[&received.changed], || {
         received.get("video") >= switched_at + 30
     })
     .await;
     // Only the forwarded layer is counted: one picture per f frame sent, not one per layer.
-    let (frames_before, sent_before) = (sfu.stats(&video).frames, top_sent.load(Ordering::SeqCst));
-    wait_until("30 more f frames", || {
-        top_sent.load(Ordering::SeqCst) >= sent_before + 30
+    let (frames_before, sent_before) = (sfu.stats(&video).frames, top_sent.get() as u64);
+    wait_until("30 more f frames", &[&top_sent.changed], || {
+        top_sent.get() as u64 >= sent_before + 30
     })
     .await;
     let counted = sfu.stats(&video).frames - frames_before;
-    let sent = top_sent.load(Ordering::SeqCst) - sent_before;
+    let sent = top_sent.get() as u64 - sent_before;
     assert!(
         counted <= sent + 2,
         "counted {counted} pictures while f sent {sent}: layers are being mixed"
@@ -1389,9 +1459,11 @@ async fn payload_types_follow_each_client() {
             received.clone(),
         );
     }
-    wait_until("the subscriber receives video and audio", || {
-        received.get("video") >= 20 && received.get("audio") >= 20
-    })
+    wait_until(
+        "the subscriber receives video and audio",
+        &[&received.changed],
+        || received.get("video") >= 20 && received.get("audio") >= 20,
+    )
     .await;
     let pts = lock(&received.payload_types).clone();
     assert_eq!(pts["video"].iter().copied().collect::<Vec<_>>(), [98]);
