@@ -12,7 +12,7 @@
 #              LIVEKIT_LOG_LEVEL (default info), LIVEKIT_READY_S (default 30).
 # Config: one key with a 32-character secret, node_ip = LIVEKIT_IP (every host candidate is that address),
 # single UDP (mux) and TCP ports, TURN off unless --turn, STUN servers pointing at the namespace (never the
-# public ones), and short room timeouts so a test's room does not outlive it.
+# public ones), short room timeouts so a test's room does not outlive it, and remote unmute allowed.
 set -euo pipefail
 TOOLS=${ROOMCAST_TOOLS:-$HOME/.cache/roomcast-tools}
 BIN=${LIVEKIT_SERVER_BIN:-$TOOLS/livekit/bin/livekit-server}
@@ -57,6 +57,8 @@ rtc:
 room:
   empty_timeout: 10
   departure_timeout: 2
+  # RoomService.MutePublishedTrack(muted=false) is refused (412 "remote unmute not enabled") without it
+  enable_remote_unmute: true
 YAML
   if [ "$turn" = --turn ]; then
     cat >>"$dir/livekit.yaml" <<YAML
