@@ -36,7 +36,9 @@ start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   # The UDP mux opens one socket per interface address at start-up, so the address comes first.
-  ip -4 addr show dev lk0 | grep -q "inet $IP/" || ip addr add "$IP/24" dev lk0
+  # (Two servers starting at once may race to add it: "exists" is fine.)
+  ip -4 addr show dev lk0 | grep -q "inet $IP/" || ip addr add "$IP/24" dev lk0 2>/dev/null ||
+    ip -4 addr show dev lk0 | grep -q "inet $IP/" || die "cannot add $IP to lk0"
   local http tcp udp turn_port
   http=$(free_port tcp); tcp=$(free_port tcp); udp=$(free_port udp); turn_port=$(free_port udp)
   cat >"$dir/livekit.yaml" <<YAML
