@@ -3,7 +3,9 @@
 #   - Debian packages: only the missing ones are installed (apt-get runs under `flock /tmp/apt.lock`);
 #   - the official Python SDK in a pinned venv at .peers/venv (skipped while its stamp matches);
 #   - the official JS SDK + playwright-core in tests/peers/js/node_modules (`npm ci` only when
-#     package-lock.json changed).
+#     package-lock.json changed);
+#   - livekit-server, built with `go install` at a pinned tag (scripts/install-livekit-server.sh;
+#     needs Go and its module proxy once, then only checks the cached binary's version).
 # usage: scripts/install-deps.sh [--demo]   (--demo: only what `roomcast demo` needs, no browser/peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -116,4 +118,7 @@ else
 fi
 
 [ -x /usr/lib/chromium/chromium ] || { log "chromium is missing at /usr/lib/chromium/chromium"; exit 1; }
+
+# --- the real LiveKit server (pinned, built with Go once, cached in ~/.cache/roomcast-tools/livekit) ---
+bash "$ROOT/scripts/install-livekit-server.sh"
 log "done in $(( $(date +%s) - START )) s"

@@ -126,7 +126,7 @@ pub async fn open(
                 .unwrap_or_default();
             Err(ConnectError::Rejected {
                 status,
-                reason: body,
+                reason: without_token(&body, token),
             })
         }
         Ok(Err(source)) => Err(ConnectError::Transport {
@@ -142,6 +142,16 @@ pub fn redact(url: &str) -> String {
         Some((base, _)) => format!("{base}?…"),
         None => url.to_string(),
     }
+}
+
+/// The server's refusal text with our token taken out: livekit-server quotes the whole JWT in its
+/// 401 text ("invalid token: eyJ…, error: token is expired"), which would put a credential in the
+/// journal and bury the cause.
+pub fn without_token(text: &str, token: &str) -> String {
+    if token.is_empty() {
+        return text.to_string();
+    }
+    text.replace(token, "<token>")
 }
 
 /// GET the validate URL (same query, same Bearer header) and return the status and the server's
@@ -176,7 +186,7 @@ pub async fn validate(
             .ok()?;
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().unwrap_or_default();
-        Some((status, body.trim().to_string()))
+        Some((status, without_token(body.trim(), &token)))
     })
     .await
     .ok()
@@ -368,6 +378,21 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_text_loses_the_token() {
+        assert_eq!(
+            without_token(
+                "invalid token: eyJa.eyJb.sig, error: token is expired",
+                "eyJa.eyJb.sig"
+            ),
+            "invalid token: <token>, error: token is expired"
+        );
+        assert_eq!(
+            without_token("invalid API key: k", ""),
+            "invalid API key: k"
+        );
+    }
 
     #[test]
     fn redact_hides_the_query() {

@@ -176,6 +176,14 @@ class Peer:
                 self.received[key] = rec
                 self.tasks.append(asyncio.ensure_future(self.count_audio(key, track)))
 
+        @r.on("track_muted")
+        def _tm(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
+            emit({"event": "track_muted", "identity": p.identity, "track_sid": pub.sid})
+
+        @r.on("track_unmuted")
+        def _tu(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
+            emit({"event": "track_unmuted", "identity": p.identity, "track_sid": pub.sid})
+
         @r.on("track_subscription_failed")
         def _tsf(p: rtc.RemoteParticipant, sid: str, err: str) -> None:
             emit({"event": "track_subscription_failed", "identity": p.identity, "track_sid": sid, "error": err})

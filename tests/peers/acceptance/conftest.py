@@ -1,10 +1,13 @@
-"""Shared pieces of the official-SDK acceptance tests against `roomcast devroom`.
+"""Shared pieces of the official-SDK acceptance tests, run against devroom and against the real
+livekit-server (the `server` fixture is parametrized by both; ROOMCAST_TEST_SERVERS narrows it).
 
 Everything here waits on events with deadlines (devroom's /admin/events long-poll, the peers'
-JSON lines); nothing sleeps to let time pass. Must run inside tests/netns.sh.
+JSON lines, roomcast's JSON event lines, RoomService answers polled against a deadline); nothing
+sleeps to let time pass. Must run inside tests/netns.sh.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,6 +28,9 @@ PEERS = ROOT / "tests" / "peers"
 PY_PEER = PEERS / "py_peer.py"
 BROWSER_PEER = PEERS / "js" / "browser_peer.mjs"
 LOG_ROOT = Path(os.environ.get("ROOMCAST_TEST_LOGS") or ROOT / "target" / "test-logs")
+LIVEKIT_HELPER = ROOT / "tests" / "servers" / "livekit-server.sh"
+# The servers a test runs against: both unless ROOMCAST_TEST_SERVERS (comma-separated) says otherwise.
+SERVERS = [s for s in os.environ.get("ROOMCAST_TEST_SERVERS", "devroom,livekit").split(",") if s]
 
 
 def roomcast_bin() -> Path:
@@ -32,6 +38,15 @@ def roomcast_bin() -> Path:
         return Path(os.environ["ROOMCAST_BIN"])
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     return target / "debug" / "roomcast"
+
+
+def devroom_cmd() -> list[str]:
+    """The one place that knows how devroom is started: DEVROOM_BIN when set (scripts/test.sh
+    exports it), else the debug build of the devroom crate (tests/devroom)."""
+    if os.environ.get("DEVROOM_BIN"):
+        return [os.environ["DEVROOM_BIN"]]
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    return [str(target / "debug" / "devroom")]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -124,7 +139,112 @@ class LineReader:
             return "\n".join(f"  {self.name}| {line}" for line in self.lines[-n:])
 
 
-class DevRoom:
+class ServerApi:
+    """What every test server offers: its URL and key, tokens, and RoomService (Twirp) through the
+    official `livekit-api` package, which both devroom and livekit-server answer."""
+
+    kind = ""
+    url = ""
+    http = ""
+    key = ""
+    secret = ""
+
+    def token(self, identity: str, room: str, ttl_s: int = 3600) -> str:
+        from livekit import api
+        import datetime
+
+        return (api.AccessToken(self.key, self.secret).with_identity(identity).with_name(identity)
+                .with_ttl(datetime.timedelta(seconds=ttl_s))
+                .with_grants(api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
+                                             can_publish_data=True)).to_jwt())
+
+    def api(self, call: Callable):
+        """Run `await call(LiveKitAPI)` and return its result, e.g.
+        server.api(lambda lk: lk.room.list_participants(api.ListParticipantsRequest(room="r")))."""
+        from livekit import api
+
+        async def go():
+            lk = api.LiveKitAPI(self.http, self.key, self.secret)
+            try:
+                return await asyncio.wait_for(call(lk), 10)
+            finally:
+                await lk.aclose()
+
+        return asyncio.run(go())
+
+    def participants(self, room: str) -> list:
+        """ListParticipants; a room that does not exist (yet, or any more) has none."""
+        from livekit import api
+
+        try:
+            return list(self.api(lambda lk: lk.room.list_participants(api.ListParticipantsRequest(room=room)))
+                        .participants)
+        except api.TwirpError as e:
+            if e.code == "not_found" or "not found" in (e.message or "").lower():
+                return []
+            raise
+
+    def wait_participants(self, room: str, pred: Callable[[list], bool], timeout: float, what: str) -> list:
+        """Ask ListParticipants until pred(participants) holds; fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.participants(room)
+            if pred(got):
+                return got
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{self.kind}: {what} not seen within {timeout:.0f}s; ListParticipants("
+                                     f"{room}) = {[(p.identity, p.sid, p.state) for p in got]}\n"
+                                     + self.stderr_tail())
+            time.sleep(0.05)  # interval of a condition poll with a deadline
+
+    def stderr_tail(self, n: int = 40) -> str:
+        return ""
+
+
+class LiveKitServer(ServerApi):
+    """The real livekit-server, started by tests/servers/livekit-server.sh in this namespace."""
+
+    kind = "livekit"
+
+    def __init__(self, workdir: Path, turn: bool = False) -> None:
+        self.dir = workdir / "livekit-server"
+        cmd = ["bash", str(LIVEKIT_HELPER), "start", str(self.dir)] + (["--turn"] if turn else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+        if out.returncode != 0:
+            raise AssertionError(f"livekit-server did not start: {out.stderr.strip()}")
+        env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+        self.url, self.http = env["LIVEKIT_URL"], env["LIVEKIT_HTTP"]
+        self.key, self.secret = env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"]
+        self.port = int(self.http.rsplit(":", 1)[1])
+        self.log = Path(env["LIVEKIT_LOG"])
+
+    def stderr_tail(self, n: int = 40) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()[-n:]
+        except OSError:
+            return ""
+        return "\n".join("  livekit-server| " + line for line in lines)
+
+    def drop_ws(self, pid: int) -> int:
+        """Kill (ss -K) the TCP connections process `pid` holds to our HTTP/WebSocket port, as a broken
+        network would. Returns how many were killed."""
+        out = subprocess.run(["ss", "-tnpH", "state", "established", "dport", "=", f":{self.port}"],
+                             capture_output=True, text=True, check=True).stdout
+        ports = [line.split()[2].rsplit(":", 1)[1] for line in out.splitlines() if f"pid={pid}," in line]
+        for lport in ports:
+            subprocess.run(["ss", "-K", "-tnH", "dport", "=", f":{self.port}", "sport", "=", f":{lport}"],
+                           capture_output=True, check=True)
+        return len(ports)
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(LIVEKIT_HELPER), "stop", str(self.dir)], capture_output=True, timeout=30)
+
+
+class DevRoom(ServerApi):
+    kind = "devroom"
+    key = "devkey"
+    secret = "secret"
+
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.http = f"http://127.0.0.1:{self.port}"
@@ -135,8 +255,8 @@ class DevRoom:
         frames = workdir / "frames"
         frames.mkdir(exist_ok=True)
         self.stderr = open(workdir / "devroom.stderr", "w")
-        cmd = [str(roomcast_bin()), "devroom", "--listen", f"127.0.0.1:{self.port}", "--keys", "devkey:secret",
-               "--frame-dir", str(frames)]
+        cmd = devroom_cmd() + ["--listen", f"127.0.0.1:{self.port}", "--keys", "devkey:secret",
+                                "--frame-dir", str(frames)]
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, env=env)
         self.out = LineReader(self.proc.stdout, workdir / "devroom.stdout", "devroom")
@@ -273,17 +393,35 @@ class Peer:
         self.stderr.close()
 
 
-class World:
-    """A devroom plus the peers a test started; torn down (and logs kept) by the fixture."""
+def start_server(kind: str, workdir: Path):
+    if kind == "devroom":
+        return DevRoom(workdir)
+    if kind == "livekit":
+        return LiveKitServer(workdir)
+    raise ValueError(f"unknown test server {kind!r} (devroom or livekit)")
 
-    def __init__(self, workdir: Path) -> None:
+
+class World:
+    """A server (devroom or livekit-server) plus the peers a test started; torn down (and logs
+    kept) by the fixture. `devroom` is the server when it is devroom, else None."""
+
+    def __init__(self, workdir: Path, kind: str = "devroom") -> None:
         self.workdir = workdir
-        self.devroom = DevRoom(workdir)
+        self.kind = kind
+        self.server = start_server(kind, workdir)
+        self.devroom = self.server if kind == "devroom" else None
         self.peers: list[Peer] = []
+        self.roomcasts: list[Roomcast] = []
+
+    def roomcast(self, room: str, identity: str, **kw) -> "Roomcast":
+        """Start `roomcast run` against this world's server (see Roomcast for the options)."""
+        r = Roomcast(self.workdir, self.server, room, identity, **kw)
+        self.roomcasts.append(r)
+        return r
 
     def peer(self, sdk: str, identity: str, *args: str, stay: float = 40, room: str = "test-room",
              spc: Optional[str] = None, token: Optional[str] = None) -> Peer:
-        full = ["--url", self.devroom.url, "--room", room]
+        full = ["--url", self.server.url, "--room", room, "--key", self.server.key, "--secret", self.server.secret]
         if spc is not None:
             full += ["--spc", spc]
         if token is not None:
@@ -294,10 +432,19 @@ class World:
 
     def diagnostics(self) -> str:
         parts = [p.out.tail() + "\n" + p.stderr_tail(10) for p in self.peers]
-        parts.append(self.devroom.stderr_tail())
+        parts += [r.out.tail() + "\n" + r.stderr_tail(15) for r in self.roomcasts]
+        parts.append(self.server.stderr_tail())
         return "\n".join(parts)
 
     def close(self) -> None:
+        for r in self.roomcasts:
+            r.terminate()
+        for r in self.roomcasts:
+            try:
+                r.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            r.kill()
         for p in self.peers:
             p.stop()
         for p in self.peers:
@@ -306,14 +453,26 @@ class World:
             except subprocess.TimeoutExpired:
                 pass
             p.kill()
-        self.devroom.stop()
+        self.server.stop()
+
+
+@pytest.fixture(params=SERVERS)
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Which server the test runs against; a test may parametrize `server_kind` itself to narrow it."""
+    return request.param
 
 
 @pytest.fixture
-def world(request: pytest.FixtureRequest):
-    w = World(log_dir(request))
+def world(request: pytest.FixtureRequest, server_kind: str):
+    w = World(log_dir(request), server_kind)
     yield w
     w.close()
+
+
+@pytest.fixture
+def server(world: World):
+    """The world's server: url, key, secret, token(), api() (RoomService), participants()."""
+    return world.server
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -333,8 +492,10 @@ def report(case: str, ok: bool, detail: str) -> None:
         f.write(line + "\n")
 
 
-def mint(identity: str, room: str = "test-room", *extra: str) -> str:
-    out = subprocess.run([sys.executable, str(PEERS / "mint_token.py"), identity, room, *extra],
+def mint(identity: str, room: str = "test-room", *extra: str, server: Optional[ServerApi] = None) -> str:
+    """A token from mint_token.py; with `server`, for its key and secret (`extra` may override them)."""
+    keys = ["--key", server.key, "--secret", server.secret] if server else []
+    out = subprocess.run([sys.executable, str(PEERS / "mint_token.py"), identity, room, *keys, *extra],
                          check=True, capture_output=True, text=True)
     return out.stdout.strip()
 
@@ -349,3 +510,87 @@ def track_summary(received: dict, frm: str) -> dict:
         if kind not in best or rec["frames"] > best[kind]["frames"]:
             best[kind] = dict(rec, key=key)
     return best
+
+
+class Roomcast:
+    """The real `roomcast run` binary with a generated config (test pattern + tone, a key and secret
+    so it mints its own tokens); its stdout JSON event lines are read as they come."""
+
+    count = 0
+
+    def __init__(self, workdir: Path, server: ServerApi, room: str, identity: str, signal_path: str = "auto",
+                 api_secret: Optional[str] = None, width: int = 320, height: int = 240, fps: int = 15) -> None:
+        Roomcast.count += 1
+        stem = f"roomcast-{Roomcast.count:02d}-{identity}"
+        self.identity = identity
+        self.workdir = workdir
+        state = workdir / f"{stem}.state"
+        state.mkdir(exist_ok=True)
+        self.config = workdir / f"{stem}.toml"
+        self.config.write_text(
+            f'url = "{server.url}"\napi_key = "{server.key}"\napi_secret = "{api_secret or server.secret}"\n'
+            f'room = "{room}"\nidentity = "{identity}"\nsignal_path = "{signal_path}"\nstate_dir = "{state}"\n\n'
+            f'[video]\ndevice = "test-pattern"\nwidth = {width}\nheight = {height}\nfps = {fps}\nbitrate = 500\n\n'
+            f'[audio]\ndevice = "tone"\n')
+        self.stderr_path = workdir / f"{stem}.stderr"
+        self.stderr = open(self.stderr_path, "w")
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
+        self.proc = subprocess.Popen([str(roomcast_bin()), "run", "--config", str(self.config)],
+                                     stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, env=env)
+        self.out = LineReader(self.proc.stdout, workdir / f"{stem}.jsonl", f"roomcast:{identity}")
+
+    def events(self, name: str) -> list[dict]:
+        with self.out.cond:
+            return [e for e in self.out.json if e.get("event") == name]
+
+    def wait_event(self, name: str, timeout: float, pred: Callable[[dict], bool] = lambda e: True) -> dict:
+        try:
+            return self.out.wait_for(lambda e: e.get("event") == name and pred(e), timeout, f"event {name!r}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.stderr_tail()}") from None
+
+    def wait_joined(self, timeout: float = 30) -> dict:
+        """Connected, with both tracks (video, audio) accepted by the server. Returns {kind: track_sid}."""
+        self.wait_event("connection_state_changed", timeout, lambda e: e.get("state") == "connected")
+        self.wait_event("local_track_published", timeout, lambda e: e.get("kind") == "video")
+        self.wait_event("local_track_published", timeout, lambda e: e.get("kind") == "audio")
+        return {e["kind"]: e["track_sid"] for e in self.events("local_track_published")}
+
+    def joined_line(self) -> re.Match:
+        """roomcast's own log line 'joined room "r" as "id" (PA_..) over V1'."""
+        self.stderr.flush()
+        m = None
+        for m in re.finditer(r'joined room "([^"]*)" as "([^"]*)" \((\S+)\) over (\w+)',
+                             self.stderr_path.read_text(errors="replace")):
+            pass
+        if m is None:
+            raise AssertionError(f"no 'joined room' line in roomcast's log\n{self.stderr_tail()}")
+        return m
+
+    def stderr_text(self) -> str:
+        self.stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def stderr_tail(self, n: int = 30) -> str:
+        lines = self.stderr_text().splitlines()[-n:]
+        return "\n".join(f"  roomcast:{self.identity}.stderr| {line}" for line in lines)
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    def finish(self, timeout: float) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"roomcast:{self.identity} did not exit within {timeout:.0f}s\n{self.stderr_tail()}")
+        self.out._t.join(5)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()

@@ -36,3 +36,130 @@ pub fn roomcast_bin() -> std::path::PathBuf {
     );
     bin
 }
+
+/// The real livekit-server, started by tests/servers/livekit-server.sh (the one helper the
+/// shell and Python tests use too) in this test's network namespace; stopped when dropped.
+/// Needs tests/netns.sh (scripts/test.sh runs the Rust tests there) and
+/// scripts/install-livekit-server.sh.
+pub struct LiveKitServer {
+    pub url: String,
+    pub http: String,
+    pub key: String,
+    pub secret: String,
+    dir: tempfile::TempDir,
+}
+
+fn livekit_helper() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../servers/livekit-server.sh")
+}
+
+impl LiveKitServer {
+    /// Start it and wait (with the helper's deadline) until its HTTP port answers.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(livekit_helper())
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("run tests/servers/livekit-server.sh");
+        assert!(
+            out.status.success(),
+            "livekit-server did not start (run the Rust tests inside tests/netns.sh, after \
+             scripts/install-livekit-server.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env: std::collections::HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        LiveKitServer {
+            url: env["LIVEKIT_URL"].clone(),
+            http: env["LIVEKIT_HTTP"].clone(),
+            key: env["LIVEKIT_API_KEY"].clone(),
+            secret: env["LIVEKIT_API_SECRET"].clone(),
+            dir,
+        }
+    }
+
+    /// A join token for `room` signed with this server's key.
+    pub fn join_token(&self, identity: &str, room: &str) -> String {
+        self.token(identity, room, false)
+    }
+
+    fn token(&self, identity: &str, room: &str, admin: bool) -> String {
+        devroom::token::TokenSpec {
+            key: self.key.clone(),
+            secret: self.secret.clone(),
+            admin,
+            ..devroom::token::TokenSpec::join(identity, room)
+        }
+        .mint()
+        .unwrap()
+    }
+
+    /// RoomService.ListParticipants (Twirp JSON) for `room`; a room that does not exist (yet, or
+    /// any more) has none.
+    pub fn list_participants(&self, room: &str) -> Vec<serde_json::Value> {
+        let admin = self.token("test-admin", room, true);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut reply = agent
+            .post(&format!(
+                "{}/twirp/livekit.RoomService/ListParticipants",
+                self.http
+            ))
+            .header("Authorization", &format!("Bearer {admin}"))
+            .send_json(serde_json::json!({ "room": room }))
+            .expect("ListParticipants");
+        let status = reply.status().as_u16();
+        let body: serde_json::Value = reply.body_mut().read_json().expect("ListParticipants JSON");
+        match status {
+            200 => body["participants"].as_array().cloned().unwrap_or_default(),
+            404 => Vec::new(),
+            _ => panic!("ListParticipants: HTTP {status} {body}"),
+        }
+    }
+
+    /// Ask ListParticipants until `pred` holds for the list; None after `timeout`.
+    pub fn wait_participants(
+        &self,
+        room: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Option<Vec<serde_json::Value>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let got = self.list_participants(room);
+            if pred(&got) {
+                return Some(got);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            // interval of a condition poll with a deadline (RoomService has no event stream)
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("livekit.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for LiveKitServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(livekit_helper())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
