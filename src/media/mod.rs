@@ -4,6 +4,7 @@
 //! Capture runs on plain threads: a real camera or ALSA device blocks in `read`, so every source
 //! here is a blocking producer that returns the next frame when it is due. The WebRTC side only
 //! sees encoded frames, handed over by [`pipeline`].
+pub mod annexb;
 pub mod opus_encoder;
 pub mod pipeline;
 pub mod synthetic;
