@@ -5,6 +5,7 @@
 //! here is a blocking producer that returns the next frame when it is due. The WebRTC side only
 //! sees encoded frames, handed over by [`pipeline`].
 pub mod annexb;
+pub mod clock;
 pub mod opus_encoder;
 pub mod pipeline;
 pub mod synthetic;
