@@ -7,6 +7,7 @@
 pub mod annexb;
 pub mod clock;
 pub mod opus_encoder;
+pub mod queue;
 pub mod pipeline;
 pub mod synthetic;
 
