@@ -560,10 +560,12 @@ impl Engine {
                 continue;
             }
             let pipeline = match p.settings_kind {
-                TrackKind::Video => media::pipeline::start_video(
-                    media::open_video_source(&self.options.video)?,
-                    media::open_video_encoder(&self.options.video)?,
-                ),
+                TrackKind::Video => {
+                    let video = &self.options.video;
+                    let source = media::open_video_source(video)?;
+                    let encoder = media::open_video_encoder(video, source.format())?;
+                    media::pipeline::start_video(source, encoder, video.bitrate_limits())
+                }
                 TrackKind::Audio => media::pipeline::start_audio(
                     media::open_audio_source(&self.options.audio)?,
                     media::open_audio_encoder(&self.options.audio)?,
