@@ -564,7 +564,11 @@ impl Engine {
                     let video = &self.options.video;
                     let source = media::open_video_source(video)?;
                     let encoder = media::open_video_encoder(video, source.format())?;
-                    media::pipeline::start_video(source, encoder, video.bitrate_limits())
+                    let limits = self
+                        .options
+                        .video_bitrate_limits
+                        .unwrap_or_else(|| video.bitrate_limits());
+                    media::pipeline::start_video(source, encoder, limits)
                 }
                 TrackKind::Audio => media::pipeline::start_audio(
                     media::open_audio_source(&self.options.audio)?,

@@ -32,6 +32,9 @@ pub struct RoomOptions {
     pub auto_subscribe: bool,
     pub ca_file: Option<PathBuf>,
     pub video: VideoSettings,
+    /// Where congestion feedback may move the video bitrate; `None` derives it from
+    /// `video.bitrate` ([`VideoSettings::bitrate_limits`]).
+    pub video_bitrate_limits: Option<crate::media::pipeline::BitrateLimits>,
     pub audio: AudioSettings,
     /// Upgrade timeout.
     pub connect_timeout: Duration,
@@ -50,6 +53,7 @@ impl RoomOptions {
             auto_subscribe: true,
             ca_file: None,
             video: VideoSettings::default(),
+            video_bitrate_limits: None,
             audio: AudioSettings::default(),
             connect_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(5),
