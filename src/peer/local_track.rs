@@ -10,7 +10,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -27,6 +27,8 @@ pub struct SendStats {
     pub bytes_sent: AtomicU64,
     /// PLI/FIR received from the far end.
     pub keyframe_requests: AtomicU64,
+    /// The video bitrate (bit/s) the last REMB set, clamped to the limits; 0 before any.
+    pub bitrate_target: AtomicU32,
 }
 
 pub struct LocalTrack {
@@ -245,6 +247,7 @@ impl LocalTrack {
         *self.control.lock().unwrap() = Some(control.clone());
         let stats = self.stats.clone();
         let track = self.track.clone();
+        let (kind, ssrc) = (self.kind, self.ssrc);
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event {
@@ -254,6 +257,19 @@ impl LocalTrack {
                     {
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         control.request_keyframe();
+                    }
+                    // The receiver's estimate (REMB) sets the video bitrate, within the
+                    // configured limits. TWCC feedback would need a send-side estimator; that
+                    // would feed `PipelineControl::set_bitrate` the same way.
+                    if kind == RtpCodecKind::Video {
+                        if let Some(bps) = packets
+                            .iter()
+                            .filter_map(|p| super::keyframe::remb_bitrate_for(p.as_ref(), ssrc))
+                            .last()
+                        {
+                            let applied = control.set_bitrate(bps);
+                            stats.bitrate_target.store(applied, Ordering::Relaxed);
+                        }
                     }
                 }
             }
