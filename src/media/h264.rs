@@ -178,7 +178,7 @@ fn to_i420(frame: &VideoFrame, out: &mut Vec<u8>) -> anyhow::Result<()> {
                 let top = &data[2 * row * stride..][..w * 2];
                 let bottom = &data[(2 * row + 1) * stride..][..w * 2];
                 for x in 0..cw {
-                    let avg = |i: usize| ((top[i] as u16 + bottom[i] as u16 + 1) / 2) as u8;
+                    let avg = |i: usize| (top[i] as u16 + bottom[i] as u16).div_ceil(2) as u8;
                     u_out[row * cw + x] = avg(4 * x + 1);
                     v_out[row * cw + x] = avg(4 * x + 3);
                 }

@@ -264,8 +264,8 @@ impl LocalTrack {
                     if kind == RtpCodecKind::Video {
                         if let Some(bps) = packets
                             .iter()
-                            .filter_map(|p| super::keyframe::remb_bitrate_for(p.as_ref(), ssrc))
-                            .last()
+                            .rev()
+                            .find_map(|p| super::keyframe::remb_bitrate_for(p.as_ref(), ssrc))
                         {
                             let applied = control.set_bitrate(bps);
                             stats.bitrate_target.store(applied, Ordering::Relaxed);
