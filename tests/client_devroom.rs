@@ -1344,3 +1344,58 @@ async fn auto_falls_back_to_rtc_v0_when_v1_is_404() {
     room.close().await;
     devroom.shutdown().await;
 }
+
+/// The passthrough path end to end: a camera that encodes H.264 itself (the synthetic one, which
+/// like many UVC cameras puts SPS/PPS on its first IDR only) publishes through roomcast without
+/// a re-encode, and devroom decodes the test pattern from what arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn camera_h264_passes_through_and_devroom_decodes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let mut o = options(
+        &devroom.url(),
+        token("cam-h264", "lobby", "secret"),
+        PathChoice::Auto,
+    );
+    o.video.device = "test-pattern-h264".into();
+    let (room, mut events) = Room::connect(o).await.expect("join");
+    let mut published = 0;
+    while published < 2 {
+        wait_room_event(&mut events, Duration::from_secs(10), |e| {
+            matches!(e, RoomEvent::LocalTrackPublished { .. })
+        })
+        .await;
+        published += 1;
+    }
+    let video = room
+        .local_participant()
+        .tracks
+        .into_iter()
+        .find(|t| t.kind == roomcast::room::TrackKind::Video)
+        .unwrap();
+    // A second of frames at the room.
+    let received = wait_until(Duration::from_secs(10), || {
+        devroom_tracks(&devroom, "cam-h264")
+            .into_iter()
+            .find(|t| t["sid"] == video.sid.as_str())
+            .and_then(|t| t["frames"].as_u64())
+            .filter(|&frames| frames >= FPS as u64)
+    })
+    .await;
+    assert!(
+        received.is_some(),
+        "devroom got too few passthrough frames: {:#}",
+        devroom.snapshot()
+    );
+    let png_path = devroom
+        .write_png(&video.sid)
+        .await
+        .expect("devroom decodes the camera's H.264");
+    let (rgb, w, h) = read_png(&png_path);
+    assert_eq!((w, h), (WIDTH, HEIGHT));
+    let checked = roomcast::media::synthetic::check_rgb(&rgb, w, h, 48)
+        .unwrap_or_else(|e| panic!("{}: {e}", png_path.display()));
+    assert!(checked > 100);
+    room.close().await;
+    devroom.shutdown().await;
+}

@@ -1,7 +1,12 @@
 //! Software H.264 (openh264): constrained baseline, Annex-B output, IDR on request, bitrate
 //! changeable while running. Takes YU12 (any strides), NV12 and YUYV; the latter two are
 //! converted to I420 in a buffer kept across frames.
-use super::{EncodedFrame, PixelFormat, VideoEncoder, VideoFrame};
+use super::annexb::{self, NalType};
+use super::synthetic::TestPattern;
+use super::{
+    CameraEncoderControls, EncodedFrame, PixelFormat, StopSignal, VideoEncoder, VideoFormat,
+    VideoFrame, VideoSource,
+};
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
     RateControlMode, UsageType,
@@ -9,6 +14,8 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::OpenH264API;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Seconds between the encoder's periodic IDRs (it also sends one on every request).
@@ -239,12 +246,108 @@ impl VideoEncoder for OpenH264Encoder {
     }
 }
 
+/// A synthetic camera that encodes H.264 itself, like a UVC H.264 camera: the test pattern
+/// through openh264, with SPS/PPS on its first IDR only, as many such cameras send them. It
+/// drives the passthrough path (`[video] device = "test-pattern-h264"`, for tests and the demo).
+pub struct H264TestCamera {
+    pattern: TestPattern,
+    encoder: OpenH264Encoder,
+    requests: Arc<CameraRequests>,
+    sent_parameter_sets: bool,
+}
+
+/// What the passthrough path asked of the camera's encoder, applied before the next frame.
+#[derive(Debug, Default)]
+struct CameraRequests {
+    keyframe: AtomicBool,
+    /// bit/s; 0 means no change.
+    bitrate: AtomicU32,
+}
+
+struct TestCameraControls(Arc<CameraRequests>);
+
+impl CameraEncoderControls for TestCameraControls {
+    fn force_keyframe(&mut self) {
+        self.0.keyframe.store(true, Ordering::Relaxed);
+    }
+    fn set_bitrate(&mut self, bps: u32) {
+        self.0.bitrate.store(bps.max(1), Ordering::Relaxed);
+    }
+}
+
+impl H264TestCamera {
+    pub fn new(width: u32, height: u32, fps: u32, bitrate_kbps: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            pattern: TestPattern::new(width, height, fps)?,
+            encoder: OpenH264Encoder::new(width, height, fps, bitrate_kbps)?,
+            requests: Arc::default(),
+            sent_parameter_sets: false,
+        })
+    }
+}
+
+/// `data` without its SPS and PPS units.
+fn strip_parameter_sets(data: &bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
+    let units = annexb::split(data)?;
+    let mut out = Vec::with_capacity(data.len());
+    for unit in units.iter() {
+        if !matches!(unit.kind(data), NalType::Sps | NalType::Pps) {
+            out.extend_from_slice(&data[unit.start_code_at..unit.end]);
+        }
+    }
+    Ok(out.into())
+}
+
+impl VideoSource for H264TestCamera {
+    fn format(&self) -> VideoFormat {
+        VideoFormat {
+            pixel: PixelFormat::H264,
+            ..self.pattern.format()
+        }
+    }
+
+    fn next_frame(&mut self, stop: &StopSignal) -> anyhow::Result<Option<VideoFrame>> {
+        loop {
+            let Some(raw) = self.pattern.next_frame(stop)? else {
+                return Ok(None);
+            };
+            if self.requests.keyframe.swap(false, Ordering::Relaxed) {
+                self.encoder.request_keyframe();
+            }
+            let bps = self.requests.bitrate.swap(0, Ordering::Relaxed);
+            if bps != 0 {
+                self.encoder.set_bitrate(bps)?;
+            }
+            let (width, height) = (raw.width, raw.height);
+            self.encoder.submit(raw)?;
+            let Some(encoded) = self.encoder.poll()? else {
+                continue;
+            };
+            let data = if self.sent_parameter_sets {
+                strip_parameter_sets(&encoded.data)?
+            } else {
+                self.sent_parameter_sets = encoded.keyframe;
+                encoded.data
+            };
+            return Ok(Some(VideoFrame::compressed(
+                PixelFormat::H264,
+                width,
+                height,
+                data,
+                encoded.capture,
+            )));
+        }
+    }
+
+    fn encoder_controls(&mut self) -> Option<Box<dyn CameraEncoderControls>> {
+        Some(Box::new(TestCameraControls(self.requests.clone())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::annexb::{self, NalType};
-    use crate::media::synthetic::TestPattern;
-    use crate::media::{Plane, StopSignal, VideoSource};
+    use crate::media::Plane;
 
     fn encode(encoder: &mut OpenH264Encoder, frame: VideoFrame) -> EncodedFrame {
         encoder.submit(frame).unwrap();
@@ -494,6 +597,44 @@ mod tests {
         assert_eq!(camera.inserted_parameter_sets(), 1);
         let checked = decode_and_check(&out.data, w, h);
         assert!(checked > 100, "only {checked} pixels compared");
+    }
+
+    /// The H.264 test camera through the passthrough path, as `open_video_encoder` wires it:
+    /// only its first IDR carries SPS/PPS, yet every keyframe that comes out does, and a
+    /// keyframe request reaches the camera's encoder.
+    #[test]
+    fn h264_test_camera_through_passthrough() {
+        let settings = crate::media::VideoSettings {
+            device: "test-pattern-h264".into(),
+            width: 160,
+            height: 128,
+            fps: 60,
+            bitrate: 300,
+        };
+        let mut camera = crate::media::open_video_source(&settings).unwrap();
+        assert_eq!(camera.format().pixel, PixelFormat::H264);
+        let mut encoder = crate::media::open_video_encoder(&settings, camera.as_mut()).unwrap();
+        assert_eq!(encoder.name(), "camera H.264 passthrough");
+        let stop = StopSignal::new();
+        let mut next = |encoder: &mut Box<dyn VideoEncoder>| {
+            let frame = camera.next_frame(&stop).unwrap().unwrap();
+            let has_sps = annexb::split(&frame.planes[0].data)
+                .unwrap()
+                .iter()
+                .any(|u| u.kind(&frame.planes[0].data) == NalType::Sps);
+            encoder.submit(frame).unwrap();
+            (encoder.poll().unwrap().unwrap(), has_sps)
+        };
+        let (first, camera_sent_sps) = next(&mut encoder);
+        assert!(first.keyframe && camera_sent_sps);
+        let (delta, _) = next(&mut encoder);
+        assert!(!delta.keyframe);
+        encoder.request_keyframe();
+        let (idr, camera_sent_sps) = next(&mut encoder);
+        assert!(idr.keyframe, "the request reached the camera's encoder");
+        assert!(!camera_sent_sps, "the camera sends SPS/PPS only once");
+        let checked = decode_and_check(&idr.data, 160, 128);
+        assert!(checked > 10, "only {checked} pixels compared");
     }
 
     fn decode_attempt(data: &[u8]) -> Option<()> {

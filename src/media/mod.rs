@@ -88,6 +88,19 @@ impl StopSignal {
 pub trait VideoSource: Send {
     fn format(&self) -> VideoFormat;
     fn next_frame(&mut self, stop: &StopSignal) -> anyhow::Result<Option<VideoFrame>>;
+    /// For a camera that delivers H.264 itself: the controls of its encoder, which the
+    /// passthrough path forwards keyframe requests and bitrate changes to. Called once, before
+    /// capture starts.
+    fn encoder_controls(&mut self) -> Option<Box<dyn CameraEncoderControls>> {
+        None
+    }
+}
+
+/// The encoder inside a camera (on a UVC camera: V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME and
+/// V4L2_CID_MPEG_VIDEO_BITRATE on its node). Called from the capture thread.
+pub trait CameraEncoderControls: Send {
+    fn force_keyframe(&mut self);
+    fn set_bitrate(&mut self, bps: u32);
 }
 
 /// A microphone: blocks until the next 20 ms frame is captured, or `None` once stopped.
@@ -190,13 +203,21 @@ impl AudioSettings {
     }
 }
 
-/// Open the configured camera. Only the synthetic one exists so far.
+/// Open the configured camera. Only synthetic ones exist so far: the test pattern, and (for
+/// the passthrough path) the same pattern from a camera that encodes H.264 itself.
 pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn VideoSource>> {
     match settings.device.as_str() {
         "test-pattern" => Ok(Box::new(synthetic::TestPattern::new(
             settings.width,
             settings.height,
             settings.fps,
+        )?)),
+        #[cfg(feature = "software-h264")]
+        "test-pattern-h264" => Ok(Box::new(h264::H264TestCamera::new(
+            settings.width,
+            settings.height,
+            settings.fps,
+            settings.bitrate,
         )?)),
         other => anyhow::bail!(
             "[video] device = {other:?}: camera capture is not available in this build yet; \
@@ -223,10 +244,15 @@ pub fn open_audio_source(settings: &AudioSettings) -> anyhow::Result<Box<dyn Aud
 /// the software encoder.
 pub fn open_video_encoder(
     settings: &VideoSettings,
-    source: VideoFormat,
+    camera: &mut dyn VideoSource,
 ) -> anyhow::Result<Box<dyn VideoEncoder>> {
+    let source = camera.format();
     if source.pixel == PixelFormat::H264 {
-        return Ok(Box::new(passthrough::Passthrough::new()));
+        let mut passthrough = passthrough::Passthrough::new();
+        if let Some(controls) = camera.encoder_controls() {
+            passthrough = passthrough.with_controls(controls);
+        }
+        return Ok(Box::new(passthrough));
     }
     anyhow::ensure!(
         source.pixel != PixelFormat::Mjpeg,

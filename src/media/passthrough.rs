@@ -4,14 +4,11 @@
 //!
 //! It sits behind the same [`VideoEncoder`] trait as the real encoders, so the pipeline does not
 //! care whether the camera or the board encodes. Keyframe requests and bitrate changes can only
-//! reach a camera through its device controls (V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME, _BITRATE):
-//! the camera source installs hooks for them; without hooks a request waits for the camera's
-//! next periodic IDR.
+//! reach a camera through its device controls: the camera source hands them over as
+//! [`CameraEncoderControls`]; without them a request waits for the camera's next periodic IDR.
 use super::annexb::{AnnexBError, ParameterSets};
-use super::{EncodedFrame, PixelFormat, VideoEncoder, VideoFrame};
+use super::{CameraEncoderControls, EncodedFrame, PixelFormat, VideoEncoder, VideoFrame};
 use std::collections::VecDeque;
-
-type Hook<T> = Box<dyn FnMut(T) + Send>;
 
 /// Frames waiting for `poll`: one per submit, bounded like every queue here.
 const READY_LIMIT: usize = 4;
@@ -21,8 +18,7 @@ pub struct Passthrough {
     ready: VecDeque<EncodedFrame>,
     /// Nothing decodable has gone out yet, or the last IDR was unusable: hold deltas back.
     waiting_for_keyframe: bool,
-    force_keyframe: Option<Hook<()>>,
-    bitrate: Option<Hook<u32>>,
+    controls: Option<Box<dyn CameraEncoderControls>>,
     /// Access units dropped while waiting for a usable IDR.
     pub dropped: u64,
     pub keyframe_requests: u64,
@@ -40,22 +36,15 @@ impl Passthrough {
             sets: ParameterSets::new(),
             ready: VecDeque::with_capacity(READY_LIMIT),
             waiting_for_keyframe: true,
-            force_keyframe: None,
-            bitrate: None,
+            controls: None,
             dropped: 0,
             keyframe_requests: 0,
         }
     }
 
-    /// How to make the camera send an IDR now.
-    pub fn on_keyframe_request(mut self, hook: impl FnMut(()) + Send + 'static) -> Self {
-        self.force_keyframe = Some(Box::new(hook));
-        self
-    }
-
-    /// How to change the camera's bitrate.
-    pub fn on_bitrate(mut self, hook: impl FnMut(u32) + Send + 'static) -> Self {
-        self.bitrate = Some(Box::new(hook));
+    /// The camera's encoder controls: keyframe requests and bitrate changes go there.
+    pub fn with_controls(mut self, controls: Box<dyn CameraEncoderControls>) -> Self {
+        self.controls = Some(controls);
         self
     }
 
@@ -112,14 +101,14 @@ impl VideoEncoder for Passthrough {
 
     fn request_keyframe(&mut self) {
         self.keyframe_requests += 1;
-        if let Some(hook) = self.force_keyframe.as_mut() {
-            hook(());
+        if let Some(controls) = self.controls.as_mut() {
+            controls.force_keyframe();
         }
     }
 
     fn set_bitrate(&mut self, bps: u32) -> anyhow::Result<()> {
-        if let Some(hook) = self.bitrate.as_mut() {
-            hook(bps);
+        if let Some(controls) = self.controls.as_mut() {
+            controls.set_bitrate(bps);
         }
         Ok(())
     }
@@ -132,6 +121,22 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// Counts keyframe requests and keeps the last bitrate.
+    #[derive(Clone, Default)]
+    struct Spy {
+        keyframes: Arc<AtomicU32>,
+        bitrate: Arc<AtomicU32>,
+    }
+
+    impl CameraEncoderControls for Spy {
+        fn force_keyframe(&mut self) {
+            self.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        fn set_bitrate(&mut self, bps: u32) {
+            self.bitrate.store(bps, Ordering::Relaxed);
+        }
+    }
 
     fn h264(data: &[u8], at_ms: u64) -> VideoFrame {
         VideoFrame::compressed(
@@ -184,24 +189,20 @@ mod tests {
 
     #[test]
     fn an_idr_without_any_sps_pps_is_dropped_and_a_keyframe_requested() {
-        let requests = Arc::new(AtomicU32::new(0));
-        let counter = requests.clone();
-        let mut enc = Passthrough::new().on_keyframe_request(move |()| {
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
+        let spy = Spy::default();
+        let mut enc = Passthrough::new().with_controls(Box::new(spy.clone()));
         enc.submit(h264(IDR, 0)).unwrap();
         assert!(enc.poll().unwrap().is_none());
-        assert_eq!(requests.load(Ordering::Relaxed), 1);
+        assert_eq!(spy.keyframes.load(Ordering::Relaxed), 1);
         assert!(enc.submit(h264(&[1, 2, 3], 0)).is_err(), "not Annex-B");
     }
 
     #[test]
-    fn bitrate_reaches_the_camera_hook() {
-        let seen = Arc::new(AtomicU32::new(0));
-        let s = seen.clone();
-        let mut enc = Passthrough::new().on_bitrate(move |bps| s.store(bps, Ordering::Relaxed));
+    fn bitrate_reaches_the_cameras_encoder() {
+        let spy = Spy::default();
+        let mut enc = Passthrough::new().with_controls(Box::new(spy.clone()));
         enc.set_bitrate(750_000).unwrap();
-        assert_eq!(seen.load(Ordering::Relaxed), 750_000);
+        assert_eq!(spy.bitrate.load(Ordering::Relaxed), 750_000);
         // Raw frames are not for this path.
         let raw = VideoFrame::i420(64, 64, Bytes::from(vec![0; 64 * 96]), Duration::ZERO);
         assert!(enc.submit(raw.unwrap()).is_err());

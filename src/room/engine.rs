@@ -562,8 +562,8 @@ impl Engine {
             let pipeline = match p.settings_kind {
                 TrackKind::Video => {
                     let video = &self.options.video;
-                    let source = media::open_video_source(video)?;
-                    let encoder = media::open_video_encoder(video, source.format())?;
+                    let mut source = media::open_video_source(video)?;
+                    let encoder = media::open_video_encoder(video, source.as_mut())?;
                     let limits = self
                         .options
                         .video_bitrate_limits
