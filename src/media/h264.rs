@@ -642,6 +642,31 @@ mod tests {
         decoder.decode(data).ok().flatten().map(|_| ())
     }
 
+    /// The level in the SPS must cover the picture size: 1080p needs 4.0 (8160 macroblocks
+    /// a frame is beyond 3.1's 3600), or strict decoders refuse the stream.
+    #[test]
+    fn the_sps_level_fits_the_resolution() {
+        let level = |w: u32, h: u32| {
+            let pattern = TestPattern::new(w, h, 30).unwrap();
+            let mut encoder = OpenH264Encoder::new(w, h, 30, 2000).unwrap();
+            let key = encode(&mut encoder, pattern.render(0));
+            let units = annexb::split(&key.data).unwrap();
+            let sps = units
+                .iter()
+                .find(|u| u.kind(&key.data) == NalType::Sps)
+                .unwrap()
+                .bytes(&key.data)
+                .to_vec();
+            // profile_idc, constraint flags, level_idc.
+            (sps[1], sps[3])
+        };
+        let (profile, small) = level(640, 480);
+        assert_eq!(profile, 66, "baseline");
+        let (_, hd) = level(1920, 1080);
+        assert!(small >= 30, "640x480 at 30 fps needs 3.0, SPS says {small}");
+        assert!(hd >= 40, "1080p at 30 fps needs 4.0, SPS says {hd}");
+    }
+
     /// Common camera sizes that are not multiples of 16 (360, 1080 lines) survive the round trip:
     /// the encoder crops, and the decoded picture still shows the pattern.
     #[test]

@@ -29,6 +29,8 @@ pub struct SendStats {
     pub keyframe_requests: AtomicU64,
     /// The video bitrate (bit/s) the last REMB set, clamped to the limits; 0 before any.
     pub bitrate_target: AtomicU32,
+    /// Encoded frames the capture queue dropped because the network fell behind.
+    pub frames_dropped: AtomicU64,
 }
 
 pub struct LocalTrack {
@@ -283,6 +285,8 @@ impl LocalTrack {
         Ok(tokio::spawn(async move {
             let mut wait_for_keyframe = false;
             while let Some(sample) = pipeline.samples.recv().await {
+                let dropped = pipeline.control.dropped.load(Ordering::Relaxed);
+                stats.frames_dropped.store(dropped, Ordering::Relaxed);
                 if muted.load(Ordering::Relaxed) {
                     wait_for_keyframe = kind == RtpCodecKind::Video;
                     continue;

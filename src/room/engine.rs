@@ -466,6 +466,7 @@ impl Engine {
                 keyframes_sent: 0,
                 bytes_sent: 0,
                 keyframe_requests: 0,
+                frames_dropped: 0,
                 muted: false,
             });
         }

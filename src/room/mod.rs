@@ -120,6 +120,9 @@ pub struct LocalTrackPublication {
     pub keyframes_sent: u64,
     pub bytes_sent: u64,
     pub keyframe_requests: u64,
+    /// Encoded frames dropped on the device because the network fell behind (the oldest go
+    /// first; a video drop also asks the encoder for an IDR).
+    pub frames_dropped: u64,
     /// Muted tracks send no media (the server can mute us: RoomService.MutePublishedTrack).
     pub muted: bool,
 }
@@ -341,6 +344,10 @@ impl Room {
                 track.keyframe_requests = s
                     .stats
                     .keyframe_requests
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                track.frames_dropped = s
+                    .stats
+                    .frames_dropped
                     .load(std::sync::atomic::Ordering::Relaxed);
             }
         }
