@@ -261,8 +261,11 @@ impl LocalTrack {
                         control.request_keyframe();
                     }
                     // The receiver's estimate (REMB) sets the video bitrate, within the
-                    // configured limits. TWCC feedback would need a send-side estimator; that
-                    // would feed `PipelineControl::set_bitrate` the same way.
+                    // configured limits. LiveKit's SFU offers goog-remb only in its single-PC
+                    // setup and otherwise leaves the publisher's estimate to TWCC: rtc 0.21 has
+                    // a GCC estimator for that (`configure_congestion_control`, which also adds
+                    // a pacer), whose target shows up in `get_stats()` as the outbound stream's
+                    // `target_bitrate`; it would feed `PipelineControl::set_bitrate` the same way.
                     if kind == RtpCodecKind::Video {
                         if let Some(bps) = packets
                             .iter()
