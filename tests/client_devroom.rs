@@ -1399,3 +1399,59 @@ async fn camera_h264_passes_through_and_devroom_decodes_it() {
     room.close().await;
     devroom.shutdown().await;
 }
+
+/// RTP time comes from capture time: over a few seconds at the room, the span between the first
+/// and the newest video timestamp is a whole number of 3000-tick frames (30 fps at 90 kHz) and
+/// audio a whole number of 960-tick (20 ms) frames, one per frame counted. A running sum of
+/// truncated durations (2,999 ticks a frame) fails the video check after the first frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtp_timestamps_at_the_room_follow_the_capture_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (room, _events, _) = join_and_publish(&devroom, "cam-clock", PathChoice::Auto).await;
+    let track = |kind: roomcast::room::TrackKind| {
+        room.local_participant()
+            .tracks
+            .into_iter()
+            .find(|t| t.kind == kind)
+            .unwrap()
+            .sid
+    };
+    let (video, audio) = (
+        track(roomcast::room::TrackKind::Video),
+        track(roomcast::room::TrackKind::Audio),
+    );
+    let stats = |sid: &str| {
+        devroom_tracks(&devroom, "cam-clock")
+            .into_iter()
+            .find(|t| t["sid"] == sid)
+    };
+    // Two seconds of video at the room.
+    wait_until(Duration::from_secs(10), || {
+        stats(&video)
+            .and_then(|t| t["frames"].as_u64())
+            .filter(|&f| f >= 2 * FPS as u64)
+    })
+    .await
+    .expect("devroom counts video frames");
+    for (sid, ticks_per_frame) in [(&video, 90_000 / FPS), (&audio, 960)] {
+        let t = stats(sid).unwrap();
+        let first = t["first_rtp_timestamp"].as_u64().unwrap() as u32;
+        let last = t["last_rtp_timestamp"].as_u64().unwrap() as u32;
+        let frames = t["frames"].as_u64().unwrap();
+        let span = last.wrapping_sub(first);
+        assert_eq!(
+            span % ticks_per_frame,
+            0,
+            "{sid}: {span} ticks over {frames} frames is not a whole number of {ticks_per_frame}-tick frames"
+        );
+        // Every frame slot between the first and the newest arrived (loopback loses nothing).
+        let slots = u64::from(span / ticks_per_frame) + 1;
+        assert!(
+            frames <= slots && slots <= frames + 2,
+            "{sid}: {frames} frames counted over {slots} frame slots"
+        );
+    }
+    room.close().await;
+    devroom.shutdown().await;
+}
