@@ -4,6 +4,12 @@
 //! Capture runs on plain threads: a real camera or ALSA device blocks in `read`, so every source
 //! here is a blocking producer that returns the next frame when it is due. The WebRTC side only
 //! sees encoded frames, handed over by [`pipeline`].
+//!
+//! The path of a video frame: a [`VideoSource`] stamps it with its capture time on
+//! CLOCK_MONOTONIC; a [`VideoEncoder`] (openh264, or [`passthrough`] for a camera's own H.264)
+//! takes it with `submit` and gives it back encoded with `poll`; the [`queue`] drops the oldest
+//! when the network falls behind and asks for an IDR; the track's packetizer turns the capture
+//! time into the RTP timestamp ([`clock`]).
 pub mod annexb;
 pub mod clock;
 pub mod frame;
