@@ -143,7 +143,7 @@ pub trait AudioEncoder: Send {
 /// What to capture and how to encode it, from the `[video]` section.
 ///
 /// The bitrate the encoder may be moved to by congestion feedback is bounded by
-/// [`VideoSettings::bitrate_range`].
+/// [`VideoSettings::bitrate_limits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoSettings {
     /// `"test-pattern"`, `"none"`, or a device path (real capture lands with the capture issue).
