@@ -150,6 +150,11 @@ pub struct VideoConfig {
     pub fps: u32,
     /// kbit/s
     pub bitrate: u32,
+    /// kbit/s: how far congestion feedback may lower the bitrate (default: a quarter of
+    /// `bitrate`, at least 100).
+    pub min_bitrate: Option<u32>,
+    /// kbit/s: how far congestion feedback may raise it (default: `bitrate`).
+    pub max_bitrate: Option<u32>,
     pub encoder: EncoderChoice,
     pub encoder_device: Option<PathBuf>,
 }
@@ -162,6 +167,8 @@ impl Default for VideoConfig {
             height: 720,
             fps: 30,
             bitrate: 1500,
+            min_bitrate: None,
+            max_bitrate: None,
             encoder: EncoderChoice::Auto,
             encoder_device: None,
         }
@@ -588,12 +595,40 @@ fn build_video(
         50..=50_000,
         " kbit/s",
     )?;
+    let limit = |key: &str, value: Option<toml::Spanned<u32>>| {
+        value
+            .map(|v| check_range(ctx, index, key, v.into_inner(), 50..=50_000, " kbit/s"))
+            .transpose()
+    };
+    let min_bitrate = limit("video.min_bitrate", raw.min_bitrate)?;
+    let max_bitrate = limit("video.max_bitrate", raw.max_bitrate)?;
+    // The encoder starts at `bitrate`; feedback moves it within [min, max] around it.
+    if let Some(min) = min_bitrate.filter(|&min| min > bitrate) {
+        return Err(ctx.error(
+            ConfigErrorKind::InvalidValue,
+            "video.min_bitrate",
+            index.line(ctx, "video.min_bitrate"),
+            format!("{min} kbit/s is above video.bitrate ({bitrate} kbit/s)"),
+            format!("use at most {bitrate} kbit/s"),
+        ));
+    }
+    if let Some(max) = max_bitrate.filter(|&max| max < bitrate) {
+        return Err(ctx.error(
+            ConfigErrorKind::InvalidValue,
+            "video.max_bitrate",
+            index.line(ctx, "video.max_bitrate"),
+            format!("{max} kbit/s is below video.bitrate ({bitrate} kbit/s)"),
+            format!("use at least {bitrate} kbit/s"),
+        ));
+    }
     Ok(VideoConfig {
         device,
         width,
         height,
         fps,
         bitrate,
+        min_bitrate,
+        max_bitrate,
         encoder: raw.encoder.map(|v| v.into_inner()).unwrap_or_default(),
         encoder_device: raw.encoder_device.map(|v| PathBuf::from(v.into_inner())),
     })
@@ -727,6 +762,12 @@ impl Config {
         video.insert("height".into(), i64::from(self.video.height).into());
         video.insert("fps".into(), i64::from(self.video.fps).into());
         video.insert("bitrate".into(), i64::from(self.video.bitrate).into());
+        if let Some(v) = self.video.min_bitrate {
+            video.insert("min_bitrate".into(), i64::from(v).into());
+        }
+        if let Some(v) = self.video.max_bitrate {
+            video.insert("max_bitrate".into(), i64::from(v).into());
+        }
         video.insert("encoder".into(), self.video.encoder.as_str().into());
         if let Some(dev) = &self.video.encoder_device {
             video.insert("encoder_device".into(), dev.display().to_string().into());

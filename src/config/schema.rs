@@ -30,6 +30,8 @@ pub const VIDEO_KEYS: &[&str] = &[
     "height",
     "fps",
     "bitrate",
+    "min_bitrate",
+    "max_bitrate",
     "encoder",
     "encoder_device",
 ];
@@ -63,7 +65,9 @@ pub fn expected_for(key: &str) -> Option<&'static str> {
         "video.encoder_device" | "leds.chip" => "a string",
         "video.width" | "video.height" => "a whole number of pixels, like 1280",
         "video.fps" => "a whole number of frames per second, like 30",
-        "video.bitrate" | "audio.bitrate" => "a whole number of kbit/s",
+        "video.bitrate" | "video.min_bitrate" | "video.max_bitrate" | "audio.bitrate" => {
+            "a whole number of kbit/s"
+        }
         "audio.rate" => "a sample rate in Hz, like 48000",
         "audio.channels" => "1 or 2",
         "leds.connected" | "leds.activity" | "leds.error" => "a GPIO line offset (a whole number)",
@@ -266,6 +270,8 @@ pub struct RawVideo {
     pub height: Option<Spanned<u32>>,
     pub fps: Option<Spanned<u32>>,
     pub bitrate: Option<Spanned<u32>>,
+    pub min_bitrate: Option<Spanned<u32>>,
+    pub max_bitrate: Option<Spanned<u32>>,
     pub encoder: Option<Spanned<EncoderChoice>>,
     pub encoder_device: Option<Spanned<String>>,
 }

@@ -366,3 +366,29 @@ fn suggestion_threshold() {
     );
     assert_eq!(schema::suggest("colour", schema::TOP_KEYS), None);
 }
+
+#[test]
+fn video_bitrate_limits_are_read_and_must_bracket_the_bitrate() {
+    let cfg = parse_str(&format!(
+        "{MINIMAL}[video]\nbitrate = 800\nmin_bitrate = 200\nmax_bitrate = 1200\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        (cfg.video.min_bitrate, cfg.video.max_bitrate),
+        (Some(200), Some(1200))
+    );
+    assert_eq!(parse_str(MINIMAL).unwrap().video.min_bitrate, None);
+    let e = err(&format!(
+        "{MINIMAL}[video]\nbitrate = 800\nmin_bitrate = 900\n"
+    ));
+    assert_eq!(
+        (e.kind, e.key.as_str(), e.line),
+        (ConfigErrorKind::InvalidValue, "video.min_bitrate", Some(5))
+    );
+    let e = err(&format!(
+        "{MINIMAL}[video]\nbitrate = 800\nmax_bitrate = 700\n"
+    ));
+    assert_eq!((e.key.as_str(), e.line), ("video.max_bitrate", Some(5)));
+    let e = err(&format!("{MINIMAL}[video]\nmin_bitrate = 10\n"));
+    assert_eq!(e.key, "video.min_bitrate", "below the 50 kbit/s floor");
+}

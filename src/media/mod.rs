@@ -4,25 +4,28 @@
 //! Capture runs on plain threads: a real camera or ALSA device blocks in `read`, so every source
 //! here is a blocking producer that returns the next frame when it is due. The WebRTC side only
 //! sees encoded frames, handed over by [`pipeline`].
+//!
+//! The path of a video frame: a [`VideoSource`] stamps it with its capture time on
+//! CLOCK_MONOTONIC; a [`VideoEncoder`] (openh264, or [`passthrough`] for a camera's own H.264)
+//! takes it with `submit` and gives it back encoded with `poll`; the [`queue`] drops the oldest
+//! when the network falls behind and asks for an IDR; the track's packetizer turns the capture
+//! time into the RTP timestamp ([`clock`]).
+pub mod annexb;
+pub mod clock;
+pub mod frame;
 pub mod opus_encoder;
+pub mod passthrough;
 pub mod pipeline;
+pub mod queue;
 pub mod synthetic;
 
 #[cfg(feature = "software-h264")]
 pub mod h264;
 
-use std::time::Duration;
+pub use frame::{EncodedFrame, PixelFormat, Plane, VideoFrame};
 
-/// One raw picture in I420 (planar Y, then U and V at half resolution).
-#[derive(Debug, Clone)]
-pub struct VideoFrame {
-    pub width: u32,
-    pub height: u32,
-    /// Y plane (`width*height` bytes), then U and V (`width/2 * height/2` each).
-    pub i420: Vec<u8>,
-    /// Presentation time since the source started.
-    pub pts: Duration,
-}
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// 10 or 20 ms of interleaved 16-bit PCM.
 #[derive(Debug, Clone)]
@@ -30,7 +33,8 @@ pub struct AudioFrame {
     pub rate: u32,
     pub channels: u16,
     pub samples: Vec<i16>,
-    pub pts: Duration,
+    /// When the first sample was captured, on CLOCK_MONOTONIC (see [`clock`]).
+    pub capture: Duration,
 }
 
 impl AudioFrame {
@@ -40,34 +44,95 @@ impl AudioFrame {
     }
 }
 
-/// An encoded video access unit (Annex-B NAL units with start codes).
-#[derive(Debug, Clone)]
-pub struct EncodedVideo {
-    pub data: bytes::Bytes,
-    pub keyframe: bool,
-    pub duration: Duration,
+/// What a camera delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoFormat {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub pixel: PixelFormat,
 }
 
-/// A camera: blocks until the next frame is due and returns it.
+/// Tells a capture thread to stop, and wakes it from a wait. A synthetic source waits on it
+/// instead of sleeping, so a stop takes effect at once rather than after the next frame; a
+/// device source will poll its fd together with an eventfd raised here.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<(Mutex<bool>, Condvar)>);
+
+impl StopSignal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stop(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0 .0.lock().unwrap()
+    }
+
+    /// Wait until `deadline` on CLOCK_MONOTONIC. Returns false if stopped first.
+    pub fn wait_until(&self, deadline: Duration) -> bool {
+        let mut stopped = self.0 .0.lock().unwrap();
+        loop {
+            if *stopped {
+                return false;
+            }
+            let now = clock::monotonic_now();
+            if now >= deadline {
+                return true;
+            }
+            stopped = self.0 .1.wait_timeout(stopped, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// A camera: blocks until the next frame is captured and returns it, or `None` once `stop` is
+/// raised.
 pub trait VideoSource: Send {
-    /// Width, height and frames per second this source delivers.
-    fn format(&self) -> (u32, u32, u32);
-    fn next_frame(&mut self) -> anyhow::Result<VideoFrame>;
+    fn format(&self) -> VideoFormat;
+    fn next_frame(&mut self, stop: &StopSignal) -> anyhow::Result<Option<VideoFrame>>;
+    /// For a camera that delivers H.264 itself: the controls of its encoder, which the
+    /// passthrough path forwards keyframe requests and bitrate changes to. Called once, before
+    /// capture starts.
+    fn encoder_controls(&mut self) -> Option<Box<dyn CameraEncoderControls>> {
+        None
+    }
 }
 
-/// A microphone: blocks until the next frame (20 ms) is due and returns it.
+/// The encoder inside a camera (on a UVC camera: V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME and
+/// V4L2_CID_MPEG_VIDEO_BITRATE on its node). Called from the capture thread.
+pub trait CameraEncoderControls: Send {
+    fn force_keyframe(&mut self);
+    fn set_bitrate(&mut self, bps: u32);
+}
+
+/// A microphone: blocks until the next 20 ms frame is captured, or `None` once stopped.
 pub trait AudioSource: Send {
     /// Sample rate and channel count.
     fn format(&self) -> (u32, u16);
-    fn next_frame(&mut self) -> anyhow::Result<AudioFrame>;
+    fn next_frame(&mut self, stop: &StopSignal) -> anyhow::Result<Option<AudioFrame>>;
 }
 
-/// Raw pictures in, H.264 (constrained baseline, Annex-B) out.
+/// Frames in, H.264 (constrained baseline, Annex-B, SPS/PPS before every IDR) out.
+///
+/// Queue-based, because a V4L2 M2M encoder is: it holds several OUTPUT buffers and hands
+/// CAPTURE buffers back later. `submit` may keep the frame; `poll` returns what is finished,
+/// each tagged with the capture time of the picture it codes. A software encoder simply has
+/// its output ready right after `submit`.
 pub trait VideoEncoder: Send {
-    /// Encode one picture. `Ok(None)` means the encoder skipped it (rate control).
-    fn encode(&mut self, frame: &VideoFrame) -> anyhow::Result<Option<EncodedVideo>>;
-    /// Make the next encoded picture an IDR (answers a PLI/FIR from the far end).
+    /// What it is, for logs: "openh264", "passthrough", "v4l2 /dev/video11".
+    fn name(&self) -> &str;
+    fn submit(&mut self, frame: VideoFrame) -> anyhow::Result<()>;
+    /// The next finished frame, if any. Call until `None` after every `submit`.
+    fn poll(&mut self) -> anyhow::Result<Option<EncodedFrame>>;
+    /// Make the next encoded picture an IDR (a PLI/FIR from the far end, or a dropped frame).
     fn request_keyframe(&mut self);
+    /// Aim for `bps` bits per second from now on. An encoder that cannot change its rate (a
+    /// camera's own H.264) returns Ok and keeps going.
+    fn set_bitrate(&mut self, bps: u32) -> anyhow::Result<()>;
 }
 
 /// PCM in, one Opus packet per frame out.
@@ -76,6 +141,9 @@ pub trait AudioEncoder: Send {
 }
 
 /// What to capture and how to encode it, from the `[video]` section.
+///
+/// The bitrate the encoder may be moved to by congestion feedback is bounded by
+/// [`VideoSettings::bitrate_limits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoSettings {
     /// `"test-pattern"`, `"none"`, or a device path (real capture lands with the capture issue).
@@ -125,6 +193,14 @@ impl VideoSettings {
     pub fn enabled(&self) -> bool {
         self.device != "none"
     }
+
+    /// Where congestion feedback may move the encoder: down to a quarter of the configured
+    /// bitrate (not below 100 kbit/s, where 30 fps video falls apart), and never above it, since
+    /// the configured figure is what the owner budgeted for the uplink.
+    pub fn bitrate_limits(&self) -> pipeline::BitrateLimits {
+        let max = self.bitrate.saturating_mul(1000);
+        pipeline::BitrateLimits::new((max / 4).max(100_000), max)
+    }
 }
 
 impl AudioSettings {
@@ -133,13 +209,21 @@ impl AudioSettings {
     }
 }
 
-/// Open the configured camera. Only the synthetic one exists so far.
+/// Open the configured camera. Only synthetic ones exist so far: the test pattern, and (for
+/// the passthrough path) the same pattern from a camera that encodes H.264 itself.
 pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn VideoSource>> {
     match settings.device.as_str() {
         "test-pattern" => Ok(Box::new(synthetic::TestPattern::new(
             settings.width,
             settings.height,
             settings.fps,
+        )?)),
+        #[cfg(feature = "software-h264")]
+        "test-pattern-h264" => Ok(Box::new(h264::H264TestCamera::new(
+            settings.width,
+            settings.height,
+            settings.fps,
+            settings.bitrate,
         )?)),
         other => anyhow::bail!(
             "[video] device = {other:?}: camera capture is not available in this build yet; \
@@ -162,14 +246,31 @@ pub fn open_audio_source(settings: &AudioSettings) -> anyhow::Result<Box<dyn Aud
     }
 }
 
-/// The H.264 encoder for this build.
-pub fn open_video_encoder(settings: &VideoSettings) -> anyhow::Result<Box<dyn VideoEncoder>> {
+/// The encoder for what the camera delivers: its own H.264 passes through; raw pictures go to
+/// the software encoder.
+pub fn open_video_encoder(
+    settings: &VideoSettings,
+    camera: &mut dyn VideoSource,
+) -> anyhow::Result<Box<dyn VideoEncoder>> {
+    let source = camera.format();
+    if source.pixel == PixelFormat::H264 {
+        let mut passthrough = passthrough::Passthrough::new();
+        if let Some(controls) = camera.encoder_controls() {
+            passthrough = passthrough.with_controls(controls);
+        }
+        return Ok(Box::new(passthrough));
+    }
+    anyhow::ensure!(
+        source.pixel != PixelFormat::Mjpeg,
+        "[video] the camera delivers MJPEG, which needs a JPEG decoder this build does not have"
+    );
     #[cfg(feature = "software-h264")]
     {
+        // The source's own geometry: a camera may settle on a size near the one configured.
         Ok(Box::new(h264::OpenH264Encoder::new(
-            settings.width,
-            settings.height,
-            settings.fps,
+            source.width,
+            source.height,
+            source.fps,
             settings.bitrate,
         )?))
     }

@@ -1,7 +1,10 @@
 //! Synthetic camera and microphone: a test pattern whose pixel values a test can check after a
 //! round trip through H.264, and a sine tone.
-use super::{AudioFrame, AudioSource, VideoFrame, VideoSource};
-use std::time::{Duration, Instant};
+use super::clock::monotonic_now;
+use super::{
+    AudioFrame, AudioSource, PixelFormat, StopSignal, VideoFormat, VideoFrame, VideoSource,
+};
+use std::time::Duration;
 
 /// 75 % colour bars, left to right (RGB).
 pub const BARS: [[u8; 3]; 8] = [
@@ -27,7 +30,8 @@ pub struct TestPattern {
     height: u32,
     fps: u32,
     frame_index: u64,
-    started: Option<Instant>,
+    /// CLOCK_MONOTONIC time of frame 0.
+    started: Option<Duration>,
     background: Vec<u8>,
 }
 
@@ -138,7 +142,14 @@ impl TestPattern {
         out
     }
 
-    /// Render frame number `index` (pure: tests use it without waiting).
+    /// When frame `index` is due after frame 0: exact nanoseconds, never a sum of rounded
+    /// frame durations.
+    pub fn frame_offset(&self, index: u64) -> Duration {
+        Duration::from_nanos((index as u128 * 1_000_000_000 / self.fps as u128) as u64)
+    }
+
+    /// Render frame number `index` (pure: tests use it without waiting). Its capture time is
+    /// its offset from frame 0; `next_frame` adds the monotonic time frame 0 was due.
     pub fn render(&self, index: u64) -> VideoFrame {
         let (w, h) = (self.width as usize, self.height as usize);
         let mut i420 = self.background.clone();
@@ -157,34 +168,37 @@ impl TestPattern {
             i420[u_off + row + left / 2..u_off + row + (left + block) / 2].fill(u);
             i420[v_off + row + left / 2..v_off + row + (left + block) / 2].fill(v);
         }
-        VideoFrame {
-            width: self.width,
-            height: self.height,
-            i420,
-            pts: Duration::from_micros(index * 1_000_000 / self.fps as u64),
-        }
-    }
-}
-
-/// Sleep until `deadline`: a synthetic device paces itself like real hardware would.
-fn wait_until(deadline: Instant) {
-    let now = Instant::now();
-    if deadline > now {
-        std::thread::sleep(deadline - now);
+        VideoFrame::i420(
+            self.width,
+            self.height,
+            i420.into(),
+            self.frame_offset(index),
+        )
+        .expect("the test pattern renders whole I420 pictures")
     }
 }
 
 impl VideoSource for TestPattern {
-    fn format(&self) -> (u32, u32, u32) {
-        (self.width, self.height, self.fps)
+    fn format(&self) -> VideoFormat {
+        VideoFormat {
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            pixel: PixelFormat::Yu12,
+        }
     }
 
-    fn next_frame(&mut self) -> anyhow::Result<VideoFrame> {
-        let started = *self.started.get_or_insert_with(Instant::now);
-        let frame = self.render(self.frame_index);
-        wait_until(started + frame.pts);
+    /// Paces itself like a camera: frame n is handed over when it is due, stamped with that
+    /// monotonic instant, as a driver stamps the buffer when the sensor finishes it.
+    fn next_frame(&mut self, stop: &StopSignal) -> anyhow::Result<Option<VideoFrame>> {
+        let started = *self.started.get_or_insert_with(monotonic_now);
+        let mut frame = self.render(self.frame_index);
+        frame.capture += started;
+        if !stop.wait_until(frame.capture) {
+            return Ok(None);
+        }
         self.frame_index += 1;
-        Ok(frame)
+        Ok(Some(frame))
     }
 }
 
@@ -193,7 +207,8 @@ pub struct Tone {
     rate: u32,
     channels: u16,
     sample_index: u64,
-    started: Option<Instant>,
+    /// CLOCK_MONOTONIC time of the first sample.
+    started: Option<Duration>,
 }
 
 pub const TONE_HZ: f64 = 440.0;
@@ -222,8 +237,9 @@ impl AudioSource for Tone {
         (self.rate, self.channels)
     }
 
-    fn next_frame(&mut self) -> anyhow::Result<AudioFrame> {
-        let started = *self.started.get_or_insert_with(Instant::now);
+    /// Paced in real time, 20 ms a frame, stamped with the monotonic time of its first sample.
+    fn next_frame(&mut self, stop: &StopSignal) -> anyhow::Result<Option<AudioFrame>> {
+        let started = *self.started.get_or_insert_with(monotonic_now);
         let per_frame = self.rate as u64 / 50;
         let mut samples = Vec::with_capacity((per_frame * self.channels as u64) as usize);
         for i in 0..per_frame {
@@ -234,15 +250,20 @@ impl AudioSource for Tone {
                 samples.push(value);
             }
         }
-        let pts = Duration::from_micros(self.sample_index * 1_000_000 / self.rate as u64);
+        let offset = |samples: u64| {
+            Duration::from_nanos((samples as u128 * 1_000_000_000 / self.rate as u128) as u64)
+        };
+        let capture = started + offset(self.sample_index);
+        if !stop.wait_until(capture) {
+            return Ok(None);
+        }
         self.sample_index += per_frame;
-        wait_until(started + pts);
-        Ok(AudioFrame {
+        Ok(Some(AudioFrame {
             rate: self.rate,
             channels: self.channels,
             samples,
-            pts,
-        })
+            capture,
+        }))
     }
 }
 
@@ -252,12 +273,13 @@ mod tests {
 
     fn i420_to_rgb(frame: &VideoFrame) -> Vec<u8> {
         let (w, h) = (frame.width as usize, frame.height as usize);
+        let [yp, up, vp] = [0, 1, 2].map(|i| &frame.planes[i]);
         let mut rgb = Vec::with_capacity(w * h * 3);
         for y in 0..h {
             for x in 0..w {
-                let luma = frame.i420[y * w + x] as f32 - 16.0;
-                let u = frame.i420[w * h + (y / 2) * (w / 2) + x / 2] as f32 - 128.0;
-                let v = frame.i420[w * h + w * h / 4 + (y / 2) * (w / 2) + x / 2] as f32 - 128.0;
+                let luma = yp.data[y * yp.stride + x] as f32 - 16.0;
+                let u = up.data[(y / 2) * up.stride + x / 2] as f32 - 128.0;
+                let v = vp.data[(y / 2) * vp.stride + x / 2] as f32 - 128.0;
                 let r = 1.164 * luma + 1.596 * v;
                 let g = 1.164 * luma - 0.392 * u - 0.813 * v;
                 let b = 1.164 * luma + 2.017 * u;
@@ -284,13 +306,47 @@ mod tests {
     #[test]
     fn the_block_moves_between_frames() {
         let pattern = TestPattern::new(320, 240, 30).unwrap();
-        assert_ne!(pattern.render(0).i420, pattern.render(15).i420);
+        assert_ne!(pattern.render(0).planes[0], pattern.render(15).planes[0]);
+    }
+
+    #[test]
+    fn capture_times_are_exact_and_do_not_drift() {
+        let pattern = TestPattern::new(64, 64, 30).unwrap();
+        assert_eq!(pattern.render(0).capture, Duration::ZERO);
+        assert_eq!(pattern.render(1).capture, Duration::from_nanos(33_333_333));
+        // One hour in: exactly 3600 s, not 3600 s minus 108,000 rounded-away microseconds.
+        assert_eq!(pattern.render(30 * 3600).capture, Duration::from_secs(3600));
+        pattern.render(5).validate().unwrap();
+    }
+
+    #[test]
+    fn a_stopped_source_returns_none_without_waiting_for_its_frame() {
+        // 1 fps: the second frame is due a second after the first.
+        let mut pattern = TestPattern::new(64, 64, 1).unwrap();
+        let stop = StopSignal::new();
+        let first = pattern.next_frame(&stop).unwrap().unwrap();
+        assert!(first.capture <= monotonic_now());
+        let waiter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = monotonic_now();
+                let next = pattern.next_frame(&stop).unwrap();
+                (next.is_none(), monotonic_now() - started)
+            })
+        };
+        stop.stop();
+        let (stopped, waited) = waiter.join().unwrap();
+        assert!(stopped, "a stopped source hands over no frame");
+        assert!(waited < Duration::from_millis(900), "waited {waited:?}");
     }
 
     #[test]
     fn tone_frames_are_20_ms() {
         let mut tone = Tone::new(48000, 1).unwrap();
-        let frame = tone.next_frame().unwrap();
+        let stop = StopSignal::new();
+        let frame = tone.next_frame(&stop).unwrap().unwrap();
+        let second = tone.next_frame(&stop).unwrap().unwrap();
+        assert_eq!(second.capture - frame.capture, Duration::from_millis(20));
         assert_eq!(frame.samples.len(), 960);
         assert_eq!(frame.duration(), Duration::from_millis(20));
         assert!(frame.samples.iter().any(|s| s.unsigned_abs() > 8000));

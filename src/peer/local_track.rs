@@ -1,14 +1,16 @@
 //! A local audio or video track: its webrtc-rs sample track, its sender, and the task that moves
 //! encoded frames from a media pipeline onto the wire.
 use super::Transport;
-use crate::media::pipeline::{Pipeline, PipelineControl};
-use rtc::media::Sample;
+use crate::media::clock::{self, RtpClock};
+use crate::media::pipeline::{EncodedSample, Pipeline, PipelineControl};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -25,6 +27,10 @@ pub struct SendStats {
     pub bytes_sent: AtomicU64,
     /// PLI/FIR received from the far end.
     pub keyframe_requests: AtomicU64,
+    /// The video bitrate (bit/s) the last REMB set, clamped to the limits; 0 before any.
+    pub bitrate_target: AtomicU32,
+    /// Encoded frames the capture queue dropped because the network fell behind.
+    pub frames_dropped: AtomicU64,
 }
 
 pub struct LocalTrack {
@@ -40,6 +46,69 @@ pub struct LocalTrack {
     muted: Arc<AtomicBool>,
     /// The running pipeline, once started: unmuting asks it for a keyframe.
     control: Mutex<Option<Arc<PipelineControl>>>,
+}
+
+/// The same MTU webrtc-rs's sample track packetizes at, so packets keep today's sizes.
+const RTP_MTU: usize = 1200;
+
+/// Packetizes encoded frames with RTP timestamps taken from their capture time.
+///
+/// Why not `TrackLocalStaticSample::write_sample`: in webrtc 0.21 it converts each sample's
+/// `duration` to ticks by truncation (`(duration.as_secs_f64() * clock_rate) as u32`) and adds
+/// that to a running timestamp (rtc-rtp `PacketizerImpl::packetize`). 33,333 µs becomes 2,999
+/// ticks instead of 3,000, about a second of drift per hour, and the timestamp ignores when the
+/// frame was actually captured (a late or dropped frame shifts everything after it). Feeding it
+/// durations computed from timestamp differences could make the sum exact, but only with a
+/// float round trip per frame and knowledge of the *next* frame's time, which a live encoder
+/// does not have yet. So the track keeps its own packetizer (the same payloader, MTU and a
+/// sequencer of its own), stamps every packet of a frame with the [`RtpClock`] value of its
+/// capture time, and writes the packets with `write_rtp`. The track's built-in packetizer is
+/// simply never used.
+pub struct TimedPacketizer {
+    packetizer: Box<dyn Packetizer>,
+    clock: RtpClock,
+}
+
+impl TimedPacketizer {
+    pub fn new(codec: &RTCRtpCodec, ssrc: u32, payload_type: u8) -> anyhow::Result<Self> {
+        let payloader = codec
+            .payloader()
+            .map_err(|e| anyhow::anyhow!("no packetizer for {}: {e}", codec.mime_type))?;
+        let packetizer = rtc::rtp::packetizer::new_packetizer(
+            Instant::now(),
+            RTP_MTU,
+            payload_type,
+            ssrc,
+            payloader,
+            Box::new(rtc::rtp::sequence::new_random_sequencer()),
+            codec.clock_rate,
+        );
+        // One epoch for every track of the process keeps audio and video in sync; the random
+        // offset is RFC 3550's initial timestamp.
+        let clock = RtpClock::new(codec.clock_rate, clock::session_epoch(), rand::random());
+        Ok(Self {
+            packetizer: Box::new(packetizer),
+            clock,
+        })
+    }
+
+    pub fn clock(&self) -> &RtpClock {
+        &self.clock
+    }
+
+    /// The RTP packets of one frame, all carrying its capture-time timestamp.
+    pub fn packetize(&mut self, sample: &EncodedSample) -> anyhow::Result<Vec<rtc::rtp::Packet>> {
+        // `samples = 0`: the packetizer's own running timestamp is overwritten below anyway.
+        let mut packets = self
+            .packetizer
+            .packetize(Instant::now(), &sample.data, 0)
+            .map_err(|e| anyhow::anyhow!("packetize: {e}"))?;
+        let timestamp = self.clock.rtp_timestamp(sample.capture);
+        for packet in &mut packets {
+            packet.header.timestamp = timestamp;
+        }
+        Ok(packets)
+    }
 }
 
 fn random_hex(n: usize) -> String {
@@ -171,10 +240,16 @@ impl LocalTrack {
         mut pipeline: Pipeline,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let payload_type = self.payload_type().await?;
+        let codec = match self.kind {
+            RtpCodecKind::Video => super::h264_codec(),
+            _ => super::opus_codec(),
+        };
+        let mut packetizer = TimedPacketizer::new(&codec, self.ssrc, payload_type)?;
         let control = pipeline.control.clone();
         *self.control.lock().unwrap() = Some(control.clone());
         let stats = self.stats.clone();
         let track = self.track.clone();
+        let (kind, ssrc) = (self.kind, self.ssrc);
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event {
@@ -185,12 +260,27 @@ impl LocalTrack {
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         control.request_keyframe();
                     }
+                    // The receiver's estimate (REMB) sets the video bitrate, within the
+                    // configured limits. LiveKit's SFU offers goog-remb only in its single-PC
+                    // setup and otherwise leaves the publisher's estimate to TWCC: rtc 0.21 has
+                    // a GCC estimator for that (`configure_congestion_control`, which also adds
+                    // a pacer), whose target shows up in `get_stats()` as the outbound stream's
+                    // `target_bitrate`; it would feed `PipelineControl::set_bitrate` the same way.
+                    if kind == RtpCodecKind::Video {
+                        if let Some(bps) = packets
+                            .iter()
+                            .rev()
+                            .find_map(|p| super::keyframe::remb_bitrate_for(p.as_ref(), ssrc))
+                        {
+                            let applied = control.set_bitrate(bps);
+                            stats.bitrate_target.store(applied, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
         });
-        let (track, ssrc, stats, kind, muted) = (
+        let (track, stats, kind, muted) = (
             self.track.clone(),
-            self.ssrc,
             self.stats.clone(),
             self.kind,
             self.muted.clone(),
@@ -198,6 +288,8 @@ impl LocalTrack {
         Ok(tokio::spawn(async move {
             let mut wait_for_keyframe = false;
             while let Some(sample) = pipeline.samples.recv().await {
+                let dropped = pipeline.control.dropped.load(Ordering::Relaxed);
+                stats.frames_dropped.store(dropped, Ordering::Relaxed);
                 if muted.load(Ordering::Relaxed) {
                     wait_for_keyframe = kind == RtpCodecKind::Video;
                     continue;
@@ -210,14 +302,20 @@ impl LocalTrack {
                 }
                 let bytes = sample.data.len() as u64;
                 let keyframe = sample.keyframe;
-                let result = track
-                    .sample_writer(ssrc, payload_type)
-                    .write_sample(&Sample {
-                        data: sample.data,
-                        duration: sample.duration,
-                        ..Sample::new(Instant::now())
-                    })
-                    .await;
+                let packets = match packetizer.packetize(&sample) {
+                    Ok(packets) => packets,
+                    Err(e) => {
+                        tracing::warn!("{kind} frame dropped: {e:#}");
+                        continue;
+                    }
+                };
+                let mut result = Ok(());
+                for packet in packets {
+                    result = track.write_rtp(packet).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
                 match result {
                     Ok(()) => {
                         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +330,75 @@ impl LocalTrack {
                     }
                 }
             }
-            pipeline.control.stop();
+            // Join the capture thread off the runtime: it ends within one frame of the stop.
+            let _ = tokio::task::spawn_blocking(move || pipeline.stop_and_join()).await;
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sample(capture: Duration, len: usize) -> EncodedSample {
+        let mut data = vec![0u8, 0, 0, 1, 0x65];
+        data.resize(len, 0xab);
+        EncodedSample {
+            data: data.into(),
+            capture,
+            keyframe: true,
+        }
+    }
+
+    #[test]
+    fn every_packet_of_a_frame_carries_its_capture_time() {
+        let mut p = TimedPacketizer::new(&super::super::h264_codec(), 42, 108).unwrap();
+        let t0 = clock::session_epoch() + Duration::from_secs(10);
+        let first = p.packetize(&sample(t0, 3000)).unwrap();
+        assert!(
+            first.len() >= 3,
+            "3000 bytes at a 1200-byte MTU is fragmented"
+        );
+        let ts = p.clock().rtp_timestamp(t0);
+        assert!(first.iter().all(|pkt| pkt.header.timestamp == ts));
+        assert!(first
+            .iter()
+            .all(|pkt| pkt.header.ssrc == 42 && pkt.header.payload_type == 108));
+        assert_eq!(
+            first
+                .iter()
+                .map(|pkt| pkt.header.marker)
+                .collect::<Vec<_>>(),
+            [vec![false; first.len() - 1], vec![true]].concat()
+        );
+        // A frame 1/30 s later: exactly 3000 ticks on, and sequence numbers continue.
+        let t1 = t0 + Duration::from_nanos(33_333_333);
+        let second = p.packetize(&sample(t1, 100)).unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(
+            clock::rtp_diff(ts, second[0].header.timestamp),
+            3000,
+            "90 kHz from the capture times"
+        );
+        assert_eq!(
+            second[0].header.sequence_number,
+            first.last().unwrap().header.sequence_number.wrapping_add(1)
+        );
+    }
+
+    #[test]
+    fn a_gap_in_capture_shows_as_a_gap_in_rtp_time() {
+        let mut p = TimedPacketizer::new(&super::super::opus_codec(), 7, 111).unwrap();
+        let t0 = clock::session_epoch() + Duration::from_secs(1);
+        let a = p.packetize(&sample(t0, 50)).unwrap();
+        // Three 20 ms frames lost in between (dropped by a full queue, or muted).
+        let b = p
+            .packetize(&sample(t0 + Duration::from_millis(80), 50))
+            .unwrap();
+        assert_eq!(
+            clock::rtp_diff(a[0].header.timestamp, b[0].header.timestamp),
+            3840
+        );
     }
 }

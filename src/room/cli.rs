@@ -40,6 +40,22 @@ fn video_settings(config: &crate::config::Config) -> VideoSettings {
     }
 }
 
+/// `[video] min_bitrate` / `max_bitrate` (kbit/s) over the defaults derived from `bitrate`.
+fn video_bitrate_limits(
+    config: &crate::config::Config,
+    video: &VideoSettings,
+) -> Option<crate::media::pipeline::BitrateLimits> {
+    let v = &config.video;
+    if v.min_bitrate.is_none() && v.max_bitrate.is_none() {
+        return None;
+    }
+    let derived = video.bitrate_limits();
+    Some(crate::media::pipeline::BitrateLimits::new(
+        v.min_bitrate.map_or(derived.min_bps, |k| k * 1000),
+        v.max_bitrate.map_or(derived.max_bps, |k| k * 1000),
+    ))
+}
+
 fn audio_settings(config: &crate::config::Config) -> AudioSettings {
     use crate::config::AudioDevice;
     let a = &config.audio;
@@ -75,6 +91,7 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
     options.auto_subscribe = config.auto_subscribe;
     options.ca_file = config.ca_file.clone();
     options.video = video_settings(&config);
+    options.video_bitrate_limits = video_bitrate_limits(&config, &options.video);
     options.audio = audio_settings(&config);
     if let Some(cache) = crate::auth::TokenCache::for_config(&config) {
         options.on_token_refreshed = Some(Arc::new(move |token: &str| {

@@ -454,6 +454,7 @@ impl Engine {
                 keyframes_sent: 0,
                 bytes_sent: 0,
                 keyframe_requests: 0,
+                frames_dropped: 0,
                 muted: false,
             });
         }
@@ -548,10 +549,16 @@ impl Engine {
                 continue;
             }
             let pipeline = match p.settings_kind {
-                TrackKind::Video => media::pipeline::start_video(
-                    media::open_video_source(&self.options.video)?,
-                    media::open_video_encoder(&self.options.video)?,
-                ),
+                TrackKind::Video => {
+                    let video = &self.options.video;
+                    let mut source = media::open_video_source(video)?;
+                    let encoder = media::open_video_encoder(video, source.as_mut())?;
+                    let limits = self
+                        .options
+                        .video_bitrate_limits
+                        .unwrap_or_else(|| video.bitrate_limits());
+                    media::pipeline::start_video(source, encoder, limits)
+                }
                 TrackKind::Audio => media::pipeline::start_audio(
                     media::open_audio_source(&self.options.audio)?,
                     media::open_audio_encoder(&self.options.audio)?,

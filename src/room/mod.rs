@@ -32,6 +32,9 @@ pub struct RoomOptions {
     pub auto_subscribe: bool,
     pub ca_file: Option<PathBuf>,
     pub video: VideoSettings,
+    /// Where congestion feedback may move the video bitrate; `None` derives it from
+    /// `video.bitrate` ([`VideoSettings::bitrate_limits`]).
+    pub video_bitrate_limits: Option<crate::media::pipeline::BitrateLimits>,
     pub audio: AudioSettings,
     /// Upgrade timeout.
     pub connect_timeout: Duration,
@@ -50,6 +53,7 @@ impl RoomOptions {
             auto_subscribe: true,
             ca_file: None,
             video: VideoSettings::default(),
+            video_bitrate_limits: None,
             audio: AudioSettings::default(),
             connect_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(5),
@@ -116,6 +120,9 @@ pub struct LocalTrackPublication {
     pub keyframes_sent: u64,
     pub bytes_sent: u64,
     pub keyframe_requests: u64,
+    /// Encoded frames dropped on the device because the network fell behind (the oldest go
+    /// first; a video drop also asks the encoder for an IDR).
+    pub frames_dropped: u64,
     /// Muted tracks send no media (the server can mute us: RoomService.MutePublishedTrack).
     pub muted: bool,
 }
@@ -337,6 +344,10 @@ impl Room {
                 track.keyframe_requests = s
                     .stats
                     .keyframe_requests
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                track.frames_dropped = s
+                    .stats
+                    .frames_dropped
                     .load(std::sync::atomic::Ordering::Relaxed);
             }
         }

@@ -14,7 +14,7 @@
 //! |---|---|
 //! | `GET /rtc?…`, `GET /rtc/v1?join_request=…` (WebSocket) | LiveKit signalling; token in `Authorization: Bearer` or `access_token` |
 //! | `GET /rtc/validate`, `GET /rtc/v1/validate` | `200 success`, or LiveKit's status with a plain-text reason (CORS `*`) |
-//! | `GET /admin/rooms` | rooms → participants (identity, sid, state, signal_path) → tracks (sid, cid, kind, codec, muted, packets, frames, keyframes, bytes, first_rtp_ms) |
+//! | `GET /admin/rooms` | rooms → participants (identity, sid, state, signal_path) → tracks (sid, cid, kind, codec, muted, packets, frames, keyframes, bytes, first_rtp_ms, first_rtp_timestamp, last_rtp_timestamp) |
 //! | `GET /admin/events?after=SEQ&wait_ms=N` | `{"events":[…]}` with seq > SEQ, long-polling up to N ms |
 //! | `POST /admin/fault/drop_ws {"identity"}` | drop the WebSocket without a close frame (the participant stays for a resume) |
 //! | `POST /admin/fault/pings {"identity","answer":bool}` | stop/resume answering ping and ping_req |

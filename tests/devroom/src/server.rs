@@ -1357,6 +1357,8 @@ impl Shared {
                                     "keyframes": stats.keyframes,
                                     "bytes": stats.bytes,
                                     "first_rtp_ms": stats.first_rtp_ms,
+                                    "first_rtp_timestamp": stats.first_rtp_timestamp,
+                                    "last_rtp_timestamp": stats.last_rtp_timestamp,
                                 })
                             })
                             .collect();

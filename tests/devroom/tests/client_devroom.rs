@@ -1339,3 +1339,114 @@ async fn auto_falls_back_to_rtc_v0_when_v1_is_404() {
     room.close().await;
     devroom.shutdown().await;
 }
+
+/// The passthrough path end to end: a camera that encodes H.264 itself (the synthetic one, which
+/// like many UVC cameras puts SPS/PPS on its first IDR only) publishes through roomcast without
+/// a re-encode, and devroom decodes the test pattern from what arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn camera_h264_passes_through_and_devroom_decodes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let mut o = options(
+        &devroom.url(),
+        token("cam-h264", "lobby", "secret"),
+        PathChoice::Auto,
+    );
+    o.video.device = "test-pattern-h264".into();
+    let (room, mut events) = Room::connect(o).await.expect("join");
+    let mut published = 0;
+    while published < 2 {
+        wait_room_event(&mut events, Duration::from_secs(10), |e| {
+            matches!(e, RoomEvent::LocalTrackPublished { .. })
+        })
+        .await;
+        published += 1;
+    }
+    let video = room
+        .local_participant()
+        .tracks
+        .into_iter()
+        .find(|t| t.kind == roomcast::room::TrackKind::Video)
+        .unwrap();
+    // A second of frames at the room.
+    let received = wait_until(Duration::from_secs(10), || {
+        devroom_tracks(&devroom, "cam-h264")
+            .into_iter()
+            .find(|t| t["sid"] == video.sid.as_str())
+            .and_then(|t| t["frames"].as_u64())
+            .filter(|&frames| frames >= FPS as u64)
+    })
+    .await;
+    assert!(
+        received.is_some(),
+        "devroom got too few passthrough frames: {:#}",
+        devroom.snapshot()
+    );
+    let png_path = devroom
+        .write_png(&video.sid)
+        .await
+        .expect("devroom decodes the camera's H.264");
+    let (rgb, w, h) = read_png(&png_path);
+    assert_eq!((w, h), (WIDTH, HEIGHT));
+    let checked = roomcast::media::synthetic::check_rgb(&rgb, w, h, 48)
+        .unwrap_or_else(|e| panic!("{}: {e}", png_path.display()));
+    assert!(checked > 100);
+    room.close().await;
+    devroom.shutdown().await;
+}
+
+/// RTP time comes from capture time: over a few seconds at the room, the span between the first
+/// and the newest video timestamp is a whole number of 3000-tick frames (30 fps at 90 kHz) and
+/// audio a whole number of 960-tick (20 ms) frames, one per frame counted. A running sum of
+/// truncated durations (2,999 ticks a frame) fails the video check after the first frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtp_timestamps_at_the_room_follow_the_capture_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (room, _events, _) = join_and_publish(&devroom, "cam-clock", PathChoice::Auto).await;
+    let track = |kind: roomcast::room::TrackKind| {
+        room.local_participant()
+            .tracks
+            .into_iter()
+            .find(|t| t.kind == kind)
+            .unwrap()
+            .sid
+    };
+    let (video, audio) = (
+        track(roomcast::room::TrackKind::Video),
+        track(roomcast::room::TrackKind::Audio),
+    );
+    let stats = |sid: &str| {
+        devroom_tracks(&devroom, "cam-clock")
+            .into_iter()
+            .find(|t| t["sid"] == sid)
+    };
+    // Two seconds of video at the room.
+    wait_until(Duration::from_secs(10), || {
+        stats(&video)
+            .and_then(|t| t["frames"].as_u64())
+            .filter(|&f| f >= 2 * FPS as u64)
+    })
+    .await
+    .expect("devroom counts video frames");
+    for (sid, ticks_per_frame) in [(&video, 90_000 / FPS), (&audio, 960)] {
+        let t = stats(sid).unwrap();
+        let first = t["first_rtp_timestamp"].as_u64().unwrap() as u32;
+        let last = t["last_rtp_timestamp"].as_u64().unwrap() as u32;
+        let frames = t["frames"].as_u64().unwrap();
+        let span = last.wrapping_sub(first);
+        assert_eq!(
+            span % ticks_per_frame,
+            0,
+            "{sid}: {span} ticks over {frames} frames is not a whole number of {ticks_per_frame}-tick frames"
+        );
+        // Every frame slot between the first and the newest arrived (loopback loses nothing).
+        let slots = u64::from(span / ticks_per_frame) + 1;
+        assert!(
+            frames <= slots && slots <= frames + 2,
+            "{sid}: {frames} frames counted over {slots} frame slots"
+        );
+    }
+    room.close().await;
+    devroom.shutdown().await;
+}

@@ -22,6 +22,10 @@ pub struct TrackStats {
     pub bytes: u64,
     /// When the first RTP packet arrived, in ms since the SFU's epoch.
     pub first_rtp_ms: Option<u64>,
+    /// RTP timestamps of the first packet and of the newest picture (video) or packet
+    /// (audio): with `frames`, they show whether the sender's media clock keeps pace.
+    pub first_rtp_timestamp: Option<u32>,
+    pub last_rtp_timestamp: Option<u32>,
 }
 
 /// Which payload format a track carries, as far as frame and keyframe logic cares.
@@ -81,11 +85,19 @@ impl TrackCounter {
         let first = self.stats.first_rtp_ms.is_none();
         if first {
             self.stats.first_rtp_ms = Some(now_ms);
+            self.stats.first_rtp_timestamp = Some(timestamp);
         }
         self.stats.packets += 1;
         self.stats.bytes += payload.len() as u64;
         if self.format == PayloadFormat::Audio {
             self.stats.frames += 1;
+            let newer = self
+                .stats
+                .last_rtp_timestamp
+                .is_none_or(|last| (timestamp.wrapping_sub(last) as i32) > 0);
+            if newer {
+                self.stats.last_rtp_timestamp = Some(timestamp);
+            }
             return first;
         }
         // A picture is the set of packets sharing one timestamp; only a newer timestamp
@@ -97,6 +109,7 @@ impl TrackCounter {
         if is_newer {
             self.stats.frames += 1;
             self.last_timestamp = Some(timestamp);
+            self.stats.last_rtp_timestamp = Some(timestamp);
             self.current_picture_is_key = false;
         }
         if timestamp == self.last_timestamp.unwrap_or(timestamp)
@@ -577,12 +590,20 @@ mod tests {
         assert_eq!(stats.keyframes, 2);
         assert_eq!(stats.bytes, 4 + 3 + 2 + 2 + 2);
         assert_eq!(stats.first_rtp_ms, Some(5));
+        // The straggler does not move the newest timestamp back.
+        assert_eq!(
+            (stats.first_rtp_timestamp, stats.last_rtp_timestamp),
+            (Some(1000), Some(7000))
+        );
 
         let mut audio = TrackCounter::new(PayloadFormat::from_mime("audio/opus"));
         audio.on_packet(1, &[1, 2, 3], 1);
         audio.on_packet(1, &[1, 2, 3], 2);
-        assert_eq!(audio.stats().frames, 2);
+        audio.on_packet(961, &[1, 2, 3], 3);
+        audio.on_packet(u32::MAX, &[1, 2, 3], 4); // older, across the wrap
+        assert_eq!(audio.stats().frames, 4);
         assert_eq!(audio.stats().keyframes, 0);
+        assert_eq!(audio.stats().last_rtp_timestamp, Some(961));
     }
 
     #[test]
