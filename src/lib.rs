@@ -7,6 +7,7 @@
 //! - `peer`: webrtc-rs PeerConnections, tracks and data channels.
 //! - `media`: sources (synthetic, later V4L2/ALSA) and encoders behind small traits.
 //! - `room`: the public Room API and its events, and the task that drives a connection.
+//! - `status`: the status LEDs (pattern generator, LED drivers, the driver thread).
 //! - `devroom` (feature): a LiveKit-protocol room server for tests and the demo.
 //! - `demo` (feature): devroom in-process plus the device pipeline on synthetic sources.
 
@@ -16,6 +17,7 @@ pub mod media;
 pub mod peer;
 pub mod room;
 pub mod signal;
+pub mod status;
 
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -1,4 +1,4 @@
-//! The roomcast command line: run, check-config, devroom, demo.
+//! The roomcast command line: run, check-config, led-test, devroom, demo.
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -26,6 +26,9 @@ enum Command {
     },
     /// Validate a config file and print the effective config with secrets redacted.
     CheckConfig { file: PathBuf },
+    /// Drive the configured status LEDs through one state, then switch them off (checks the
+    /// wiring; the states are off, connecting, publishing, reconnecting, needs-attention).
+    LedTest(roomcast::status::cli::Args),
     /// Run the LiveKit-protocol test room server.
     #[cfg(feature = "devroom")]
     Devroom(roomcast::devroom::cli::Args),
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run { config } => roomcast::room::cli::run(&config),
         Command::CheckConfig { file } => roomcast::config::cli::check_config(&file),
+        Command::LedTest(args) => roomcast::status::cli::run(args),
         #[cfg(feature = "devroom")]
         Command::Devroom(args) => roomcast::devroom::cli::run(args),
         #[cfg(feature = "demo")]
