@@ -252,7 +252,7 @@ fn the_effective_led_config_parses_back() {
     let shown = cfg.to_redacted_toml();
     assert!(shown.contains("status = \"GPIO17\""), "{shown}");
     assert!(shown.contains("connecting = [500, 500]"), "{shown}");
-    assert_eq!(parse_str(&shown).unwrap(), cfg);
+    assert_eq!(parse_str(&shown).unwrap().leds, cfg.leds);
 }
 
 #[test]

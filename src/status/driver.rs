@@ -271,9 +271,17 @@ mod tests {
                 Closed
             ]
         );
+        // every LED is told the state (the text LED's media light ignores it)
         assert_eq!(
             media.record(),
-            vec![Set(false), Set(true), Set(false), Closed]
+            vec![
+                Set(false),
+                State(LedState::Publishing),
+                Set(true),
+                Set(false),
+                State(LedState::Off),
+                Closed
+            ]
         );
     }
 
@@ -317,6 +325,9 @@ mod tests {
         assert_eq!(record.first(), Some(&Set(false)));
         assert_eq!(record[1..3], [State(LedState::NeedsAttention), Set(true)]);
         assert_eq!(record.last(), Some(&Closed));
-        assert_eq!(media.record(), vec![Set(false), Closed]);
+        assert_eq!(
+            media.record(),
+            vec![Set(false), State(LedState::NeedsAttention), Closed]
+        );
     }
 }
