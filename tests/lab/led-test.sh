@@ -6,8 +6,9 @@
 # each pattern's period, duty cycle and step lengths within a tolerance on the host.
 #   tests/lab/led-test.sh --board BIN [--keep DIR]
 # Runs: line found by name (no chip) for every state, with the media LED; chip by label + offset, active low;
-# chip by path with configured timings; a missing line and a line already in use (errors, with fixes); and the
-# lines are released on exit (debugfs shows no consumer).
+# chip by path with configured timings; a kernel LED (uleds, built out-of-tree like gpio-sim) whose trigger is
+# parked and restored; a missing line and a line already in use (errors, with fixes); and the lines are
+# released on exit (debugfs shows no consumer).
 # The states do not yet follow a real connection (connect / cut off / recover / bad token): that needs the
 # supervisor, which will set them. Prints "lab-leds: N passed, N failed"; exit 0 only if nothing failed.
 set -uo pipefail
@@ -33,6 +34,27 @@ if ! "$CC" -O2 -static -o "$S/linesample" "$HERE/linesample.c" 2>"$W/cc.log"; th
   cat "$W/cc.log"; echo "not ok - build the sampler ($CC; scripts/install-cross-tools.sh --lab installs it)"
   echo "lab-leds: 0 passed, 1 failed"; exit 1
 fi
+
+# A kernel LED for SysfsLed: Debian's kernel has the LED class but not uleds (userspace-backed LEDs,
+# CONFIG_LEDS_USER), so build it out-of-tree against the lab's headers like setup.sh does for gpio-sim; cached
+# in the lab dir. A process in the VM creates the LED by writing struct uleds_user_dev to /dev/uleds.
+LAB=${LAB:-${ROOMCAST_LAB:-$HOME/.cache/roomcast-lab}}
+KABI=$(cat "$LAB/kabi" 2>/dev/null || true)
+ULEDS=$LAB/extmod/uleds-arm64
+if [ ! -e "$ULEDS/uleds.ko" ] && [ -n "$KABI" ]; then
+  KSER=$(echo "$KABI" | cut -d. -f1,2)
+  mkdir -p "$ULEDS.tmp" && \
+  tar -xJf "$LAB/kroot/usr/src/linux-source-$KSER.tar.xz" -O "linux-source-$KSER/drivers/leds/uleds.c" > "$ULEDS.tmp/uleds.c" 2>"$W/uleds.log" && \
+  echo 'obj-m += uleds.o' > "$ULEDS.tmp/Kbuild" && \
+  make -s -C "$LAB/kroot/usr/src/linux-headers-$KABI-arm64" M="$ULEDS.tmp" DEB_BUILD_ARCH=amd64 DEB_HOST_ARCH=arm64 \
+    DEB_HOST_GNU_TYPE=aarch64-linux-gnu modules >>"$W/uleds.log" 2>&1 && \
+  aarch64-linux-gnu-strip --strip-debug "$ULEDS.tmp/uleds.ko" && rm -rf "$ULEDS" && mv "$ULEDS.tmp" "$ULEDS" \
+    || { rm -rf "$ULEDS.tmp"; sed 's/^/# uleds build: /' "$W/uleds.log" | tail -5; }
+fi
+[ -e "$ULEDS/uleds.ko" ] && cp "$ULEDS/uleds.ko" "$S/"
+# struct uleds_user_dev { char name[64]; int max_brightness; }: the LED "lab-act", brightness 0..1
+python3 -c 'import struct,sys; sys.stdout.buffer.write(struct.pack("<64si", b"lab-act", 1))' > "$S/uleds-act.bin"
+printf 'url = "ws://198.51.100.1:7880"\ntoken = "not-used-by-led-test"\n[leds]\nsysfs = "lab-act"\n' > "$S/kernel.toml"
 
 HEAD='url = "ws://198.51.100.1:7880"
 token = "not-used-by-led-test"'
@@ -97,6 +119,28 @@ pid=$!
 sleep 2
 /tmp/roomcast led-test --config label.toml --state connecting --seconds 1 > busy.out 2>&1; echo "rc=$?" >> busy.out
 wait $pid
+# a kernel LED (uleds) whose trigger was "disk-activity": parked at none while roomcast blinks it, restored after
+if [ -e uleds.ko ] && insmod uleds.ko; then
+  exec 3<>/dev/uleds
+  cat uleds-act.bin >&3
+  L=/sys/class/leds/lab-act
+  echo disk-activity > $L/trigger
+  cat $L/trigger > kernel.trigger-before
+  rm -f /tmp/kernel.stop
+  /tmp/roomcast led-test --config kernel.toml --state reconnecting --seconds 3 > kernel-reconnecting.out 2>&1 &
+  pid=$!
+  /tmp/linesample $L/brightness 33 1000 /tmp/kernel.stop > kernel-reconnecting.status &
+  s1=$!
+  while kill -0 $pid 2>/dev/null && ! grep -q "\[none\]" $L/trigger; do sleep 0.05; done
+  cat $L/trigger > kernel.trigger-during
+  wait $pid; echo "rc=$?" >> kernel-reconnecting.out
+  cat $L/trigger > kernel.trigger-after
+  sleep 0.3; touch /tmp/kernel.stop; wait $s1
+  exec 3>&-
+  echo "LEDLAB-RUN kernel-reconnecting $(tail -1 kernel-reconnecting.out)"
+else
+  echo "LEDLAB-NO-ULEDS"
+fi
 echo "LEDLAB-DONE"
 X
 chmod +x "$S/leds.sh"
@@ -140,7 +184,7 @@ SEG_MAX_MS = 80
 PERIOD_TOL = 0.03    # mean period, relative
 DUTY_TOL = 0.04      # mean duty cycle (share of time the line is high), absolute
 
-def blink(run, steps_ms, active_low=False, media=0):
+def blink(run, steps_ms, active_low=False, media=0, check_media=True):
     """steps_ms: on/off durations starting with on (logical). Checks the physical status line."""
     start, ev, end, gap = edges(run + ".status")
     if not ok(start is not None and end is not None, f"{run}: sampled the status line"):
@@ -188,6 +232,7 @@ def blink(run, steps_ms, active_low=False, media=0):
     ok(good >= SEG_SHARE and worst <= SEG_MAX_MS,
        f"{run}: {good * 100:.0f} % of steps within {SEG_TOL_MS} ms of their length (need {SEG_SHARE * 100:.0f} %), "
        f"worst {worst:.1f} ms (limit {SEG_MAX_MS}) beyond the sampling uncertainty")
+    if not check_media: return
     mstart, mev, mend, _ = edges(run + ".media")
     ok(mev == [] if not media else (len(mev) == 2 and mev[0][1] == 1),
        f"{run}: media LED {'on' if media else 'off'} throughout (edges {[e[:2] for e in mev]})")
@@ -225,6 +270,15 @@ constant("named-off", 0, media=False); released("named-off")
 blink("label-needs-attention", [150, 150, 150, 1050], active_low=True); released("label-needs-attention")
 blink("path-reconnecting", [50, 150]); released("path-reconnecting")
 blink("path-connecting", [300, 700]); released("path-connecting")
+# the kernel LED
+if ok(read("kernel.trigger-before") != "", "kernel LED lab-act created (uleds)"):
+    blink("kernel-reconnecting", [100, 100], check_media=False)
+    tr = {w: re.search(r"\[(\S+)\]", read("kernel.trigger-" + w) or "[?]").group(1) for w in ("before", "during", "after")}
+    print(f"# kernel LED trigger: before {tr['before']}, while roomcast drives it {tr['during']}, after {tr['after']}")
+    ok(tr == {"before": "disk-activity", "during": "none", "after": "disk-activity"},
+       "kernel LED: trigger parked at none while driven, disk-activity restored on exit")
+    out = read("kernel-reconnecting.out")
+    ok("rc=0" in out and "kernel LED /sys/class/leds/lab-act" in out, "kernel LED: led-test exit status 0")
 m = read("missing.out"); print("# missing line: " + " | ".join(m.strip().splitlines()))
 ok("rc=1" in m and 'no GPIO chip has a line named "NO_SUCH_LED"' in m and "fix:" in m, "a missing line is an error naming it, with a fix")
 b = read("busy.out"); print("# line in use: " + " | ".join(b.strip().splitlines()))
