@@ -6,7 +6,7 @@
 #     package-lock.json changed);
 #   - livekit-server, built with `go install` at a pinned tag (scripts/install-livekit-server.sh;
 #     needs Go and its module proxy once, then only checks the cached binary's version).
-# usage: scripts/install-deps.sh [--demo]   (--demo: only what `roomcast demo` needs, no browser/peers)
+# usage: scripts/install-deps.sh [--demo]   (--demo: only what `roomcast-demo` needs, no browser/peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -9,6 +9,7 @@
 //! - `room`: the public Room API and its events, and the task that drives a connection.
 //! - `supervisor`: every decision about the connection's lifecycle (join, resume, full reconnect,
 //!   backoff, health), as a pure state machine the async shell drives.
+//! - `status`: the status LEDs (pattern generator, LED drivers, the driver thread).
 //! - `logging`: the one logging set-up.
 //!
 //! The test server (devroom), the demo and the benchmarks are the `devroom` crate in
@@ -21,6 +22,7 @@ pub mod media;
 pub mod peer;
 pub mod room;
 pub mod signal;
+pub mod status;
 pub mod supervisor;
 
 /// The crate version, reported in ClientInfo and `--version`.

@@ -1,4 +1,4 @@
-//! The roomcast command line: run, check-config.
+//! The roomcast command line: run, check-config, led-test.
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -26,6 +26,9 @@ enum Command {
     },
     /// Validate a config file and print the effective config with secrets redacted.
     CheckConfig { file: PathBuf },
+    /// Drive the configured status LEDs through one state, then switch them off (checks the
+    /// wiring; the states are off, connecting, publishing, reconnecting, needs-attention).
+    LedTest(roomcast::status::cli::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +40,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run { config } => roomcast::room::cli::run(&config),
         Command::CheckConfig { file } => roomcast::config::cli::check_config(&file),
+        Command::LedTest(args) => roomcast::status::cli::run(args),
     };
     match result {
         Ok(code) => code,

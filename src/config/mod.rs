@@ -13,6 +13,7 @@ mod secret;
 pub use secret::{Secret, SecretSource};
 
 use crate::signal::url::{validate_server_url, SignalPath};
+use crate::status::pattern::{Pattern, Patterns};
 use schema::{KeyIndex, Raw};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -206,13 +207,82 @@ impl Default for AudioConfig {
     }
 }
 
+/// The `[leds]` section: where the status LED (and the optional "camera and mic live" LED) is,
+/// and the blink timings. Driven by `crate::status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedConfig {
-    pub chip: String,
-    pub connected: Option<u32>,
-    pub activity: Option<u32>,
-    pub error: Option<u32>,
-    pub active_low: bool,
+    /// Shows the state by its pattern (off, slow blink, solid, fast blink, double blink).
+    pub status: Option<LedLine>,
+    /// On while camera and mic are live.
+    pub media: Option<LedLine>,
+    pub patterns: Patterns,
+}
+
+/// One LED: a GPIO line through the character device, or a kernel LED.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedLine {
+    Gpio {
+        /// `None`: the line is found by name on every chip.
+        chip: Option<ChipRef>,
+        line: LineRef,
+        active_low: bool,
+    },
+    /// `/sys/class/leds/<name>`.
+    Sysfs(String),
+}
+
+/// A GPIO chip: its device path (`gpiochip0` is written as `/dev/gpiochip0`) or its label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChipRef {
+    Path(PathBuf),
+    Label(String),
+}
+
+/// A line on a chip: its offset or its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineRef {
+    Offset(u32),
+    Name(String),
+}
+
+impl fmt::Display for ChipRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChipRef::Path(p) => write!(f, "{}", p.display()),
+            ChipRef::Label(l) => write!(f, "label \"{l}\""),
+        }
+    }
+}
+
+impl fmt::Display for LineRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineRef::Offset(o) => write!(f, "line {o}"),
+            LineRef::Name(n) => write!(f, "line \"{n}\""),
+        }
+    }
+}
+
+impl fmt::Display for LedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedLine::Gpio {
+                chip,
+                line,
+                active_low,
+            } => {
+                match chip {
+                    Some(chip) => write!(f, "GPIO {chip} {line}")?,
+                    None => write!(f, "GPIO {line}")?,
+                }
+                if *active_low {
+                    write!(f, " (active low)")?;
+                }
+                Ok(())
+            }
+            LedLine::Sysfs(name) => write!(f, "kernel LED /sys/class/leds/{name}"),
+        }
+    }
 }
 
 /// The effective configuration: validated, defaults filled in, secrets resolved.
@@ -305,7 +375,10 @@ impl Ctx<'_> {
             Some(expected) => format!("set `{key}` to {expected}"),
             None => "correct the value's type (see the config reference in the README)".to_string(),
         };
-        let message = if schema::SECRET_KEYS.contains(&key.as_str()) {
+        // untagged enums (secrets, LED lines) say only "did not match any variant": say what fits
+        let message = if schema::SECRET_KEYS.contains(&key.as_str())
+            || err.message().contains("untagged enum")
+        {
             format!(
                 "`{key}` must be {}",
                 schema::expected_for(&key).unwrap_or_default()
@@ -479,16 +552,10 @@ fn build(ctx: &Ctx, index: &KeyIndex, raw: Raw) -> Result<Config, ConfigError> {
 
     let video = build_video(ctx, index, raw.video.unwrap_or_default())?;
     let audio = build_audio(ctx, index, raw.audio.unwrap_or_default())?;
-    let leds = raw.leds.map(|leds| LedConfig {
-        chip: leds
-            .chip
-            .map(|c| c.into_inner())
-            .unwrap_or_else(|| "gpiochip0".into()),
-        connected: leds.connected.map(|v| v.into_inner()),
-        activity: leds.activity.map(|v| v.into_inner()),
-        error: leds.error.map(|v| v.into_inner()),
-        active_low: leds.active_low.map(|v| v.into_inner()).unwrap_or(false),
-    });
+    let leds = match raw.leds {
+        Some(leds) => Some(build_leds(ctx, index, leds)?),
+        None => None,
+    };
 
     Ok(Config {
         url: url.to_string().trim_end_matches('/').to_string(),
@@ -631,6 +698,157 @@ fn build_video(
         max_bitrate,
         encoder: raw.encoder.map(|v| v.into_inner()).unwrap_or_default(),
         encoder_device: raw.encoder_device.map(|v| PathBuf::from(v.into_inner())),
+    })
+}
+
+fn build_leds(ctx: &Ctx, index: &KeyIndex, raw: schema::RawLeds) -> Result<LedConfig, ConfigError> {
+    let invalid = |key: &str, message: String, fix: &str| {
+        ctx.error(
+            ConfigErrorKind::InvalidValue,
+            key,
+            index.line(ctx, key),
+            message,
+            fix,
+        )
+    };
+    let conflict = |gpio: &str, sysfs: &str| {
+        ctx.error(
+            ConfigErrorKind::Conflict,
+            sysfs,
+            index.line(ctx, sysfs),
+            format!("`{gpio}` and `{sysfs}` both name the same LED"),
+            format!("keep one: `{gpio}` for a GPIO line, `{sysfs}` for a kernel LED"),
+        )
+    };
+    let chip = match raw.chip.map(|c| c.into_inner()) {
+        None => None,
+        Some(c) if c.trim().is_empty() => {
+            return Err(invalid(
+                "leds.chip",
+                "the chip is empty".into(),
+                "set `chip` to a path (\"/dev/gpiochip0\"), a name (\"gpiochip0\") or a label (`gpiodetect` lists them), or remove it to find lines by name",
+            ))
+        }
+        Some(c) if c.starts_with('/') => Some(ChipRef::Path(PathBuf::from(c))),
+        Some(c)
+            if c.strip_prefix("gpiochip").is_some_and(|n| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+            }) =>
+        {
+            Some(ChipRef::Path(PathBuf::from(format!("/dev/{c}"))))
+        }
+        Some(c) => Some(ChipRef::Label(c)),
+    };
+    let active_low = raw.active_low.map(|v| v.into_inner()).unwrap_or(false);
+    let gpio = |key: &str,
+                line: Option<toml::Spanned<schema::RawLine>>|
+     -> Result<Option<LedLine>, ConfigError> {
+        let Some(line) = line.map(|l| l.into_inner()) else {
+            return Ok(None);
+        };
+        let line = match line {
+            schema::RawLine::Offset(offset) => {
+                if chip.is_none() {
+                    return Err(ctx.error(
+                        ConfigErrorKind::MissingKey,
+                        "leds.chip",
+                        index.line(ctx, key),
+                        format!("`{key}` is line offset {offset}, but no `chip` says on which chip"),
+                        "add `chip = \"gpiochip0\"` or the chip's label (`gpiodetect` lists them), or give the line's name instead (`gpioinfo`)",
+                    ));
+                }
+                LineRef::Offset(offset)
+            }
+            schema::RawLine::Name(name) if name.trim().is_empty() => {
+                return Err(invalid(
+                    key,
+                    "the line name is empty".into(),
+                    "use a line offset (17) or a line name as `gpioinfo` shows it (\"GPIO17\")",
+                ))
+            }
+            schema::RawLine::Name(name) => LineRef::Name(name),
+        };
+        Ok(Some(LedLine::Gpio {
+            chip: chip.clone(),
+            line,
+            active_low,
+        }))
+    };
+    let kernel = |key: &str,
+                  name: Option<toml::Spanned<String>>|
+     -> Result<Option<LedLine>, ConfigError> {
+        let Some(name) = name.map(|n| n.into_inner()) else {
+            return Ok(None);
+        };
+        if name.trim().is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(invalid(
+                key,
+                format!("`{name}` is not a kernel LED name"),
+                "use the name of a directory in /sys/class/leds, like \"ACT\" or \"PWR\" (`ls /sys/class/leds`)",
+            ));
+        }
+        Ok(Some(LedLine::Sysfs(name)))
+    };
+    if raw.status.is_some() && raw.sysfs.is_some() {
+        return Err(conflict("leds.status", "leds.sysfs"));
+    }
+    if raw.media.is_some() && raw.media_sysfs.is_some() {
+        return Err(conflict("leds.media", "leds.media_sysfs"));
+    }
+    let status = match gpio("leds.status", raw.status)? {
+        Some(line) => Some(line),
+        None => kernel("leds.sysfs", raw.sysfs)?,
+    };
+    let media = match gpio("leds.media", raw.media)? {
+        Some(line) => Some(line),
+        None => kernel("leds.media_sysfs", raw.media_sysfs)?,
+    };
+    if status.is_none() && media.is_none() {
+        return Err(ctx.error(
+            ConfigErrorKind::MissingKey,
+            "leds.status",
+            index.line(ctx, "leds"),
+            "[leds] names no LED",
+            "set `status = LINE` with `chip` (a GPIO line) or `sysfs = \"ACT\"` (a kernel LED), or remove the [leds] section",
+        ));
+    }
+    let defaults = Patterns::default();
+    let pattern = |key: &str,
+                   value: Option<toml::Spanned<Vec<u32>>>,
+                   default: Pattern|
+     -> Result<Pattern, ConfigError> {
+        let Some(ms) = value.map(|v| v.into_inner()) else {
+            return Ok(default);
+        };
+        const RANGE: std::ops::RangeInclusive<u32> = 10..=10_000;
+        if let Some(bad) = ms.iter().find(|d| !RANGE.contains(d)) {
+            return Err(invalid(
+                key,
+                format!("{bad} ms is out of range"),
+                "use durations from 10 to 10000 ms",
+            ));
+        }
+        Pattern::blink(&ms).map_err(|err| {
+            invalid(
+                key,
+                format!("not a blink pattern: {err}"),
+                "write 2 to 8 durations in ms, alternating on and off, starting with on: [500, 500]",
+            )
+        })
+    };
+    let patterns = Patterns {
+        connecting: pattern("leds.connecting", raw.connecting, defaults.connecting)?,
+        reconnecting: pattern("leds.reconnecting", raw.reconnecting, defaults.reconnecting)?,
+        needs_attention: pattern(
+            "leds.needs_attention",
+            raw.needs_attention,
+            defaults.needs_attention,
+        )?,
+    };
+    Ok(LedConfig {
+        status,
+        media,
+        patterns,
     })
 }
 
@@ -789,17 +1007,51 @@ impl Config {
         t.insert("audio".into(), audio.into());
         if let Some(leds) = &self.leds {
             let mut l = Table::new();
-            l.insert("chip".into(), leds.chip.clone().into());
-            for (key, value) in [
-                ("connected", leds.connected),
-                ("activity", leds.activity),
-                ("error", leds.error),
+            for (key, sysfs_key, led) in [
+                ("status", "sysfs", &leds.status),
+                ("media", "media_sysfs", &leds.media),
             ] {
-                if let Some(v) = value {
-                    l.insert(key.into(), i64::from(v).into());
+                match led {
+                    Some(LedLine::Gpio {
+                        chip,
+                        line,
+                        active_low,
+                    }) => {
+                        match chip {
+                            Some(ChipRef::Path(p)) => {
+                                l.insert("chip".into(), p.display().to_string().into());
+                            }
+                            Some(ChipRef::Label(label)) => {
+                                l.insert("chip".into(), label.clone().into());
+                            }
+                            None => {}
+                        }
+                        let line: Value = match line {
+                            LineRef::Offset(o) => i64::from(*o).into(),
+                            LineRef::Name(n) => n.clone().into(),
+                        };
+                        l.insert(key.into(), line);
+                        l.insert("active_low".into(), (*active_low).into());
+                    }
+                    Some(LedLine::Sysfs(name)) => {
+                        l.insert(sysfs_key.into(), name.clone().into());
+                    }
+                    None => {}
                 }
             }
-            l.insert("active_low".into(), leds.active_low.into());
+            for (key, pattern) in [
+                ("connecting", &leds.patterns.connecting),
+                ("reconnecting", &leds.patterns.reconnecting),
+                ("needs_attention", &leds.patterns.needs_attention),
+            ] {
+                let ms: Vec<Value> = pattern
+                    .millis()
+                    .into_iter()
+                    .map(i64::from)
+                    .map(Value::from)
+                    .collect();
+                l.insert(key.into(), Value::Array(ms));
+            }
             t.insert("leds".into(), l.into());
         }
         render_in_schema_order(&t)

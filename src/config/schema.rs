@@ -36,7 +36,19 @@ pub const VIDEO_KEYS: &[&str] = &[
     "encoder_device",
 ];
 pub const AUDIO_KEYS: &[&str] = &["device", "rate", "channels", "bitrate"];
-pub const LED_KEYS: &[&str] = &["chip", "connected", "activity", "error", "active_low"];
+pub const LED_KEYS: &[&str] = &[
+    "chip",
+    "status",
+    "media",
+    "active_low",
+    "sysfs",
+    "media_sysfs",
+    "connecting",
+    "reconnecting",
+    "needs_attention",
+];
+/// `[leds]` keys of the first schema (one LED per meaning), replaced by `status` + `media`.
+pub const LED_LEGACY_KEYS: &[&str] = &["connected", "activity", "error"];
 pub const SECRET_KEYS: &[&str] = &["token", "api_key", "api_secret"];
 const SECRET_REF_KEYS: &[&str] = &["file", "env"];
 
@@ -62,7 +74,15 @@ pub fn expected_for(key: &str) -> Option<&'static str> {
         "video.encoder" => "\"auto\", \"passthrough\", \"v4l2m2m\" or \"software\"",
         "video.device" => "a device path like \"/dev/video0\", \"test-pattern\" or \"none\"",
         "audio.device" => "an ALSA PCM name like \"default\" or \"hw:1,0\", \"tone\" or \"none\"",
-        "video.encoder_device" | "leds.chip" => "a string",
+        "video.encoder_device" => "a string",
+        "leds.chip" => "a chip path (\"/dev/gpiochip0\"), name (\"gpiochip0\") or label (\"pinctrl-bcm2711\")",
+        "leds.status" | "leds.media" => {
+            "a GPIO line offset on `chip` (a whole number, like 17) or a line name (like \"GPIO17\")"
+        }
+        "leds.sysfs" | "leds.media_sysfs" => "a kernel LED name under /sys/class/leds, like \"ACT\"",
+        "leds.connecting" | "leds.reconnecting" | "leds.needs_attention" => {
+            "a list of on/off durations in ms, starting with on, like [500, 500]"
+        }
         "video.width" | "video.height" => "a whole number of pixels, like 1280",
         "video.fps" => "a whole number of frames per second, like 30",
         "video.bitrate" | "video.min_bitrate" | "video.max_bitrate" | "audio.bitrate" => {
@@ -70,7 +90,6 @@ pub fn expected_for(key: &str) -> Option<&'static str> {
         }
         "audio.rate" => "a sample rate in Hz, like 48000",
         "audio.channels" => "1 or 2",
-        "leds.connected" | "leds.activity" | "leds.error" => "a GPIO line offset (a whole number)",
         "video" | "audio" | "leds" => "a table (a [section])",
         _ if key.ends_with(".file") => "a file path string",
         _ if key.ends_with(".env") => "an environment variable name",
@@ -180,7 +199,11 @@ fn unknown_key(
     } else {
         format!("in [{section}]")
     };
-    let fix = if let Some(best) = suggest(name, allowed) {
+    let fix = if section == "leds" && LED_LEGACY_KEYS.contains(&name) {
+        "`connected`, `activity` and `error` are gone: one `status` LED shows every state by its \
+         pattern (see the README's LED table); set `status = LINE` and optionally `media = LINE`"
+            .to_string()
+    } else if let Some(best) = suggest(name, allowed) {
         format!("did you mean `{best}`?")
     } else if let Some(home) = ["video", "audio", "leds"]
         .iter()
@@ -284,11 +307,23 @@ pub struct RawAudio {
     pub bitrate: Option<Spanned<u32>>,
 }
 
+/// A GPIO line as written: an offset on `chip` or a line name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawLine {
+    Offset(u32),
+    Name(String),
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct RawLeds {
     pub chip: Option<Spanned<String>>,
-    pub connected: Option<Spanned<u32>>,
-    pub activity: Option<Spanned<u32>>,
-    pub error: Option<Spanned<u32>>,
+    pub status: Option<Spanned<RawLine>>,
+    pub media: Option<Spanned<RawLine>>,
     pub active_low: Option<Spanned<bool>>,
+    pub sysfs: Option<Spanned<String>>,
+    pub media_sysfs: Option<Spanned<String>>,
+    pub connecting: Option<Spanned<Vec<u32>>>,
+    pub reconnecting: Option<Spanned<Vec<u32>>>,
+    pub needs_attention: Option<Spanned<Vec<u32>>>,
 }

@@ -1,5 +1,6 @@
 //! One test per error class, plus defaults, secrets and redaction.
 use super::*;
+use crate::status::Patterns;
 use std::path::Path;
 
 fn parse_str(text: &str) -> Result<Config, ConfigError> {
@@ -70,9 +71,10 @@ bitrate = 24
 
 [leds]
 chip = "gpiochip1"
-connected = 17
-error = 22
+status = 17
+media = "CAM_LIVE"
 active_low = true
+connecting = [250, 750]
 "#;
     let cfg = parse_str(text).unwrap();
     assert_eq!(cfg.url, "wss://lk.example.com/base", "https maps to wss");
@@ -104,16 +106,153 @@ active_low = true
         }
     );
     let leds = cfg.leds.unwrap();
+    let chip = Some(ChipRef::Path("/dev/gpiochip1".into()));
     assert_eq!(
-        (
-            leds.chip.as_str(),
-            leds.connected,
-            leds.activity,
-            leds.error,
-            leds.active_low
-        ),
-        ("gpiochip1", Some(17), None, Some(22), true)
+        leds.status,
+        Some(LedLine::Gpio {
+            chip: chip.clone(),
+            line: LineRef::Offset(17),
+            active_low: true
+        })
     );
+    assert_eq!(
+        leds.media,
+        Some(LedLine::Gpio {
+            chip,
+            line: LineRef::Name("CAM_LIVE".into()),
+            active_low: true
+        })
+    );
+    assert_eq!(leds.patterns.connecting.millis(), vec![250, 750]);
+    assert_eq!(leds.patterns.reconnecting, Patterns::default().reconnecting);
+}
+
+const LEDS: &str = "url = \"wss://x\"\ntoken = \"a\"\n[leds]\n";
+
+#[test]
+fn leds_by_label_by_name_and_kernel_led() {
+    let leds = parse_str(&format!("{LEDS}chip = \"pinctrl-rp1\"\nstatus = 17\n"))
+        .unwrap()
+        .leds
+        .unwrap();
+    assert_eq!(
+        leds.status,
+        Some(LedLine::Gpio {
+            chip: Some(ChipRef::Label("pinctrl-rp1".into())),
+            line: LineRef::Offset(17),
+            active_low: false
+        })
+    );
+    assert_eq!(leds.media, None);
+    assert_eq!(leds.patterns, Patterns::default());
+    // a named line needs no chip: every chip is searched
+    let leds = parse_str(&format!("{LEDS}status = \"STATUS_LED\"\n"))
+        .unwrap()
+        .leds
+        .unwrap();
+    assert_eq!(
+        leds.status,
+        Some(LedLine::Gpio {
+            chip: None,
+            line: LineRef::Name("STATUS_LED".into()),
+            active_low: false
+        })
+    );
+    let leds = parse_str(&format!("{LEDS}sysfs = \"ACT\"\nmedia_sysfs = \"PWR\"\n"))
+        .unwrap()
+        .leds
+        .unwrap();
+    assert_eq!(leds.status, Some(LedLine::Sysfs("ACT".into())));
+    assert_eq!(leds.media, Some(LedLine::Sysfs("PWR".into())));
+    let leds = parse_str(&format!("{LEDS}chip = \"/dev/gpiochip4\"\nstatus = 3\n"))
+        .unwrap()
+        .leds
+        .unwrap();
+    assert!(
+        matches!(leds.status, Some(LedLine::Gpio { chip: Some(ChipRef::Path(p)), .. }) if p == Path::new("/dev/gpiochip4"))
+    );
+}
+
+#[test]
+fn led_errors_name_the_key_and_the_fix() {
+    // an offset without a chip
+    let e = err(&format!("{LEDS}status = 17\n"));
+    assert_eq!(
+        (e.kind, e.key.as_str(), e.line),
+        (ConfigErrorKind::MissingKey, "leds.chip", Some(4))
+    );
+    assert!(e.fix.contains("gpiodetect"), "{}", e.fix);
+    // a GPIO line and a kernel LED for the same light
+    let e = err(&format!(
+        "{LEDS}chip = \"gpiochip0\"\nstatus = 17\nsysfs = \"ACT\"\n"
+    ));
+    assert_eq!(
+        (e.kind, e.key.as_str(), e.line),
+        (ConfigErrorKind::Conflict, "leds.sysfs", Some(6))
+    );
+    // a section with no LED in it
+    let e = err(&format!("{LEDS}active_low = true\n"));
+    assert_eq!(
+        (e.kind, e.key.as_str()),
+        (ConfigErrorKind::MissingKey, "leds.status")
+    );
+    assert!(e.fix.contains("remove the [leds] section"), "{}", e.fix);
+    // the wrong type: what fits is spelled out
+    let e = err(&format!("{LEDS}status = true\n"));
+    assert_eq!(
+        (e.kind, e.key.as_str(), e.line),
+        (ConfigErrorKind::InvalidValue, "leds.status", Some(4))
+    );
+    assert!(e.message.contains("line offset"), "{}", e.message);
+    assert!(!e.message.contains("untagged"), "{}", e.message);
+    // kernel LED names are directory names
+    let e = err(&format!("{LEDS}sysfs = \"/sys/class/leds/ACT\"\n"));
+    assert_eq!(
+        (e.kind, e.key.as_str()),
+        (ConfigErrorKind::InvalidValue, "leds.sysfs")
+    );
+    assert!(e.fix.contains("ls /sys/class/leds"), "{}", e.fix);
+    // patterns: whole on/off pairs, sane durations
+    let e = err(&format!(
+        "{LEDS}sysfs = \"ACT\"\nconnecting = [500, 500, 500]\n"
+    ));
+    assert_eq!(
+        (e.kind, e.key.as_str(), e.line),
+        (ConfigErrorKind::InvalidValue, "leds.connecting", Some(5))
+    );
+    assert!(e.message.contains("on/off pairs"), "{}", e.message);
+    let e = err(&format!("{LEDS}sysfs = \"ACT\"\nreconnecting = [5, 100]\n"));
+    assert_eq!(e.key, "leds.reconnecting");
+    assert!(e.fix.contains("10 to 10000"), "{}", e.fix);
+    let e = err(&format!(
+        "{LEDS}sysfs = \"ACT\"\nneeds_attention = \"double\"\n"
+    ));
+    assert_eq!(e.key, "leds.needs_attention");
+    assert!(e.fix.contains("[500, 500]"), "{}", e.fix);
+}
+
+#[test]
+fn old_led_keys_explain_what_replaced_them() {
+    let e = err(&format!("{LEDS}chip = \"gpiochip0\"\nconnected = 17\n"));
+    assert_eq!(
+        (e.kind, e.key.as_str(), e.line),
+        (ConfigErrorKind::UnknownKey, "leds.connected", Some(5))
+    );
+    assert!(e.fix.contains("`status = LINE`"), "{}", e.fix);
+    let e = err(&format!("{LEDS}stauts = 3\n"));
+    assert!(e.fix.contains("did you mean `status`?"), "{}", e.fix);
+}
+
+#[test]
+fn the_effective_led_config_parses_back() {
+    let text = format!(
+        "{LEDS}chip = \"pinctrl-bcm2711\"\nstatus = \"GPIO17\"\nmedia_sysfs = \"PWR\"\nactive_low = true\nneeds_attention = [100, 100, 100, 700]\n"
+    );
+    let cfg = parse_str(&text).unwrap();
+    let shown = cfg.to_redacted_toml();
+    assert!(shown.contains("status = \"GPIO17\""), "{shown}");
+    assert!(shown.contains("connecting = [500, 500]"), "{shown}");
+    assert_eq!(parse_str(&shown).unwrap().leds, cfg.leds);
 }
 
 #[test]

@@ -5,7 +5,10 @@
 use crate::{DevRoom, DevRoomConfig};
 use roomcast::media::{AudioSettings, VideoSettings};
 use roomcast::room::{Room, RoomEvent, RoomOptions};
+use roomcast::status::led::TextLed;
+use roomcast::status::{LedDriver, LedState, Lights, Patterns};
 use serde::Serialize;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -63,7 +66,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let summary = runtime.block_on(demo(args.seconds))?;
+    // The terminal's text LED shows what a board's status LED would (not with --json: stdout is JSON).
+    let leds = if args.json {
+        LedDriver::disabled()
+    } else {
+        let (status, media) =
+            TextLed::pair(Box::new(std::io::stdout()), std::io::stdout().is_terminal());
+        let lights = Lights {
+            status: vec![Box::new(status)],
+            media: vec![Box::new(media)],
+        };
+        LedDriver::start(lights, Patterns::default())?
+    };
+    let summary = runtime.block_on(demo(args.seconds, &leds));
+    if let Err(err) = leds.stop() {
+        tracing::warn!("{err}");
+    }
+    let summary = summary?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -103,8 +122,9 @@ fn print_summary(s: &Summary) {
     }
 }
 
-async fn demo(seconds: u64) -> anyhow::Result<Summary> {
+async fn demo(seconds: u64, leds: &LedDriver) -> anyhow::Result<Summary> {
     let started = Instant::now();
+    leds.set_state(LedState::Connecting);
     let frame_dir = std::env::temp_dir().join(format!("roomcast-demo-{}", std::process::id()));
     let config = DevRoomConfig {
         frame_dir,
@@ -153,6 +173,8 @@ async fn demo(seconds: u64) -> anyhow::Result<Summary> {
         .await;
     let time_to_first_media_ms = first_rtp.map(|_| started.elapsed().as_millis() as u64);
     if time_to_first_media_ms.is_some() {
+        leds.set_state(LedState::Publishing);
+        leds.set_media_live(true);
         // The demo's own run time, not a wait for a condition.
         tokio::time::sleep(Duration::from_secs(seconds)).await;
     }
@@ -186,6 +208,8 @@ async fn demo(seconds: u64) -> anyhow::Result<Summary> {
             kind,
         });
     }
+    leds.set_media_live(false);
+    leds.set_state(LedState::Off);
     room.close().await;
     devroom.shutdown().await;
     let media_arrived = tracks.len() >= 2 && tracks.iter().all(|t| t.packets_received > 0);
