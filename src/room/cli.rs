@@ -95,8 +95,13 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
     options.audio = audio_settings(&config);
     if let Some(cache) = crate::auth::TokenCache::for_config(&config) {
         options.on_token_refreshed = Some(Arc::new(move |token: &str| {
-            if let Err(e) = cache.store(token) {
-                tracing::warn!("cannot store the refreshed token: {e}");
+            match cache.store(token) {
+                // Said once per refresh (minutes apart): a board owner can see the cache works.
+                Ok(()) => tracing::info!(
+                    cache = %cache.path().display(),
+                    "kept the server's refreshed token for the next join"
+                ),
+                Err(e) => tracing::warn!("cannot store the refreshed token: {e}"),
             }
         }));
     }

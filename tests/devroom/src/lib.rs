@@ -210,14 +210,14 @@ impl DevRoom {
         self.shared.events.wait_for(timeout, pred).await
     }
 
-    /// The snapshot (as [`DevRoom::snapshot`]) once `pred` holds on it; None after `timeout`.
-    /// Re-checked on every event and every counted media packet, never on a timer: tests wait
-    /// on counters ("200 more packets of this track") with it.
-    pub async fn wait_snapshot(
+    /// Re-checks `check` on every devroom event and every counted media packet until it
+    /// returns Some; None after `timeout`. Never paced by a timer: tests wait on counters
+    /// ("200 more packets of this track") and on anything that changes with the media flow.
+    pub async fn wait_until<T>(
         &self,
         timeout: Duration,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> Option<serde_json::Value> {
+        mut check: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
         let counters = self.shared.sfu.counters_changed();
         let mut events = self.shared.events.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -225,19 +225,32 @@ impl DevRoom {
             let packet = counters.notified();
             tokio::pin!(packet);
             packet.as_mut().enable();
-            let snapshot = self.snapshot();
-            if pred(&snapshot) {
-                return Some(snapshot);
+            if let Some(value) = check() {
+                return Some(value);
             }
             tokio::select! {
                 _ = &mut packet => {}
-                _ = events.recv() => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    let snapshot = self.snapshot();
-                    return pred(&snapshot).then_some(snapshot);
+                event = events.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
+                        return check();
+                    }
                 }
+                _ = tokio::time::sleep_until(deadline) => return check(),
             }
         }
+    }
+
+    /// The snapshot (as [`DevRoom::snapshot`]) once `pred` holds on it; None after `timeout`.
+    pub async fn wait_snapshot(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        self.wait_until(timeout, || {
+            let snapshot = self.snapshot();
+            pred(&snapshot).then_some(snapshot)
+        })
+        .await
     }
 
     pub fn faults(&self) -> Faults {

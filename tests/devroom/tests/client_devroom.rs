@@ -71,20 +71,6 @@ async fn wait_room_event(
     }
 }
 
-/// Wait until `check` returns Some, polling every 50 ms, up to `timeout`.
-async fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn devroom_tracks(room: &DevRoom, identity: &str) -> Vec<Value> {
     devroom::demo::tracks_of(&room.snapshot(), identity)
 }
@@ -204,17 +190,19 @@ async fn devroom_receives_90_percent_of_frames_and_decodes_the_test_pattern() {
     let (sent_start, received_start) = (sent(), received(&video.sid));
     // A 5 s window: 5 * FPS frames leave the device.
     let target = sent_start + 5 * FPS as u64;
-    wait_until(Duration::from_secs(12), || (sent() >= target).then_some(()))
+    devroom
+        .wait_until(Duration::from_secs(12), || (sent() >= target).then_some(()))
         .await
         .expect("device kept sending");
     let sent_window = sent() - sent_start;
     // Frames in flight need a moment to land; wait for the count, with a deadline.
     let needed = received_start + sent_window * 9 / 10;
-    let got = wait_until(Duration::from_secs(3), || {
-        let r = received(&video.sid);
-        (r >= needed).then_some(r)
-    })
-    .await;
+    let got = devroom
+        .wait_until(Duration::from_secs(3), || {
+            let r = received(&video.sid);
+            (r >= needed).then_some(r)
+        })
+        .await;
     assert!(
         got.is_some(),
         "devroom counted {} of {sent_window} frames sent in 5 s (need 90 %)",
@@ -296,24 +284,23 @@ async fn a_bad_token_names_the_cause() {
 async fn refresh_tokens_reach_the_cache_callback() {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
-    let stored = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (stored, mut refreshed_tokens) = mpsc::unbounded_channel::<String>();
     let mut o = options(
         &devroom.url(),
         token("cam-refresh", "lobby", "secret"),
         PathChoice::Auto,
     );
-    let sink = stored.clone();
     o.on_token_refreshed = Some(Arc::new(move |t: &str| {
-        sink.lock().unwrap().push(t.to_string())
+        let _ = stored.send(t.to_string());
     }));
     o.video.device = "none".into();
     o.audio.device = "none".into();
     let (room, _events) = Room::connect(o).await.expect("join");
-    let refreshed = wait_until(Duration::from_secs(5), || {
-        stored.lock().unwrap().first().cloned()
-    })
-    .await
-    .expect("a refresh_token");
+    let refreshed = tokio::time::timeout(Duration::from_secs(5), refreshed_tokens.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("a refresh_token");
     room.close().await;
     // The refreshed token is good for the next join.
     let mut again = options(&devroom.url(), refreshed, PathChoice::Auto);
@@ -332,6 +319,10 @@ async fn refresh_tokens_reach_the_cache_callback() {
 struct Device {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Fired on every output line and when an output stream closes.
+    changed: Arc<tokio::sync::Notify>,
+    /// stdout and stderr still open; both close when the process exits.
+    open_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The service manager's end of NOTIFY_SOCKET: the lines `roomcast run` sends.
@@ -410,18 +401,50 @@ impl Device {
             .spawn()
             .expect("spawn the process");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let open_streams = Arc::new(std::sync::atomic::AtomicUsize::new(2));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
-            let lines = lines.clone();
+            let (lines, changed, open_streams) =
+                (lines.clone(), changed.clone(), open_streams.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line);
+                    changed.notify_waiters();
                 }
+                open_streams.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                changed.notify_waiters();
             });
         }
-        Device { child, lines }
+        Device {
+            child,
+            lines,
+            changed,
+            open_streams,
+        }
+    }
+
+    /// Re-checks `check` on every new output line until it returns Some; None after `timeout`.
+    async fn wait_output<T>(
+        &self,
+        timeout: Duration,
+        check: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        devroom::sfu::wait_until_notified(&self.changed, timeout, check).await
+    }
+
+    /// The exit status once the process has ended (both output streams closed, then reaped);
+    /// None if it is still running after `timeout`.
+    async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let open_streams = self.open_streams.clone();
+        self.wait_output(timeout, || {
+            (open_streams.load(std::sync::atomic::Ordering::SeqCst) == 0).then_some(())
+        })
+        .await?;
+        // Its pipes are closed: the process has exited or is exiting, so this returns promptly.
+        self.child.wait().ok()
     }
 
     fn output(&self) -> String {
@@ -536,10 +559,7 @@ async fn sigterm_sends_leave_within_one_second() {
         .await
         .expect("the WebSocket closed");
     assert_eq!(as_json(&closed)["code"], 1000);
-    let exited = wait_until(Duration::from_secs(3), || {
-        device.child.try_wait().ok().flatten()
-    })
-    .await;
+    let exited = device.wait_exit(Duration::from_secs(3)).await;
     assert!(
         exited.is_some_and(|s| s.success()),
         "roomcast did not exit cleanly: {:?}\n{}",
@@ -601,12 +621,13 @@ async fn duplicate_identity_stops_the_earlier_device_without_rejoin() {
         .expect("the second device joins");
     let newer_sid = room.local_participant().sid;
 
-    let reported = wait_until(Duration::from_secs(5), || {
-        printed_events(&device)
-            .into_iter()
-            .find(|v| v["event"] == "disconnected")
-    })
-    .await;
+    let reported = device
+        .wait_output(Duration::from_secs(5), || {
+            printed_events(&device)
+                .into_iter()
+                .find(|v| v["event"] == "disconnected")
+        })
+        .await;
     let reported = reported.unwrap_or_else(|| {
         panic!(
             "the earlier device reported no Disconnected:\n{}",
@@ -682,10 +703,7 @@ async fn publishing_device(devroom: &DevRoom, dir: &Path, identity: &str) -> Dev
 /// A lost link ends `roomcast run` with status 75 and a message naming the cause, so that
 /// systemd's Restart=always starts a fresh join.
 async fn assert_exits_for_restart(mut device: Device, cause: &str) {
-    let exited = wait_until(Duration::from_secs(20), || {
-        device.child.try_wait().ok().flatten()
-    })
-    .await;
+    let exited = device.wait_exit(Duration::from_secs(20)).await;
     let output = device.output();
     let status = exited.unwrap_or_else(|| panic!("roomcast did not exit:\n{output}"));
     eprintln!("roomcast exited with {status}; it said:\n{output}");
@@ -804,14 +822,15 @@ async fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
             .any(|v| { v["type"] == "participant_joined" && v["identity"] == "cam-notify" }),
         "READY=1 before devroom saw the join"
     );
-    let published = wait_until(Duration::from_secs(2), || {
-        let n = printed_events(&device)
-            .iter()
-            .filter(|v| v["event"] == "local_track_published")
-            .count();
-        (n == 2).then_some(n)
-    })
-    .await;
+    let published = device
+        .wait_output(Duration::from_secs(2), || {
+            let n = printed_events(&device)
+                .iter()
+                .filter(|v| v["event"] == "local_track_published")
+                .count();
+            (n == 2).then_some(n)
+        })
+        .await;
     assert!(
         published.is_some(),
         "READY=1 but not both tracks published:\n{}",
@@ -829,10 +848,7 @@ async fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
         .until(|l| l == "STOPPING=1", Duration::from_secs(3))
         .await;
     assert!(got.is_some(), "no STOPPING=1:\n{}", device.output());
-    let exited = wait_until(Duration::from_secs(3), || {
-        device.child.try_wait().ok().flatten()
-    })
-    .await;
+    let exited = device.wait_exit(Duration::from_secs(3)).await;
     assert!(exited.is_some_and(|s| s.success()), "{}", device.output());
     devroom.shutdown().await;
 }
@@ -890,7 +906,25 @@ async fn an_official_python_participant_and_roomcast_see_each_other() {
         |e| matches!(e, RoomEvent::ParticipantConnected { identity, .. } if identity == "py-peer"),
     )
     .await;
-    assert!(matches!(connected, RoomEvent::ParticipantConnected { .. }));
+    // The event names the participant as the server knows it, and the Room API agrees.
+    let RoomEvent::ParticipantConnected { sid, .. } = connected else {
+        unreachable!("wait_room_event returned a non-matching event")
+    };
+    let server_sid = devroom.snapshot()["rooms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["participants"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["identity"] == "py-peer")
+        .and_then(|p| p["sid"].as_str().map(str::to_string));
+    assert_eq!(Some(sid.clone()), server_sid, "ParticipantConnected's sid");
+    assert_eq!(
+        room.remote_participants()
+            .get("py-peer")
+            .map(|p| p.sid.clone()),
+        Some(sid),
+        "Room::remote_participants after ParticipantConnected"
+    );
     let (mut published, mut subscribed, mut seen) = (Vec::new(), Vec::new(), Vec::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while published.len() < 2 || subscribed.len() < 2 {
@@ -922,15 +956,13 @@ async fn an_official_python_participant_and_roomcast_see_each_other() {
         .all(|t| t.subscribed));
 
     // The peer holds on until its expectations on cam-py are met; the summary says so.
-    let met = wait_until(Duration::from_secs(30), || {
-        peer.output().contains("\"expectations_met\"").then_some(())
-    })
-    .await;
+    let met = peer
+        .wait_output(Duration::from_secs(30), || {
+            peer.output().contains("\"expectations_met\"").then_some(())
+        })
+        .await;
     peer.signal(libc::SIGTERM);
-    let status = wait_until(Duration::from_secs(10), || {
-        peer.child.try_wait().ok().flatten()
-    })
-    .await;
+    let status = peer.wait_exit(Duration::from_secs(10)).await;
     let output = peer.output();
     assert!(
         met.is_some(),
@@ -1025,16 +1057,17 @@ async fn a_keyframe_request_is_answered_with_an_idr_before_the_periodic_one() {
 
     // Without the request, keyframes come only at frame 0 and every `periodic` frames after it.
     let periodic = u64::from(FPS * PERIODIC_IDR_SECONDS);
-    let answered = wait_until(
-        Duration::from_secs(u64::from(PERIODIC_IDR_SECONDS)) / 2,
-        || {
-            let track = video(&publisher);
-            let periodic_only = 1 + track.frames_sent.saturating_sub(1) / periodic;
-            (track.keyframes_sent > periodic_only && devroom_keyframes() > keyframes_before)
-                .then_some(track)
-        },
-    )
-    .await;
+    let answered = devroom
+        .wait_until(
+            Duration::from_secs(u64::from(PERIODIC_IDR_SECONDS)) / 2,
+            || {
+                let track = video(&publisher);
+                let periodic_only = 1 + track.frames_sent.saturating_sub(1) / periodic;
+                (track.keyframes_sent > periodic_only && devroom_keyframes() > keyframes_before)
+                    .then_some(track)
+            },
+        )
+        .await;
     let track = video(&publisher);
     assert!(
         answered.is_some(),
@@ -1120,7 +1153,7 @@ async fn a_server_mute_stops_the_tracks_media_until_unmuted() {
     let audio_packets_after = |n: u64| {
         let target = counter(&audio_sid, "packets") + n;
         let (counter, audio_sid) = (&counter, &audio_sid);
-        wait_until(Duration::from_secs(5), move || {
+        devroom.wait_until(Duration::from_secs(5), move || {
             (counter(audio_sid, "packets") >= target).then_some(())
         })
     };
@@ -1184,15 +1217,16 @@ async fn a_server_mute_stops_the_tracks_media_until_unmuted() {
         .iter()
         .any(|t| t.sid == video_sid && !t.muted));
     // Video resumes with a keyframe, requested on unmute: well before the periodic one.
-    let resumed = wait_until(
-        Duration::from_secs(u64::from(roomcast::media::h264::PERIODIC_IDR_SECONDS)) / 2,
-        || {
-            (counter(&video_sid, "packets") > video_packets_muted
-                && counter(&video_sid, "keyframes") > video_keyframes_muted)
-                .then_some(())
-        },
-    )
-    .await;
+    let resumed = devroom
+        .wait_until(
+            Duration::from_secs(u64::from(roomcast::media::h264::PERIODIC_IDR_SECONDS)) / 2,
+            || {
+                (counter(&video_sid, "packets") > video_packets_muted
+                    && counter(&video_sid, "keyframes") > video_keyframes_muted)
+                    .then_some(())
+            },
+        )
+        .await;
     assert!(
         resumed.is_some(),
         "video did not resume with a keyframe after the unmute: {:#}",
@@ -1216,14 +1250,23 @@ async fn run_stores_the_refreshed_token_and_joins_with_it_next_time() {
     let state = dir.path().join("state");
     let mut device = Device::spawn(&config);
     wait_first_rtp_of(&devroom, "cam-cache").await;
-    // Whatever the cache's file layout, a refreshed JWT lands under state_dir.
-    let stored = wait_until(Duration::from_secs(10), || {
-        std::fs::read_dir(&state).ok()?.flatten().find_map(|f| {
+    // roomcast says when it kept a refreshed token; then, whatever the cache's file layout, the
+    // JWT is under state_dir.
+    device
+        .wait_output(Duration::from_secs(10), || {
+            device
+                .output()
+                .contains("kept the server's refreshed token")
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("no refreshed token kept:\n{}", device.output()));
+    let stored = std::fs::read_dir(&state).ok().and_then(|dir| {
+        dir.flatten().find_map(|f| {
             let text = std::fs::read_to_string(f.path()).ok()?;
             text.contains("eyJ").then_some(text)
         })
-    })
-    .await;
+    });
     assert!(
         stored.is_some(),
         "no token cached under {}:\n{}",
@@ -1231,11 +1274,10 @@ async fn run_stores_the_refreshed_token_and_joins_with_it_next_time() {
         device.output()
     );
     device.signal(libc::SIGTERM);
-    wait_until(Duration::from_secs(3), || {
-        device.child.try_wait().ok().flatten()
-    })
-    .await
-    .expect("first run exits");
+    device
+        .wait_exit(Duration::from_secs(3))
+        .await
+        .expect("first run exits");
     let joins_after_first_run = devroom
         .past_events()
         .iter()
@@ -1243,6 +1285,8 @@ async fn run_stores_the_refreshed_token_and_joins_with_it_next_time() {
         .filter(|v| v["type"] == "participant_joined")
         .count();
     assert_eq!(joins_after_first_run, 1);
+    // Only what happens from here on can prove the second run used the cached token.
+    let first_run_last_seq = devroom.past_events().last().map(seq_of).unwrap_or(0);
 
     write_config(
         dir.path(),
@@ -1253,10 +1297,9 @@ async fn run_stores_the_refreshed_token_and_joins_with_it_next_time() {
     let rejoined = devroom
         .wait_event(Duration::from_secs(15), |e| {
             let v = as_json(e);
-            (v["type"] == "participant_joined"
-                && v["identity"] == "cam-cache"
-                && v["seq"].as_u64() > Some(1))
-                || v["type"] == "join_rejected"
+            v["seq"].as_u64() > Some(first_run_last_seq)
+                && ((v["type"] == "participant_joined" && v["identity"] == "cam-cache")
+                    || v["type"] == "join_rejected")
         })
         .await
         .expect("the second run reached devroom");
@@ -1369,14 +1412,15 @@ async fn camera_h264_passes_through_and_devroom_decodes_it() {
         .find(|t| t.kind == roomcast::room::TrackKind::Video)
         .unwrap();
     // A second of frames at the room.
-    let received = wait_until(Duration::from_secs(10), || {
-        devroom_tracks(&devroom, "cam-h264")
-            .into_iter()
-            .find(|t| t["sid"] == video.sid.as_str())
-            .and_then(|t| t["frames"].as_u64())
-            .filter(|&frames| frames >= FPS as u64)
-    })
-    .await;
+    let received = devroom
+        .wait_until(Duration::from_secs(10), || {
+            devroom_tracks(&devroom, "cam-h264")
+                .into_iter()
+                .find(|t| t["sid"] == video.sid.as_str())
+                .and_then(|t| t["frames"].as_u64())
+                .filter(|&frames| frames >= FPS as u64)
+        })
+        .await;
     assert!(
         received.is_some(),
         "devroom got too few passthrough frames: {:#}",
@@ -1422,13 +1466,14 @@ async fn rtp_timestamps_at_the_room_follow_the_capture_clock() {
             .find(|t| t["sid"] == sid)
     };
     // Two seconds of video at the room.
-    wait_until(Duration::from_secs(10), || {
-        stats(&video)
-            .and_then(|t| t["frames"].as_u64())
-            .filter(|&f| f >= 2 * FPS as u64)
-    })
-    .await
-    .expect("devroom counts video frames");
+    devroom
+        .wait_until(Duration::from_secs(10), || {
+            stats(&video)
+                .and_then(|t| t["frames"].as_u64())
+                .filter(|&f| f >= 2 * FPS as u64)
+        })
+        .await
+        .expect("devroom counts video frames");
     for (sid, ticks_per_frame) in [(&video, 90_000 / FPS), (&audio, 960)] {
         let t = stats(sid).unwrap();
         let first = t["first_rtp_timestamp"].as_u64().unwrap() as u32;
