@@ -5,4 +5,6 @@
 # 5 s) that must not compete with a dozen parallel tests for 2 cores. Suite 10 leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The tests run the built `roomcast` binary, which `cargo test -p devroom` does not build.
+cargo build --offline -p roomcast --bin roomcast
 exec cargo test --offline -p devroom --test client_devroom -- --test-threads=1

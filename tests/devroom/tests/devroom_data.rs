@@ -43,22 +43,7 @@ fn token(identity: &str) -> String {
 }
 
 fn v1_url(room: &DevRoom) -> String {
-    let join = proto::JoinRequest {
-        client_info: Some(proto::ClientInfo {
-            sdk: proto::client_info::Sdk::Rust as i32,
-            protocol: 17,
-            client_protocol: 2,
-            ..Default::default()
-        }),
-        connection_settings: Some(proto::ConnectionSettings {
-            auto_subscribe: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let encoded = roomcast::signal::url::encode_join_request(&join);
-    let q: String = url::form_urlencoded::byte_serialize(encoded.as_bytes()).collect();
-    format!("{}/rtc/v1?join_request={q}", room.url())
+    common::v1_url(room, &common::v1_join(None))
 }
 
 /// Sends the client's candidates to devroom as SignalRequest.trickle.

@@ -27,29 +27,7 @@ fn v0_url(room: &DevRoom, query: &str) -> String {
     )
 }
 
-fn v1_url(room: &DevRoom, join: &proto::JoinRequest) -> String {
-    let encoded = roomcast::signal::url::encode_join_request(join);
-    let q: String = url::form_urlencoded::byte_serialize(encoded.as_bytes()).collect();
-    format!("{}/rtc/v1?join_request={q}", room.url())
-}
-
-fn v1_join(reconnect_sid: Option<&str>) -> proto::JoinRequest {
-    proto::JoinRequest {
-        client_info: Some(proto::ClientInfo {
-            sdk: proto::client_info::Sdk::Rust as i32,
-            protocol: 17,
-            client_protocol: 2,
-            ..Default::default()
-        }),
-        connection_settings: Some(proto::ConnectionSettings {
-            auto_subscribe: true,
-            ..Default::default()
-        }),
-        reconnect: reconnect_sid.is_some(),
-        participant_sid: reconnect_sid.unwrap_or_default().into(),
-        ..Default::default()
-    }
-}
+use common::{v1_join, v1_url};
 
 /// Connect with the token in the Authorization header (as the Python/Rust SDKs do).
 async fn connect_bearer(url: &str, jwt: &str) -> Result<Ws, tungstenite::Error> {

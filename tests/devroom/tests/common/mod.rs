@@ -163,3 +163,31 @@ impl Drop for LiveKitServer {
             .status();
     }
 }
+
+/// A JoinRequest as the official SDKs send it on /rtc/v1 (protocol 17, auto-subscribe), resuming
+/// `reconnect_sid` when given.
+pub fn v1_join(reconnect_sid: Option<&str>) -> livekit_protocol::JoinRequest {
+    use livekit_protocol as proto;
+    proto::JoinRequest {
+        client_info: Some(proto::ClientInfo {
+            sdk: proto::client_info::Sdk::Rust as i32,
+            protocol: 17,
+            client_protocol: 2,
+            ..Default::default()
+        }),
+        connection_settings: Some(proto::ConnectionSettings {
+            auto_subscribe: true,
+            ..Default::default()
+        }),
+        reconnect: reconnect_sid.is_some(),
+        participant_sid: reconnect_sid.unwrap_or_default().into(),
+        ..Default::default()
+    }
+}
+
+/// devroom's /rtc/v1 URL carrying `join` the way roomcast encodes it.
+pub fn v1_url(room: &DevRoom, join: &livekit_protocol::JoinRequest) -> String {
+    let encoded = roomcast::signal::url::encode_join_request(join);
+    let q: String = url::form_urlencoded::byte_serialize(encoded.as_bytes()).collect();
+    format!("{}/rtc/v1?join_request={q}", room.url())
+}
