@@ -1,7 +1,7 @@
 //! A local audio or video track: its webrtc-rs sample track, its sender, and the task that moves
 //! encoded frames from a media pipeline onto the wire.
 use super::Transport;
-use crate::media::pipeline::{Pipeline, PipelineControl};
+use crate::media::pipeline::{EncodedSample, PipelineControl};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -164,17 +164,24 @@ impl LocalTrack {
             })
     }
 
-    /// Move frames from `pipeline` onto the wire until it stops; answer PLI/FIR with a keyframe.
+    /// Move frames from a capture pipeline onto the wire; answer PLI/FIR with a keyframe.
     /// Call once the PC is connected: webrtc-rs silently drops samples written before that.
-    pub async fn start(
+    ///
+    /// The pipeline outlives the track (a full reconnect gives new tracks the same capture):
+    /// the forwarder holds `samples` while it runs and lets go when it ends or is aborted.
+    /// `first_frame` is called once, after the first frame went out. The task ends with
+    /// [`ForwardEnd::PipelineEnded`] when the pipeline stopped (a capture or encoder failure).
+    pub async fn forward(
         &self,
-        mut pipeline: Pipeline,
-    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        samples: SharedSamples,
+        control: Arc<PipelineControl>,
+        first_frame: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<tokio::task::JoinHandle<ForwardEnd>> {
         let payload_type = self.payload_type().await?;
-        let control = pipeline.control.clone();
         *self.control.lock().unwrap() = Some(control.clone());
         let stats = self.stats.clone();
         let track = self.track.clone();
+        let rtcp_control = control.clone();
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event {
@@ -183,7 +190,7 @@ impl LocalTrack {
                         .any(|p| super::keyframe::is_keyframe_request(p.as_ref()))
                     {
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                        control.request_keyframe();
+                        rtcp_control.request_keyframe();
                     }
                 }
             }
@@ -196,8 +203,15 @@ impl LocalTrack {
             self.muted.clone(),
         );
         Ok(tokio::spawn(async move {
-            let mut wait_for_keyframe = false;
-            while let Some(sample) = pipeline.samples.recv().await {
+            let mut samples = samples.lock_owned().await;
+            let mut first_frame = Some(first_frame);
+            // A receiver cannot use deltas that refer to frames it never got (sent on an
+            // earlier track, or before a mute).
+            let mut wait_for_keyframe = kind == RtpCodecKind::Video;
+            loop {
+                let Some(sample) = samples.recv().await else {
+                    return ForwardEnd::PipelineEnded;
+                };
                 if muted.load(Ordering::Relaxed) {
                     wait_for_keyframe = kind == RtpCodecKind::Video;
                     continue;
@@ -225,14 +239,28 @@ impl LocalTrack {
                             stats.keyframes_sent.fetch_add(1, Ordering::Relaxed);
                         }
                         stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                        if let Some(first_frame) = first_frame.take() {
+                            first_frame();
+                        }
                     }
                     Err(e) => {
                         tracing::debug!("{kind} write stopped: {e}");
-                        break;
+                        return ForwardEnd::WriteFailed;
                     }
                 }
             }
-            pipeline.control.stop();
         }))
     }
+}
+
+/// A capture pipeline's encoded frames, shared by the successive tracks that send them.
+pub type SharedSamples = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<EncodedSample>>>;
+
+/// Why a forwarder stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardEnd {
+    /// The capture pipeline stopped (its error says why): the track needs a restart.
+    PipelineEnded,
+    /// The track can no longer send (its PeerConnection closed).
+    WriteFailed,
 }
