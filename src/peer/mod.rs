@@ -16,9 +16,9 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceConnectionState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 /// Data-channel labels LiveKit uses.
@@ -338,7 +338,8 @@ impl Transport {
     /// Create an offer (with new ICE credentials when `ice_restart`), apply it locally and
     /// return its SDP.
     pub async fn create_offer_with(&self, ice_restart: bool) -> anyhow::Result<String> {
-        let options = ice_restart.then_some(rtc::peer_connection::configuration::RTCOfferOptions { ice_restart });
+        let options = ice_restart
+            .then_some(rtc::peer_connection::configuration::RTCOfferOptions { ice_restart });
         let offer = self
             .pc
             .create_offer(options)

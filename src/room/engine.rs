@@ -402,8 +402,14 @@ enum AttemptOutcome {
     Resumed(Result<Resumed, JoinError>),
 }
 
-fn task_result<T>(result: Result<Result<T, JoinError>, tokio::task::JoinError>) -> Result<T, JoinError> {
-    result.unwrap_or_else(|e| Err(JoinError::Other(anyhow::anyhow!("the attempt task ended: {e}"))))
+fn task_result<T>(
+    result: Result<Result<T, JoinError>, tokio::task::JoinError>,
+) -> Result<T, JoinError> {
+    result.unwrap_or_else(|e| {
+        Err(JoinError::Other(anyhow::anyhow!(
+            "the attempt task ended: {e}"
+        )))
+    })
 }
 
 /// The channels the loop waits on besides commands; each belongs to one attempt or connection.
@@ -606,7 +612,10 @@ fn failure_input(err: &JoinError, resuming: bool) -> Input {
     }
 }
 
-fn description(kind: &str, desc: Option<webrtc::peer_connection::RTCSessionDescription>) -> Option<proto::SessionDescription> {
+fn description(
+    kind: &str,
+    desc: Option<webrtc::peer_connection::RTCSessionDescription>,
+) -> Option<proto::SessionDescription> {
     desc.map(|d| proto::SessionDescription {
         r#type: kind.into(),
         sdp: d.sdp,
@@ -773,7 +782,11 @@ impl Conn {
 
     /// SyncState after a resume: what we publish (with the server's TrackInfo), the last
     /// descriptions, our subscription choice.
-    fn sync_state(&self, answer: Option<proto::SessionDescription>, offer: Option<proto::SessionDescription>) -> proto::SyncState {
+    fn sync_state(
+        &self,
+        answer: Option<proto::SessionDescription>,
+        offer: Option<proto::SessionDescription>,
+    ) -> proto::SyncState {
         proto::SyncState {
             answer,
             offer,
@@ -841,7 +854,6 @@ impl Conn {
             }
         });
     }
-
 
     fn participants_update(&mut self, infos: Vec<proto::ParticipantInfo>) {
         for info in infos {
@@ -928,7 +940,6 @@ impl Conn {
         }
     }
 
-
     /// Identify a subscribed track: msid stream id "PA_sid|TR_sid" (LiveKit), else the track id,
     /// else (v1) the answer's mid map.
     async fn on_remote_track(
@@ -1004,7 +1015,6 @@ impl Conn {
         });
     }
 
-
     fn on_data(&self, label: &str, data: &[u8]) {
         let Ok(packet) = proto::DataPacket::decode(data) else {
             tracing::debug!("undecodable data packet on {label}");
@@ -1019,7 +1029,6 @@ impl Conn {
             });
         }
     }
-
 }
 
 impl Publishing {
@@ -1273,7 +1282,10 @@ impl Shell {
             ping_interval: Duration::from_secs(conn.join.ping_interval.max(0) as u64),
             ping_timeout: Duration::from_secs(conn.join.ping_timeout.max(0) as u64),
         };
-        let token = self.latest_token.clone().unwrap_or_else(|| conn.token.clone());
+        let token = self
+            .latest_token
+            .clone()
+            .unwrap_or_else(|| conn.token.clone());
         channels.attempt = Some(Attempt::Resume(tokio::spawn(resume(
             self.options.clone(),
             token,
@@ -1301,8 +1313,16 @@ impl Shell {
                 }
                 tracing::info!(
                     "joined room {:?} as {:?} ({}) over {:?}",
-                    conn.join.room.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
-                    conn.join.participant.as_ref().map(|p| p.identity.as_str()).unwrap_or(""),
+                    conn.join
+                        .room
+                        .as_ref()
+                        .map(|r| r.name.as_str())
+                        .unwrap_or(""),
+                    conn.join
+                        .participant
+                        .as_ref()
+                        .map(|p| p.identity.as_str())
+                        .unwrap_or(""),
                     conn.local_sid,
                     conn.path
                 );
@@ -1314,7 +1334,8 @@ impl Shell {
                 if let Some(first) = self.first_join.take() {
                     let _ = first.send(Ok(()));
                 }
-                self.inputs.push_back(Input::JoinSucceeded { participant_sid });
+                self.inputs
+                    .push_back(Input::JoinSucceeded { participant_sid });
             }
             AttemptOutcome::Resumed(Ok(resumed)) => {
                 let Some(conn) = self.conn.as_mut() else {
@@ -1598,7 +1619,9 @@ impl Shell {
                 let (kind, detail) = if by_server {
                     (
                         DisconnectKind::Removed,
-                        format!("the server sent Leave {reason} with action DISCONNECT; not rejoining"),
+                        format!(
+                            "the server sent Leave {reason} with action DISCONNECT; not rejoining"
+                        ),
                     )
                 } else {
                     (DisconnectKind::Left, "we left the room".to_string())
@@ -1714,11 +1737,10 @@ impl Shell {
             }
         }
         let generation = self.generation;
-        let sending = self.conn.as_mut().and_then(|c| {
-            c.tracks
-                .iter_mut()
-                .find(|p| p.which == track && p.started)
-        });
+        let sending = self
+            .conn
+            .as_mut()
+            .and_then(|c| c.tracks.iter_mut().find(|p| p.which == track && p.started));
         match (sending, &self.captures[i]) {
             (Some(p), Some(capture)) => {
                 self.recovering[i] = true;
@@ -1904,13 +1926,17 @@ async fn forward(
     let first = notes.clone();
     let handle = p
         .track
-        .forward(capture.samples.clone(), capture.control.clone(), move || {
-            let _ = first.try_send(MediaNote {
-                generation,
-                track,
-                kind: MediaNoteKind::FirstFrame,
-            });
-        })
+        .forward(
+            capture.samples.clone(),
+            capture.control.clone(),
+            move || {
+                let _ = first.try_send(MediaNote {
+                    generation,
+                    track,
+                    kind: MediaNoteKind::FirstFrame,
+                });
+            },
+        )
         .await?;
     p.started = true;
     p.forwarder = Some(handle.abort_handle());
