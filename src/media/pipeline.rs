@@ -113,6 +113,13 @@ pub struct SampleReceiver {
 }
 
 impl SampleReceiver {
+    /// A receiver that is already closed: a stand-in where the real one moved on (a capture
+    /// pipeline's samples outlive the tracks that send them).
+    pub fn closed() -> SampleReceiver {
+        let (_sender, receiver) = channel(1);
+        receiver
+    }
+
     /// The next sample, or `None` once the capture thread has ended and the queue is empty.
     pub async fn recv(&mut self) -> Option<EncodedSample> {
         loop {

@@ -2,7 +2,7 @@
 //! encoded frames from a media pipeline onto the wire.
 use super::Transport;
 use crate::media::clock::{self, RtpClock};
-use crate::media::pipeline::{EncodedSample, Pipeline, PipelineControl};
+use crate::media::pipeline::{EncodedSample, PipelineControl, SampleReceiver};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -233,23 +233,31 @@ impl LocalTrack {
             })
     }
 
-    /// Move frames from `pipeline` onto the wire until it stops; answer PLI/FIR with a keyframe.
+    /// Move frames from a capture pipeline onto the wire; answer PLI/FIR with a keyframe.
     /// Call once the PC is connected: webrtc-rs silently drops samples written before that.
-    pub async fn start(
+    ///
+    /// The pipeline outlives the track (a full reconnect gives new tracks the same capture):
+    /// the forwarder holds `samples` while it runs and lets go when it ends or is aborted.
+    /// `first_frame` is called once, after the first frame went out. The task ends with
+    /// [`ForwardEnd::PipelineEnded`] when the pipeline stopped (a capture or encoder failure).
+    pub async fn forward(
         &self,
-        mut pipeline: Pipeline,
-    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        samples: SharedSamples,
+        control: Arc<PipelineControl>,
+        first_frame: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<tokio::task::JoinHandle<ForwardEnd>> {
         let payload_type = self.payload_type().await?;
         let codec = match self.kind {
             RtpCodecKind::Video => super::h264_codec(),
             _ => super::opus_codec(),
         };
+        // A new packetizer per track: a full reconnect's new track starts its own sequence.
         let mut packetizer = TimedPacketizer::new(&codec, self.ssrc, payload_type)?;
-        let control = pipeline.control.clone();
         *self.control.lock().unwrap() = Some(control.clone());
         let stats = self.stats.clone();
         let track = self.track.clone();
         let (kind, ssrc) = (self.kind, self.ssrc);
+        let rtcp_control = control.clone();
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event {
@@ -258,7 +266,7 @@ impl LocalTrack {
                         .any(|p| super::keyframe::is_keyframe_request(p.as_ref()))
                     {
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                        control.request_keyframe();
+                        rtcp_control.request_keyframe();
                     }
                     // The receiver's estimate (REMB) sets the video bitrate, within the
                     // configured limits. LiveKit's SFU offers goog-remb only in its single-PC
@@ -272,7 +280,7 @@ impl LocalTrack {
                             .rev()
                             .find_map(|p| super::keyframe::remb_bitrate_for(p.as_ref(), ssrc))
                         {
-                            let applied = control.set_bitrate(bps);
+                            let applied = rtcp_control.set_bitrate(bps);
                             stats.bitrate_target.store(applied, Ordering::Relaxed);
                         }
                     }
@@ -286,9 +294,16 @@ impl LocalTrack {
             self.muted.clone(),
         );
         Ok(tokio::spawn(async move {
-            let mut wait_for_keyframe = false;
-            while let Some(sample) = pipeline.samples.recv().await {
-                let dropped = pipeline.control.dropped.load(Ordering::Relaxed);
+            let mut samples = samples.lock_owned().await;
+            let mut first_frame = Some(first_frame);
+            // A receiver cannot use deltas that refer to frames it never got (sent on an
+            // earlier track, or before a mute).
+            let mut wait_for_keyframe = kind == RtpCodecKind::Video;
+            loop {
+                let Some(sample) = samples.recv().await else {
+                    return ForwardEnd::PipelineEnded;
+                };
+                let dropped = control.dropped.load(Ordering::Relaxed);
                 stats.frames_dropped.store(dropped, Ordering::Relaxed);
                 if muted.load(Ordering::Relaxed) {
                     wait_for_keyframe = kind == RtpCodecKind::Video;
@@ -323,17 +338,30 @@ impl LocalTrack {
                             stats.keyframes_sent.fetch_add(1, Ordering::Relaxed);
                         }
                         stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                        if let Some(first_frame) = first_frame.take() {
+                            first_frame();
+                        }
                     }
                     Err(e) => {
                         tracing::debug!("{kind} write stopped: {e}");
-                        break;
+                        return ForwardEnd::WriteFailed;
                     }
                 }
             }
-            // Join the capture thread off the runtime: it ends within one frame of the stop.
-            let _ = tokio::task::spawn_blocking(move || pipeline.stop_and_join()).await;
         }))
     }
+}
+
+/// A capture pipeline's encoded frames, shared by the successive tracks that send them.
+pub type SharedSamples = Arc<tokio::sync::Mutex<SampleReceiver>>;
+
+/// Why a forwarder stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardEnd {
+    /// The capture pipeline stopped (its error says why): the track needs a restart.
+    PipelineEnded,
+    /// The track can no longer send (its PeerConnection closed).
+    WriteFailed,
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceConnectionState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 /// Data-channel labels LiveKit uses.
@@ -100,7 +100,10 @@ pub fn rtc_configuration(
 
 /// One PeerConnection: default interceptors plus the keyframe-request interceptor (without it
 /// PLI/FIR never reach the encoder or the SFU), mDNS off (it needs a multicast route, fails PC
-/// creation in network namespaces, and a device has no use for it).
+/// creation in network namespaces, and a device has no use for it), and local candidates
+/// discarded on an ICE restart: with it webrtc-rs also rebinds the UDP sockets (a wildcard
+/// address re-expands to the interfaces present now), so a restart after an uplink switch
+/// gathers on the new interface instead of the vanished one.
 pub async fn build_peer_connection(
     mut engine: MediaEngine,
     settings: &PcSettings,
@@ -114,6 +117,7 @@ pub async fn build_peer_connection(
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(settings.include_loopback)
+        .with_discard_local_candidates_during_ice_restart(true)
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(rtc_configuration(
@@ -169,6 +173,12 @@ pub enum PeerEvent {
         target: proto::SignalTarget,
         state: RTCPeerConnectionState,
     },
+    /// The ICE agent's state: after an ICE restart the PeerConnection may stay Connected while
+    /// ICE checks the new path, so this is what says the path is back.
+    IceConnectionState {
+        target: proto::SignalTarget,
+        state: RTCIceConnectionState,
+    },
     DataChannel {
         target: proto::SignalTarget,
         channel: Arc<dyn DataChannel>,
@@ -215,6 +225,13 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let _ = self.events.send(PeerEvent::ConnectionState {
+            target: self.target,
+            state,
+        });
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        let _ = self.events.send(PeerEvent::IceConnectionState {
             target: self.target,
             state,
         });
@@ -315,9 +332,17 @@ impl Transport {
 
     /// Create an offer, apply it locally and return its SDP.
     pub async fn create_offer(&self) -> anyhow::Result<String> {
+        self.create_offer_with(false).await
+    }
+
+    /// Create an offer (with new ICE credentials when `ice_restart`), apply it locally and
+    /// return its SDP.
+    pub async fn create_offer_with(&self, ice_restart: bool) -> anyhow::Result<String> {
+        let options = ice_restart
+            .then_some(rtc::peer_connection::configuration::RTCOfferOptions { ice_restart });
         let offer = self
             .pc
-            .create_offer(None)
+            .create_offer(options)
             .await
             .map_err(|e| anyhow::anyhow!("create offer: {e}"))?;
         let sdp = offer.sdp.clone();

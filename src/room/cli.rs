@@ -1,7 +1,6 @@
 //! `roomcast run --config FILE`: join the configured room, publish, and stay until told to stop.
 //!
 //! Room events go to stdout as JSON lines (`{"event": ...}`), logs to stderr.
-use super::sdnotify::{Notice, NotifyPolicy};
 use super::{DisconnectKind, PathChoice, Room, RoomEvent, RoomOptions};
 use crate::media::{AudioSettings, VideoSettings};
 use std::path::Path;
@@ -105,109 +104,61 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
             }
         }));
     }
+    // Every fresh join (the first after a failed one, each full reconnect) asks again: the
+    // cached refresh_token, a newly minted token, or token_url fetched again.
+    let token_config = Arc::new(config.clone());
+    options.token_source = Some(Arc::new(move || {
+        let config = token_config.clone();
+        Box::pin(async move {
+            crate::auth::resolve(&config)
+                .await
+                .map(|c| c.token)
+                .map_err(|e| anyhow::anyhow!("cannot get a token: {e}"))
+        })
+    }));
+    // WatchdogSec from systemd: the supervisor pings at half of it from its loop.
+    options.watchdog_interval = sd_notify::watchdog_enabled()
+        .filter(|period| !period.is_zero())
+        .map(|period| period / 2);
+    options.watch_network = true;
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let tracks_expected =
-        usize::from(options.video.enabled()) + usize::from(options.audio.enabled());
-    let mut notify = NotifyPolicy::new(tracks_expected);
-    Notice::Status(format!("joining {}", credentials.server_url)).send();
-    // A stop request while still joining ends the attempt at once.
-    let joined = tokio::select! {
-        joined = Room::connect(options) => joined,
-        _ = terminate.recv() => return Ok(stopping()),
-        _ = interrupt.recv() => return Ok(stopping()),
-    };
-    let (room, mut events) = match joined {
-        Ok(joined) => joined,
-        Err(e) => {
-            let hint = if e.is_auth_failure() {
-                " (check the token or api_key/api_secret in the config)"
-            } else {
-                ""
-            };
-            Notice::Status(format!("cannot join: {e}")).send();
-            anyhow::bail!("cannot join {}: {e}{hint}", credentials.server_url);
-        }
-    };
-    // WatchdogSec from systemd: ping at half of it, only while the room is healthy.
-    let watchdog_interval = sd_notify::watchdog_enabled()
-        .filter(|period| !period.is_zero())
-        .map(|period| period / 2);
-    let mut watchdog =
-        tokio::time::interval(watchdog_interval.unwrap_or(Duration::from_secs(3600)));
+    // From here on nothing network-related ends the process: the supervisor retries the
+    // first join, resumes, rejoins; only SIGTERM/SIGINT stop it.
+    let (room, mut events) = Room::start(options);
     let mut removed = false;
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = watchdog.tick(), if watchdog_interval.is_some() => {
-                let interval = watchdog_interval.unwrap_or_default();
-                match notify.watchdog(room.health(), interval) {
-                    Some(notice) => notice.send(),
-                    None => tracing::warn!(
-                        "room task or signalling unhealthy ({:?}): withholding the watchdog ping",
-                        room.health()
-                    ),
-                }
-            }
             event = events.recv(), if !removed => match event {
                 Some(event) => {
                     print_event(&event);
-                    for notice in notify.on_event(&event) {
-                        notice.send();
-                    }
-                    if let RoomEvent::Disconnected { reason, kind, detail } = &event {
-                        match kind {
-                            DisconnectKind::Removed => {
-                                removed = true;
-                                eprintln!(
-                                    "roomcast: disconnected from the room by the server ({reason}: \
-                                     {detail}); not rejoining. Still running: stop with SIGTERM, \
-                                     or fix the cause and restart."
-                                );
-                            }
-                            DisconnectKind::Lost => {
-                                return Ok(exit_for_restart(&format!("{reason}: {detail}")));
-                            }
-                            // Only our own close leaves; the loop below does that.
-                            DisconnectKind::Left => return Ok(stopping()),
-                        }
+                    if let RoomEvent::Disconnected { reason, kind: DisconnectKind::Removed, detail } = &event {
+                        removed = true;
+                        eprintln!(
+                            "roomcast: disconnected from the room by the server ({reason}: \
+                             {detail}). Still running: stop with SIGTERM, or fix the cause \
+                             and restart."
+                        );
                     }
                 }
+                // The room task ended without being asked: only a bug does that.
                 None => {
-                    return Ok(exit_for_restart("the room task ended without a word"));
+                    eprintln!("roomcast: the room task ended unexpectedly");
+                    return Ok(ExitCode::FAILURE);
                 }
             },
         }
     }
-    Notice::Stopping.send();
-    if !removed {
-        tracing::info!("leaving the room");
-        tokio::time::timeout(Duration::from_secs(1), room.close())
-            .await
-            .ok();
-        while let Ok(event) = events.try_recv() {
-            print_event(&event);
-        }
+    tracing::info!("leaving the room");
+    room.close().await;
+    let code = tokio::time::timeout(Duration::from_millis(500), room.closed())
+        .await
+        .unwrap_or(0);
+    while let Ok(event) = events.try_recv() {
+        print_event(&event);
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Exit status for "the connection is gone, start me again" (EX_TEMPFAIL).
-pub const EXIT_RESTART: u8 = 75;
-
-fn stopping() -> ExitCode {
-    Notice::Stopping.send();
-    ExitCode::SUCCESS
-}
-
-/// Until the reconnect supervisor lands, a lost link ends the process; Restart=always rejoins.
-fn exit_for_restart(cause: &str) -> ExitCode {
-    eprintln!(
-        "roomcast: lost the room connection ({cause}); exiting with status {EXIT_RESTART} \
-         so systemd restarts roomcast"
-    );
-    Notice::Stopping.send();
-    ExitCode::from(EXIT_RESTART)
+    Ok(ExitCode::from(code))
 }

@@ -1,23 +1,37 @@
-//! The connection task: signalling events and PeerConnection events in, room events out.
+//! The connection shell around the [`Supervisor`]: it carries out the supervisor's actions (open
+//! signalling fresh or resuming, SyncState, ICE restart, rebuild and republish, room events,
+//! sd_notify, the status) and turns what happens on the WebSocket, the PeerConnections, the
+//! capture pipelines and the network into supervisor inputs. It decides nothing about recovery.
+//!
+//! One task owns everything and handles it in order. Inputs from a connection the supervisor
+//! has discarded cannot reach it: each attempt, each WebSocket and each pair of PeerConnections
+//! has its own channel, dropped with it, and media notes carry the generation of the tracks
+//! they are about. The capture pipelines outlive connections: a full reconnect gives new tracks
+//! the same capture, so no device is reopened.
 use super::signalurl::{self, PathChoice, SignalPath};
 use super::{
     Command, ConnectionState, DisconnectKind, JoinError, LocalTrackPublication, RemoteParticipant,
     RemoteTrackPublication, RoomEvent, RoomOptions, RoomState, TrackKind,
 };
 use crate::media;
-use crate::peer::local_track::{LocalTrack, SendStats};
+use crate::peer::local_track::{ForwardEnd, LocalTrack, SendStats, SharedSamples};
 use crate::peer::{self, PeerEvent, PeerOptions, Transport};
 use crate::signal::session::{SessionEvent, SessionOptions};
-use crate::signal::ws::{self, ConnectError, SignalEvent, SignalHandle};
+use crate::signal::ws::{self, ConnectError, ResumeSettings, SignalEvent, SignalHandle};
+use crate::supervisor::{
+    Action, Input, LeaveAction, Notice, PeerConnectionKind, PeerConnectionState, RoomEventKind,
+    Status, Supervisor, SupervisorConfig, Track, TrackSet,
+};
 use livekit_protocol as proto;
 use prost::Message as _;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::mpsc;
-use webrtc::peer_connection::RTCPeerConnectionState;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+use webrtc::peer_connection::{RTCIceConnectionState, RTCPeerConnectionState};
 
 pub(crate) struct TrackStatsRef {
     pub cid: String,
@@ -29,6 +43,25 @@ const INITIAL_RECV_AUDIO: usize = 3;
 const INITIAL_RECV_VIDEO: usize = 3;
 /// Bound on leaving: Leave + close handshake + PC close must fit in 1 s.
 const LEAVE_TIMEOUT: Duration = Duration::from_millis(400);
+/// Bound on closing discarded PeerConnections (in the background).
+const PC_CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Media notes (first frame out, pipeline ended) waiting for the loop: a few per track at most.
+const MEDIA_NOTES: usize = 16;
+/// Network changes waiting for the loop; netlink bursts beyond this are dropped (the supervisor
+/// only needs to know that something changed, and the latest default-route state).
+pub(crate) const NETWORK_NOTES: usize = 32;
+
+/// What the room task shares with [`super::Room`].
+pub(crate) struct Shared {
+    pub state: Arc<Mutex<RoomState>>,
+    pub stats: Arc<Mutex<Vec<TrackStatsRef>>>,
+    pub events: mpsc::UnboundedSender<RoomEvent>,
+    pub status: watch::Sender<Status>,
+}
+
+/// `Room::connect` hears the first join's outcome here; a first join that fails then ends the
+/// task (the library caller decides). Without it (`roomcast run`) the supervisor retries.
+pub(crate) type FirstJoin = oneshot::Sender<Result<(), JoinError>>;
 
 async fn server_ip(base: &url::Url) -> Option<IpAddr> {
     let host = base
@@ -41,14 +74,19 @@ async fn server_ip(base: &url::Url) -> Option<IpAddr> {
     addrs.next().map(|a| a.ip())
 }
 
-async fn refused(connect_url: &url::Url, options: &RoomOptions, err: ConnectError) -> ConnectError {
+async fn refused(
+    connect_url: &url::Url,
+    token: &str,
+    options: &RoomOptions,
+    err: ConnectError,
+) -> ConnectError {
     let ConnectError::Rejected { status, reason } = err else {
         return err;
     };
     // The upgrade response rarely says why; the validate endpoint does.
     match ws::validate(
         signalurl::validate_url(connect_url),
-        options.token.clone(),
+        token.to_string(),
         options.ca_file.clone(),
     )
     .await
@@ -71,7 +109,48 @@ struct Opened {
     join: proto::JoinResponse,
 }
 
-async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
+/// Wait for the first message of a fresh session (`JoinResponse`) or a resumed one
+/// (`ReconnectResponse`), or the Leave saying why not.
+async fn first_message(
+    signal: &SignalHandle,
+    signal_rx: &mut mpsc::UnboundedReceiver<SignalEvent>,
+    join_timeout: Duration,
+) -> Result<SessionEvent, JoinError> {
+    loop {
+        let wait = join_timeout + Duration::from_secs(1);
+        let event = match tokio::time::timeout(wait, signal_rx.recv()).await {
+            Err(_) => SessionEvent::FirstMessageTimeout,
+            Ok(Some(SignalEvent::Session(event))) => *event,
+            Ok(Some(SignalEvent::Closed { code, reason })) => {
+                return Err(JoinError::Closed(format!("code {code:?} {reason}")));
+            }
+            Ok(None) => return Err(JoinError::Closed("signal task ended".into())),
+        };
+        match event {
+            SessionEvent::FirstMessageTimeout => {
+                signal.close();
+                return Err(JoinError::JoinTimeout(join_timeout));
+            }
+            event @ (SessionEvent::Joined(_) | SessionEvent::Resumed(_)) => return Ok(event),
+            SessionEvent::Leave { reason, action } => {
+                signal.close();
+                return Err(JoinError::Refused {
+                    reason: reason.as_str_name().into(),
+                    action: action.as_str_name().into(),
+                });
+            }
+            SessionEvent::UnexpectedFirstMessage(msg) => {
+                signal.close();
+                return Err(JoinError::Closed(format!(
+                    "the server's first message was not a JoinResponse: {msg:?}"
+                )));
+            }
+            other => tracing::debug!("before the first message: {other:?}"),
+        }
+    }
+}
+
+async fn open(options: &RoomOptions, token: &str) -> Result<Opened, JoinError> {
     let base = signalurl::ws_base(&options.url)?;
     let udp_addrs = peer::udp_bind_addrs(server_ip(&base).await);
     let (peer_tx, peer_rx) = mpsc::unbounded_channel();
@@ -103,7 +182,7 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
         let url = signalurl::v1_url(&base, options.auto_subscribe, Some(offer));
         match ws::open(
             url.as_str(),
-            &options.token,
+            token,
             options.ca_file.as_deref(),
             options.connect_timeout,
         )
@@ -122,7 +201,7 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
             }
             Err(e) => {
                 transport.close().await;
-                return Err(refused(&url, options, e).await.into());
+                return Err(refused(&url, token, options, e).await.into());
             }
         }
     }
@@ -132,14 +211,14 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
             let url = signalurl::v0_url(&base, options.auto_subscribe);
             match ws::open(
                 url.as_str(),
-                &options.token,
+                token,
                 options.ca_file.as_deref(),
                 options.connect_timeout,
             )
             .await
             {
                 Ok(ws) => ws,
-                Err(e) => return Err(refused(&url, options, e).await.into()),
+                Err(e) => return Err(refused(&url, token, options, e).await.into()),
             }
         }
     };
@@ -148,37 +227,13 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
         ..Default::default()
     };
     let (signal, mut signal_rx) = ws::spawn(ws, session_options);
-    // The first message decides: JoinResponse, or a Leave saying why not.
-    let join = loop {
-        let wait = options.join_timeout + Duration::from_secs(1);
-        let event = match tokio::time::timeout(wait, signal_rx.recv()).await {
-            Err(_) => SessionEvent::FirstMessageTimeout,
-            Ok(Some(SignalEvent::Session(event))) => *event,
-            Ok(Some(SignalEvent::Closed { code, reason })) => {
-                return Err(JoinError::Closed(format!("code {code:?} {reason}")));
-            }
-            Ok(None) => return Err(JoinError::Closed("signal task ended".into())),
-        };
-        match event {
-            SessionEvent::FirstMessageTimeout => {
-                signal.close();
-                return Err(JoinError::JoinTimeout(options.join_timeout));
-            }
-            SessionEvent::Joined(join) => break *join,
-            SessionEvent::Leave { reason, action } => {
-                signal.close();
-                return Err(JoinError::Refused {
-                    reason: reason.as_str_name().into(),
-                    action: action.as_str_name().into(),
-                });
-            }
-            SessionEvent::UnexpectedFirstMessage(msg) => {
-                signal.close();
-                return Err(JoinError::Closed(format!(
-                    "the server's first message was not a JoinResponse: {msg:?}"
-                )));
-            }
-            other => tracing::debug!("before JoinResponse: {other:?}"),
+    let join = match first_message(&signal, &mut signal_rx, options.join_timeout).await? {
+        SessionEvent::Joined(join) => *join,
+        _ => {
+            signal.close();
+            return Err(JoinError::Closed(
+                "the server answered a fresh join with a ReconnectResponse".into(),
+            ));
         }
     };
     Ok(Opened {
@@ -192,47 +247,14 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
     })
 }
 
-/// A local track on its way to being published.
-struct Publishing {
-    track: LocalTrack,
-    settings_kind: TrackKind,
-    sid: Option<String>,
-    attached: bool,
-    started: bool,
-    announced: bool,
-}
-
-struct Engine {
+/// A fresh join: a new token, signalling, and the PeerConnections the JoinResponse calls for.
+async fn join(
     options: RoomOptions,
-    path: SignalPath,
-    signal: SignalHandle,
-    publisher: Transport,
-    subscriber: Option<Transport>,
-    peer_tx: mpsc::UnboundedSender<PeerEvent>,
-    tracks: Vec<Publishing>,
-    offer_in_flight: bool,
-    renegotiate: bool,
-    publisher_connected: bool,
-    pipelines: Vec<tokio::task::JoinHandle<()>>,
-    stop_pipelines: Vec<Arc<media::pipeline::PipelineControl>>,
-    /// v1: mid → track sid, from the server's answers.
-    mid_to_track: HashMap<String, String>,
-    state: Arc<Mutex<RoomState>>,
-    stats: Arc<Mutex<Vec<TrackStatsRef>>>,
-    events: mpsc::UnboundedSender<RoomEvent>,
-    local_sid: String,
-}
-
-pub(crate) async fn start(
-    options: RoomOptions,
-    state: Arc<Mutex<RoomState>>,
-    stats: Arc<Mutex<Vec<TrackStatsRef>>>,
-    events: mpsc::UnboundedSender<RoomEvent>,
-    commands: mpsc::UnboundedReceiver<Command>,
-) -> Result<(), JoinError> {
-    let opened = open(&options).await?;
+    token: String,
+    shared: SharedRefs,
+) -> Result<Joined, JoinError> {
+    let opened = open(&options, &token).await?;
     let join = opened.join;
-    let ice_servers = join.ice_servers.clone();
     let force_relay = join
         .client_configuration
         .as_ref()
@@ -241,7 +263,7 @@ pub(crate) async fn start(
     let base = signalurl::ws_base(&options.url)?;
     let udp_addrs = peer::udp_bind_addrs(server_ip(&base).await);
     let peer_options = PeerOptions {
-        ice_servers,
+        ice_servers: join.ice_servers.clone(),
         force_relay,
         udp_addrs,
         receive_vp8: true,
@@ -267,30 +289,11 @@ pub(crate) async fn start(
             tracing::warn!("cannot apply the server's ICE servers: {e}");
         }
     }
-
     let local = join.participant.clone().unwrap_or_default();
-    {
-        let mut s = state.lock().unwrap();
-        let room = join.room.clone().unwrap_or_default();
-        s.room_name = room.name;
-        s.room_sid = room.sid;
-        s.local.sid = local.sid.clone();
-        s.local.identity = local.identity.clone();
-        s.local.name = local.name.clone();
-        s.signal_path = Some(opened.path);
-        s.state = Some(ConnectionState::Connecting);
-    }
-    tracing::info!(
-        "joined room {:?} as {:?} ({}) over {:?}",
-        join.room.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
-        local.identity,
-        local.sid,
-        opened.path
-    );
-
-    let mut engine = Engine {
+    let conn = Conn {
         path: opened.path,
         signal: opened.signal,
+        signal_open: true,
         publisher,
         subscriber,
         peer_tx: tx,
@@ -298,36 +301,338 @@ pub(crate) async fn start(
         offer_in_flight: opened.path == SignalPath::V1,
         renegotiate: false,
         publisher_connected: false,
-        pipelines: Vec::new(),
-        stop_pipelines: Vec::new(),
+        ice_restarting: false,
         mid_to_track: HashMap::new(),
-        state,
-        stats,
-        events,
         local_sid: local.sid.clone(),
+        token,
+        force_relay,
+        join,
         options,
+        state: shared.state,
+        stats: shared.stats,
+        events: shared.events,
     };
-    engine.participants_update(join.other_participants.clone());
-    engine.request_tracks()?;
-    tokio::spawn(engine.run(opened.signal_rx, opened.peer_rx, commands));
-    Ok(())
+    Ok(Joined {
+        conn: Box::new(conn),
+        signal_rx: opened.signal_rx,
+        peer_rx: opened.peer_rx,
+    })
 }
 
-impl Engine {
-    fn emit(&self, event: RoomEvent) {
-        let _ = self.events.send(event);
+/// Resume participant `participant_sid`: new signalling with reconnect=1, same PeerConnections.
+async fn resume(
+    options: RoomOptions,
+    token: String,
+    path: SignalPath,
+    participant_sid: String,
+    settings: ResumeSettings,
+) -> Result<Resumed, JoinError> {
+    let base = signalurl::ws_base(&options.url)?;
+    let url = signalurl::resume_url(
+        &base,
+        path,
+        options.auto_subscribe,
+        &participant_sid,
+        proto::ReconnectReason::RrSignalDisconnected,
+    );
+    let ws = match ws::open(
+        url.as_str(),
+        &token,
+        options.ca_file.as_deref(),
+        options.connect_timeout,
+    )
+    .await
+    {
+        Ok(ws) => ws,
+        Err(e) => return Err(refused(&url, &token, &options, e).await.into()),
+    };
+    let session_options = SessionOptions {
+        first_message_timeout: options.join_timeout,
+        resuming: true,
+    };
+    let (signal, mut signal_rx) = ws::spawn_resumed(ws, session_options, Some(settings));
+    let response = match first_message(&signal, &mut signal_rx, options.join_timeout).await? {
+        SessionEvent::Resumed(response) => *response,
+        // An old server answering with something else: treat as resumed (as JS does).
+        _ => proto::ReconnectResponse::default(),
+    };
+    Ok(Resumed {
+        signal,
+        signal_rx,
+        response,
+    })
+}
+
+/// Clones of the shared handles a connection reports through.
+#[derive(Clone)]
+struct SharedRefs {
+    state: Arc<Mutex<RoomState>>,
+    stats: Arc<Mutex<Vec<TrackStatsRef>>>,
+    events: mpsc::UnboundedSender<RoomEvent>,
+}
+
+struct Joined {
+    conn: Box<Conn>,
+    signal_rx: mpsc::UnboundedReceiver<SignalEvent>,
+    peer_rx: mpsc::UnboundedReceiver<PeerEvent>,
+}
+
+struct Resumed {
+    signal: SignalHandle,
+    signal_rx: mpsc::UnboundedReceiver<SignalEvent>,
+    response: proto::ReconnectResponse,
+}
+
+enum Attempt {
+    Join(JoinHandle<Result<Joined, JoinError>>),
+    Resume(JoinHandle<Result<Resumed, JoinError>>),
+}
+
+impl Attempt {
+    fn abort(&self) {
+        match self {
+            Attempt::Join(task) => task.abort(),
+            Attempt::Resume(task) => task.abort(),
+        }
+    }
+}
+
+enum AttemptOutcome {
+    Joined(Result<Joined, JoinError>),
+    Resumed(Result<Resumed, JoinError>),
+}
+
+fn task_result<T>(
+    result: Result<Result<T, JoinError>, tokio::task::JoinError>,
+) -> Result<T, JoinError> {
+    result.unwrap_or_else(|e| {
+        Err(JoinError::Other(anyhow::anyhow!(
+            "the attempt task ended: {e}"
+        )))
+    })
+}
+
+/// The channels the loop waits on besides commands; each belongs to one attempt or connection.
+#[derive(Default)]
+struct Channels {
+    attempt: Option<Attempt>,
+    signal_rx: Option<mpsc::UnboundedReceiver<SignalEvent>>,
+    peer_rx: Option<mpsc::UnboundedReceiver<PeerEvent>>,
+}
+
+impl Channels {
+    fn abort_attempt(&mut self) {
+        if let Some(attempt) = self.attempt.take() {
+            attempt.abort();
+        }
+    }
+}
+
+async fn attempt_done(attempt: &mut Option<Attempt>) -> AttemptOutcome {
+    match attempt {
+        Some(Attempt::Join(task)) => AttemptOutcome::Joined(task_result(task.await)),
+        Some(Attempt::Resume(task)) => AttemptOutcome::Resumed(task_result(task.await)),
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_from<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A local track on its way to being published.
+struct Publishing {
+    track: LocalTrack,
+    which: Track,
+    settings_kind: TrackKind,
+    sid: Option<String>,
+    /// The server's TrackInfo, for SyncState after a resume.
+    info: Option<proto::TrackInfo>,
+    attached: bool,
+    started: bool,
+    announced: bool,
+    forwarder: Option<AbortHandle>,
+}
+
+/// One set of PeerConnections and the signalling that currently serves them.
+struct Conn {
+    path: SignalPath,
+    signal: SignalHandle,
+    /// The WebSocket is open as far as we know (a Leave can go out on it).
+    signal_open: bool,
+    publisher: Transport,
+    subscriber: Option<Transport>,
+    peer_tx: mpsc::UnboundedSender<PeerEvent>,
+    tracks: Vec<Publishing>,
+    offer_in_flight: bool,
+    renegotiate: bool,
+    publisher_connected: bool,
+    /// An ICE-restart offer went out: report the publisher connected once ICE is back.
+    ice_restarting: bool,
+    /// v1: mid → track sid, from the server's answers.
+    mid_to_track: HashMap<String, String>,
+    local_sid: String,
+    /// The token this session joined with (a resume uses it unless a newer one came).
+    token: String,
+    force_relay: bool,
+    join: proto::JoinResponse,
+    options: RoomOptions,
+    state: Arc<Mutex<RoomState>>,
+    stats: Arc<Mutex<Vec<TrackStatsRef>>>,
+    events: mpsc::UnboundedSender<RoomEvent>,
+}
+
+/// A running capture pipeline, kept across connections.
+struct Capture {
+    samples: SharedSamples,
+    control: Arc<media::pipeline::PipelineControl>,
+    /// Owns the capture thread: dropping it stops the thread.
+    pipeline: media::pipeline::Pipeline,
+}
+
+impl Capture {
+    fn open(track: Track, options: &RoomOptions) -> anyhow::Result<Capture> {
+        let mut pipeline = match track {
+            Track::Video => {
+                let video = &options.video;
+                let mut source = media::open_video_source(video)?;
+                let encoder = media::open_video_encoder(video, source.as_mut())?;
+                let limits = options
+                    .video_bitrate_limits
+                    .unwrap_or_else(|| video.bitrate_limits());
+                media::pipeline::start_video(source, encoder, limits)
+            }
+            Track::Audio => media::pipeline::start_audio(
+                media::open_audio_source(&options.audio)?,
+                media::open_audio_encoder(&options.audio)?,
+            ),
+        };
+        // The receiver moves to the shared slot; the pipeline keeps a closed stand-in.
+        let samples = std::mem::replace(
+            &mut pipeline.samples,
+            media::pipeline::SampleReceiver::closed(),
+        );
+        Ok(Capture {
+            samples: Arc::new(tokio::sync::Mutex::new(samples)),
+            control: pipeline.control.clone(),
+            pipeline,
+        })
     }
 
-    fn set_state(&self, new: ConnectionState) {
-        let changed = {
-            let mut s = self.state.lock().unwrap();
-            let changed = s.state != Some(new);
-            s.state = Some(new);
-            changed
-        };
-        if changed {
-            self.emit(RoomEvent::ConnectionStateChanged { state: new });
-        }
+    fn error(&self) -> String {
+        self.pipeline
+            .error
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "the capture pipeline stopped".into())
+    }
+}
+
+#[derive(Debug)]
+enum MediaNoteKind {
+    FirstFrame,
+    PipelineEnded,
+}
+
+#[derive(Debug)]
+struct MediaNote {
+    generation: u64,
+    track: Track,
+    kind: MediaNoteKind,
+}
+
+fn track_kind(track: Track) -> TrackKind {
+    match track {
+        Track::Video => TrackKind::Video,
+        Track::Audio => TrackKind::Audio,
+    }
+}
+
+fn pc_kind(path: SignalPath, target: proto::SignalTarget) -> PeerConnectionKind {
+    match (path, target) {
+        (SignalPath::V0, proto::SignalTarget::Subscriber) => PeerConnectionKind::Subscriber,
+        _ => PeerConnectionKind::Publisher,
+    }
+}
+
+fn pc_state(state: RTCPeerConnectionState) -> Option<PeerConnectionState> {
+    Some(match state {
+        RTCPeerConnectionState::New => PeerConnectionState::New,
+        RTCPeerConnectionState::Connecting => PeerConnectionState::Connecting,
+        RTCPeerConnectionState::Connected => PeerConnectionState::Connected,
+        RTCPeerConnectionState::Disconnected => PeerConnectionState::Disconnected,
+        RTCPeerConnectionState::Failed => PeerConnectionState::Failed,
+        RTCPeerConnectionState::Closed => PeerConnectionState::Closed,
+        _ => return None,
+    })
+}
+
+fn leave_action(action: proto::leave_request::Action) -> LeaveAction {
+    match action {
+        proto::leave_request::Action::Disconnect => LeaveAction::Disconnect,
+        proto::leave_request::Action::Resume => LeaveAction::Resume,
+        proto::leave_request::Action::Reconnect => LeaveAction::Reconnect,
+    }
+}
+
+fn leave_action_named(name: &str) -> LeaveAction {
+    proto::leave_request::Action::from_str_name(name)
+        .map(leave_action)
+        .unwrap_or(LeaveAction::Disconnect)
+}
+
+/// What a failed attempt tells the supervisor.
+fn failure_input(err: &JoinError, resuming: bool) -> Input {
+    match err {
+        JoinError::Connect(ConnectError::Rejected { status, .. }) => Input::JoinFailed {
+            http_status: Some(*status),
+            detail: err.to_string(),
+        },
+        JoinError::Refused { reason, action } => match leave_action_named(action) {
+            LeaveAction::Disconnect => Input::Leave {
+                action: LeaveAction::Disconnect,
+                reason: reason.clone(),
+            },
+            _ if resuming => Input::ResumeRejected {
+                reason: reason.clone(),
+            },
+            action => Input::Leave {
+                action,
+                reason: reason.clone(),
+            },
+        },
+        _ => Input::JoinFailed {
+            http_status: None,
+            detail: err.to_string(),
+        },
+    }
+}
+
+fn description(
+    kind: &str,
+    desc: Option<webrtc::peer_connection::RTCSessionDescription>,
+) -> Option<proto::SessionDescription> {
+    desc.map(|d| proto::SessionDescription {
+        r#type: kind.into(),
+        sdp: d.sdp,
+        ..Default::default()
+    })
+}
+
+impl Conn {
+    fn emit(&self, event: RoomEvent) {
+        let _ = self.events.send(event);
     }
 
     /// Send AddTrack for every configured track; negotiation waits for TrackPublished.
@@ -359,14 +664,7 @@ impl Engine {
                     ..Default::default()
                 },
             ));
-            self.tracks.push(Publishing {
-                track,
-                settings_kind: TrackKind::Video,
-                sid: None,
-                attached: false,
-                started: false,
-                announced: false,
-            });
+            self.tracks.push(Publishing::new(track, Track::Video));
         }
         if self.options.audio.enabled() {
             let track = LocalTrack::new(RtpCodecKind::Audio, &stream_id)?;
@@ -386,14 +684,7 @@ impl Engine {
                     ..Default::default()
                 },
             ));
-            self.tracks.push(Publishing {
-                track,
-                settings_kind: TrackKind::Audio,
-                sid: None,
-                attached: false,
-                started: false,
-                announced: false,
-            });
+            self.tracks.push(Publishing::new(track, Track::Audio));
         }
         let mut stats = self.stats.lock().unwrap();
         for p in &self.tracks {
@@ -411,6 +702,11 @@ impl Engine {
             return Ok(());
         }
         let sdp = self.publisher.create_offer().await?;
+        self.send_offer(sdp);
+        Ok(())
+    }
+
+    fn send_offer(&mut self, sdp: String) {
         self.offer_in_flight = true;
         self.renegotiate = false;
         self.signal.send(proto::signal_request::Message::Offer(
@@ -420,7 +716,6 @@ impl Engine {
                 ..Default::default()
             },
         ));
-        Ok(())
     }
 
     async fn on_track_published(
@@ -435,6 +730,7 @@ impl Engine {
             return Ok(());
         };
         p.sid = Some(info.sid.clone());
+        p.info = Some(info.clone());
         {
             let mut s = self.state.lock().unwrap();
             s.local.tracks.push(LocalTrackPublication {
@@ -467,6 +763,58 @@ impl Engine {
             self.negotiate().await?;
         }
         Ok(())
+    }
+
+    /// Apply the server's answer; returns the tracks it made published.
+    async fn on_answer(
+        &mut self,
+        answer: proto::SessionDescription,
+    ) -> anyhow::Result<Vec<(Track, String)>> {
+        self.mid_to_track.extend(answer.mid_to_track_id.clone());
+        self.publisher.apply_answer(answer.sdp).await?;
+        self.offer_in_flight = false;
+        let mut published = Vec::new();
+        for p in self
+            .tracks
+            .iter_mut()
+            .filter(|p| p.attached && !p.announced)
+        {
+            p.announced = true;
+            published.push((p.which, p.sid.clone().unwrap_or_default()));
+        }
+        if self.renegotiate {
+            self.negotiate().await?;
+        }
+        Ok(published)
+    }
+
+    /// SyncState after a resume: what we publish (with the server's TrackInfo), the last
+    /// descriptions, our subscription choice.
+    fn sync_state(
+        &self,
+        answer: Option<proto::SessionDescription>,
+        offer: Option<proto::SessionDescription>,
+    ) -> proto::SyncState {
+        proto::SyncState {
+            answer,
+            offer,
+            subscription: Some(proto::UpdateSubscription {
+                track_sids: Vec::new(),
+                subscribe: !self.options.auto_subscribe,
+                participant_tracks: Vec::new(),
+            }),
+            publish_tracks: self
+                .tracks
+                .iter()
+                .filter_map(|p| {
+                    p.info.as_ref().map(|info| proto::TrackPublishedResponse {
+                        cid: p.track.cid.clone(),
+                        track: Some(info.clone()),
+                    })
+                })
+                .collect(),
+            ..Default::default()
+        }
     }
 
     /// The server muted or unmuted one of our tracks (RoomService.MutePublishedTrack). As the JS
@@ -513,68 +861,6 @@ impl Engine {
                 track_sid,
             }
         });
-    }
-
-    async fn on_answer(&mut self, answer: proto::SessionDescription) -> anyhow::Result<()> {
-        self.mid_to_track.extend(answer.mid_to_track_id.clone());
-        self.publisher.apply_answer(answer.sdp).await?;
-        self.offer_in_flight = false;
-        for p in self
-            .tracks
-            .iter_mut()
-            .filter(|p| p.attached && !p.announced)
-        {
-            p.announced = true;
-            let sid = p.sid.clone().unwrap_or_default();
-            let _ = self.events.send(RoomEvent::LocalTrackPublished {
-                track_sid: sid,
-                cid: p.track.cid.clone(),
-                kind: p.settings_kind,
-            });
-        }
-        if self.renegotiate {
-            self.negotiate().await?;
-        }
-        self.start_media().await
-    }
-
-    /// Start capture once the publisher is connected and the answer covering the tracks is in.
-    async fn start_media(&mut self) -> anyhow::Result<()> {
-        if !self.publisher_connected {
-            return Ok(());
-        }
-        for i in 0..self.tracks.len() {
-            let p = &self.tracks[i];
-            if !p.announced || p.started {
-                continue;
-            }
-            let pipeline = match p.settings_kind {
-                TrackKind::Video => {
-                    let video = &self.options.video;
-                    let mut source = media::open_video_source(video)?;
-                    let encoder = media::open_video_encoder(video, source.as_mut())?;
-                    let limits = self
-                        .options
-                        .video_bitrate_limits
-                        .unwrap_or_else(|| video.bitrate_limits());
-                    media::pipeline::start_video(source, encoder, limits)
-                }
-                TrackKind::Audio => media::pipeline::start_audio(
-                    media::open_audio_source(&self.options.audio)?,
-                    media::open_audio_encoder(&self.options.audio)?,
-                ),
-            };
-            self.stop_pipelines.push(pipeline.control.clone());
-            let handle = p.track.start(pipeline).await?;
-            self.pipelines.push(handle);
-            self.tracks[i].started = true;
-            tracing::info!(
-                "{:?} track {} is live",
-                self.tracks[i].settings_kind,
-                self.tracks[i].sid.as_deref().unwrap_or("")
-            );
-        }
-        Ok(())
     }
 
     fn participants_update(&mut self, infos: Vec<proto::ParticipantInfo>) {
@@ -751,64 +1037,752 @@ impl Engine {
             });
         }
     }
+}
 
-    async fn shutdown(&mut self, leave: Option<proto::DisconnectReason>) {
-        for control in &self.stop_pipelines {
-            control.stop();
+impl Publishing {
+    fn new(track: LocalTrack, which: Track) -> Self {
+        Self {
+            track,
+            which,
+            settings_kind: track_kind(which),
+            sid: None,
+            info: None,
+            attached: false,
+            started: false,
+            announced: false,
+            forwarder: None,
         }
-        match leave {
-            Some(reason) => self.signal.leave(reason, LEAVE_TIMEOUT).await,
-            None => self.signal.close(),
+    }
+}
+
+/// The room task: the supervisor and the shell that carries out what it decides.
+struct Shell {
+    options: RoomOptions,
+    shared: Shared,
+    supervisor: Supervisor,
+    conn: Option<Box<Conn>>,
+    /// The last ReconnectResponse, for `SyncState`.
+    reconnect_response: Option<proto::ReconnectResponse>,
+    /// The newest refresh_token the server sent (used by resumes and, without a token source,
+    /// by fresh joins).
+    latest_token: Option<String>,
+    captures: [Option<Capture>; 2],
+    /// A failed track is being restarted: its next first frame reports MediaRecovered.
+    recovering: [bool; 2],
+    /// Bumped whenever local tracks are dropped; media notes of older tracks are ignored.
+    generation: u64,
+    media_tx: mpsc::Sender<MediaNote>,
+    inputs: VecDeque<Input>,
+    first_join: Option<FirstJoin>,
+    close_done: Vec<oneshot::Sender<()>>,
+    ever_connected: bool,
+}
+
+/// Run the room: `Input::Start`, then the supervisor's loop until `Exit`. Returns the exit code.
+pub(crate) async fn run(
+    options: RoomOptions,
+    shared: Shared,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    first_join: Option<FirstJoin>,
+) -> u8 {
+    let tracks = TrackSet {
+        video: options.video.enabled(),
+        audio: options.audio.enabled(),
+    };
+    let mut config = SupervisorConfig::new(tracks);
+    config.watchdog_interval = options.watchdog_interval;
+    let now = Instant::now();
+    let supervisor = Supervisor::new(config, now, rand::random());
+    let (media_tx, mut media_rx) = mpsc::channel(MEDIA_NOTES);
+    let mut network_rx = if options.watch_network {
+        super::netwatch::spawn()
+    } else {
+        None
+    };
+    let mut shell = Shell {
+        options,
+        shared,
+        supervisor,
+        conn: None,
+        reconnect_response: None,
+        latest_token: None,
+        captures: [None, None],
+        recovering: [false, false],
+        generation: 0,
+        media_tx,
+        inputs: VecDeque::from([Input::Start]),
+        first_join,
+        close_done: Vec::new(),
+        ever_connected: false,
+    };
+    let mut channels = Channels::default();
+    loop {
+        if let Some(code) = shell.step(&mut channels).await {
+            for done in shell.close_done.drain(..) {
+                let _ = done.send(());
+            }
+            return code;
         }
-        let close_publisher = self.publisher.close();
-        match &self.subscriber {
-            Some(sub) => {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(300),
-                    futures_util::future::join(close_publisher, sub.close()),
-                )
+        let wake = shell.supervisor.poll_timeout();
+        tokio::select! {
+            biased;
+            command = commands.recv() => match command {
+                Some(Command::Close(done)) => {
+                    shell.close_done.push(done);
+                    shell.inputs.push_back(Input::Shutdown);
+                }
+                // Every Room handle is gone: leave.
+                None => shell.inputs.push_back(Input::Shutdown),
+            },
+            outcome = attempt_done(&mut channels.attempt) => {
+                channels.attempt = None;
+                shell.on_attempt(outcome, &mut channels);
+            }
+            event = recv_from(&mut channels.signal_rx) => match event {
+                Some(SignalEvent::Session(event)) => {
+                    if let Err(e) = shell.handle_session(*event).await {
+                        tracing::error!("{e:#}");
+                    }
+                }
+                Some(SignalEvent::Closed { code, reason }) => {
+                    channels.signal_rx = None;
+                    shell.signal_closed(format!(
+                        "the signalling WebSocket closed (code {}): {reason}",
+                        code.map_or("none".to_string(), |c| c.to_string())
+                    ));
+                }
+                None => {
+                    channels.signal_rx = None;
+                    shell.signal_closed("the signalling task ended".into());
+                }
+            },
+            Some(event) = recv_from(&mut channels.peer_rx) => {
+                if let Err(e) = shell.handle_peer(event).await {
+                    tracing::error!("{e:#}");
+                }
+            }
+            Some(note) = media_rx.recv() => shell.on_media_note(note),
+            Some(change) = async {
+                match network_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => shell.inputs.push_back(change),
+            _ = sleep_until(wake) => shell.supervisor.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+impl Shell {
+    /// Feed queued inputs and carry out every action, until both are drained.
+    async fn step(&mut self, channels: &mut Channels) -> Option<u8> {
+        loop {
+            while let Some(action) = self.supervisor.poll_action() {
+                tracing::debug!("supervisor: {action:?}");
+                if let Some(code) = self.carry_out(action, channels).await {
+                    return Some(code);
+                }
+            }
+            let input = self.inputs.pop_front()?;
+            tracing::debug!("input: {input:?}");
+            self.supervisor.handle_input(input, Instant::now());
+        }
+    }
+
+    fn refs(&self) -> SharedRefs {
+        SharedRefs {
+            state: self.shared.state.clone(),
+            stats: self.shared.stats.clone(),
+            events: self.shared.events.clone(),
+        }
+    }
+
+    fn emit(&self, event: RoomEvent) {
+        let _ = self.shared.events.send(event);
+    }
+
+    fn set_state(&self, new: ConnectionState) {
+        let changed = {
+            let mut s = self.shared.state.lock().unwrap();
+            let changed = s.state != Some(new);
+            s.state = Some(new);
+            changed
+        };
+        if changed {
+            self.emit(RoomEvent::ConnectionStateChanged { state: new });
+        }
+    }
+
+    async fn carry_out(&mut self, action: Action, channels: &mut Channels) -> Option<u8> {
+        match action {
+            Action::OpenSignal { resume: false } => self.open_fresh(channels),
+            Action::OpenSignal { resume: true } => self.open_resume(channels),
+            Action::SyncState => self.send_sync_state().await,
+            Action::IceRestart => self.ice_restart().await,
+            Action::RebindSockets => self.rebind_sockets().await,
+            Action::RebuildPeerConnections | Action::CloseConnection => {
+                self.teardown(channels, true)
+            }
+            Action::PublishTracks => {
+                if let Some(conn) = self.conn.as_mut() {
+                    if let Err(e) = conn.request_tracks() {
+                        tracing::error!("cannot publish: {e:#}");
+                    }
+                }
+            }
+            Action::RequestKeyframe => {
+                if let Some(capture) = &self.captures[0] {
+                    capture.control.request_keyframe();
+                }
+            }
+            Action::RestartTrack { track } => self.restart_track(track).await,
+            Action::Emit(kind) => self.emit_kind(kind),
+            Action::Notify(notice) => {
+                if let Notice::Status(text) = &notice {
+                    tracing::info!("status: {text}");
+                }
+                super::sdnotify::send(&notice);
+            }
+            Action::SetStatus(status) => self.set_status(status),
+            Action::SendLeave => self.leave().await,
+            Action::Exit(code) => {
+                self.teardown(channels, false);
+                return Some(code);
+            }
+        }
+        None
+    }
+
+    /// `OpenSignal { resume: false }`: a fresh token, new PeerConnections, a new join.
+    fn open_fresh(&mut self, channels: &mut Channels) {
+        if self.conn.is_some() {
+            self.teardown(channels, true);
+        }
+        channels.abort_attempt();
+        let options = self.options.clone();
+        let latest = self.latest_token.clone();
+        let refs = self.refs();
+        channels.attempt = Some(Attempt::Join(tokio::spawn(async move {
+            let token = match &options.token_source {
+                // Mint again, the cached refresh token, or token_url fetched again.
+                Some(source) => source().await.map_err(JoinError::Other)?,
+                None => latest.unwrap_or_else(|| options.token.clone()),
+            };
+            join(options, token, refs).await
+        })));
+    }
+
+    /// `OpenSignal { resume: true }`: close the current WebSocket (no Leave) and resume.
+    fn open_resume(&mut self, channels: &mut Channels) {
+        channels.abort_attempt();
+        channels.signal_rx = None;
+        let Some(conn) = self.conn.as_mut() else {
+            self.inputs.push_back(Input::JoinFailed {
+                http_status: None,
+                detail: "nothing to resume".into(),
+            });
+            return;
+        };
+        conn.signal.close();
+        conn.signal_open = false;
+        self.shared.state.lock().unwrap().signal_alive = false;
+        let settings = ResumeSettings {
+            ping_interval: Duration::from_secs(conn.join.ping_interval.max(0) as u64),
+            ping_timeout: Duration::from_secs(conn.join.ping_timeout.max(0) as u64),
+        };
+        let token = self
+            .latest_token
+            .clone()
+            .unwrap_or_else(|| conn.token.clone());
+        channels.attempt = Some(Attempt::Resume(tokio::spawn(resume(
+            self.options.clone(),
+            token,
+            conn.path,
+            conn.local_sid.clone(),
+            settings,
+        ))));
+    }
+
+    fn on_attempt(&mut self, outcome: AttemptOutcome, channels: &mut Channels) {
+        match outcome {
+            AttemptOutcome::Joined(Ok(joined)) => {
+                let conn = joined.conn;
+                {
+                    let mut s = self.shared.state.lock().unwrap();
+                    let room = conn.join.room.clone().unwrap_or_default();
+                    let local = conn.join.participant.clone().unwrap_or_default();
+                    s.room_name = room.name;
+                    s.room_sid = room.sid;
+                    s.local.sid = local.sid.clone();
+                    s.local.identity = local.identity.clone();
+                    s.local.name = local.name.clone();
+                    s.signal_path = Some(conn.path);
+                    s.signal_alive = true;
+                }
+                tracing::info!(
+                    "joined room {:?} as {:?} ({}) over {:?}",
+                    conn.join
+                        .room
+                        .as_ref()
+                        .map(|r| r.name.as_str())
+                        .unwrap_or(""),
+                    conn.join
+                        .participant
+                        .as_ref()
+                        .map(|p| p.identity.as_str())
+                        .unwrap_or(""),
+                    conn.local_sid,
+                    conn.path
+                );
+                self.generation += 1;
+                channels.signal_rx = Some(joined.signal_rx);
+                channels.peer_rx = Some(joined.peer_rx);
+                let participant_sid = conn.local_sid.clone();
+                self.conn = Some(conn);
+                if let Some(first) = self.first_join.take() {
+                    let _ = first.send(Ok(()));
+                }
+                self.inputs
+                    .push_back(Input::JoinSucceeded { participant_sid });
+            }
+            AttemptOutcome::Resumed(Ok(resumed)) => {
+                let Some(conn) = self.conn.as_mut() else {
+                    resumed.signal.close();
+                    return;
+                };
+                tracing::info!("signalling resumed as {}", conn.local_sid);
+                conn.signal = resumed.signal;
+                conn.signal_open = true;
+                self.shared.state.lock().unwrap().signal_alive = true;
+                channels.signal_rx = Some(resumed.signal_rx);
+                self.reconnect_response = Some(resumed.response);
+                self.inputs.push_back(Input::ResumeSucceeded);
+            }
+            AttemptOutcome::Joined(Err(e)) => {
+                tracing::warn!("join failed: {e}");
+                let input = failure_input(&e, false);
+                if let Some(first) = self.first_join.take() {
+                    // The library caller asked to hear the first outcome and decide itself.
+                    let _ = first.send(Err(e));
+                    self.inputs.push_back(Input::Shutdown);
+                    return;
+                }
+                self.inputs.push_back(input);
+            }
+            AttemptOutcome::Resumed(Err(e)) => {
+                tracing::warn!("resume failed: {e}");
+                self.inputs.push_back(failure_input(&e, true));
+            }
+        }
+    }
+
+    fn signal_closed(&mut self, detail: String) {
+        tracing::warn!("{detail}");
+        if let Some(conn) = self.conn.as_mut() {
+            conn.signal_open = false;
+        }
+        self.shared.state.lock().unwrap().signal_alive = false;
+        self.inputs.push_back(Input::SignalClosed { detail });
+    }
+
+    /// `SyncState`: the ReconnectResponse's ICE servers, then SyncState (before any ICE-restart
+    /// offer, as the server expects).
+    async fn send_sync_state(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Some(response) = self.reconnect_response.take() {
+            if !response.ice_servers.is_empty() {
+                let config = peer::rtc_configuration(&response.ice_servers, conn.force_relay);
+                for transport in std::iter::once(&conn.publisher).chain(conn.subscriber.as_ref()) {
+                    if let Err(e) = transport.pc.set_configuration(config.clone()).await {
+                        tracing::warn!("cannot apply the resumed ICE servers: {e}");
+                    }
+                }
+            }
+        }
+        let (answer, offer) = match &conn.subscriber {
+            // Two PCs: the last subscriber answer we sent and the server offer it answered.
+            Some(sub) => (
+                description("answer", sub.pc.local_description().await),
+                description("offer", sub.pc.remote_description().await),
+            ),
+            // One PC: the last answer received and the last offer sent on the publisher.
+            None => (
+                description("answer", conn.publisher.pc.remote_description().await),
+                description("offer", conn.publisher.pc.local_description().await),
+            ),
+        };
+        let sync = conn.sync_state(answer, offer);
+        conn.signal
+            .send(proto::signal_request::Message::SyncState(sync));
+    }
+
+    /// `IceRestart`: a publisher offer with new ICE credentials (the server re-offers the
+    /// subscriber itself; `handle_session` answers it).
+    async fn ice_restart(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match conn.publisher.create_offer_with(true).await {
+            Ok(sdp) => {
+                tracing::info!("restarting ICE on the publisher");
+                conn.ice_restarting = true;
+                conn.send_offer(sdp);
+            }
+            Err(e) => {
+                tracing::warn!("cannot create the ICE-restart offer: {e:#}");
+                self.inputs.push_back(Input::PeerState {
+                    pc: PeerConnectionKind::Publisher,
+                    state: PeerConnectionState::Failed,
+                });
+            }
+        }
+    }
+
+    /// `RebindSockets`: the PeerConnections bind the wildcard (or the loopback address that
+    /// routes to a local server) and discard their local candidates on an ICE restart, which
+    /// makes webrtc-rs bind again on the interfaces present then. Here we only check that the
+    /// route to the server still needs the same kind of binding.
+    async fn rebind_sockets(&mut self) {
+        let Ok(base) = signalurl::ws_base(&self.options.url) else {
+            return;
+        };
+        let addrs = peer::udp_bind_addrs(server_ip(&base).await);
+        tracing::info!("ICE sockets rebind on the next restart: {addrs:?}");
+    }
+
+    /// Drop the current connection: Leave (when asked and the WebSocket is open), close the
+    /// WebSocket and the PeerConnections (in the background, bounded), forget the local tracks,
+    /// the mid map and the trickle queue. The capture pipelines stay.
+    fn teardown(&mut self, channels: &mut Channels, leave: bool) {
+        channels.abort_attempt();
+        channels.signal_rx = None;
+        channels.peer_rx = None;
+        self.generation += 1;
+        self.reconnect_response = None;
+        if let Some(conn) = self.conn.take() {
+            for p in &conn.tracks {
+                if let Some(forwarder) = &p.forwarder {
+                    forwarder.abort();
+                }
+            }
+            let send_leave = leave && conn.signal_open && conn.signal.is_alive();
+            let Conn {
+                signal,
+                publisher,
+                subscriber,
+                ..
+            } = *conn;
+            tokio::spawn(async move {
+                if send_leave {
+                    signal
+                        .leave(proto::DisconnectReason::ClientInitiated, LEAVE_TIMEOUT)
+                        .await;
+                } else {
+                    signal.close();
+                }
+                let close = async {
+                    publisher.close().await;
+                    if let Some(sub) = &subscriber {
+                        sub.close().await;
+                    }
+                };
+                let _ = tokio::time::timeout(PC_CLOSE_TIMEOUT, close).await;
+            });
+        }
+        self.shared.stats.lock().unwrap().clear();
+        let mut s = self.shared.state.lock().unwrap();
+        s.local.tracks.clear();
+        s.remotes.clear();
+        s.signal_alive = false;
+    }
+
+    /// `SendLeave`: Leave{CLIENT_INITIATED} and close, waiting for it (bounded).
+    async fn leave(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if conn.signal_open {
+            conn.signal
+                .leave(proto::DisconnectReason::ClientInitiated, LEAVE_TIMEOUT)
                 .await;
+            conn.signal_open = false;
+        }
+        let close = async {
+            conn.publisher.close().await;
+            if let Some(sub) = &conn.subscriber {
+                sub.close().await;
             }
-            None => {
-                let _ = tokio::time::timeout(Duration::from_millis(300), close_publisher).await;
+        };
+        let _ = tokio::time::timeout(PC_CLOSE_TIMEOUT, close).await;
+        for capture in self.captures.iter().flatten() {
+            capture.control.stop();
+        }
+    }
+
+    fn set_status(&mut self, status: Status) {
+        let state = match &status {
+            Status::Stopped => ConnectionState::Disconnected,
+            Status::Connecting => ConnectionState::Connecting,
+            Status::Publishing => {
+                self.ever_connected = true;
+                ConnectionState::Connected
+            }
+            Status::Reconnecting => ConnectionState::Reconnecting,
+            Status::WaitingForNetwork if self.ever_connected => ConnectionState::Reconnecting,
+            Status::WaitingForNetwork => ConnectionState::Connecting,
+            Status::NeedsAttention(supervisor_attention) => {
+                use crate::supervisor::Attention;
+                match supervisor_attention {
+                    Attention::RemovedByServer { .. } => ConnectionState::Disconnected,
+                    Attention::AuthRejected { .. } if self.ever_connected => {
+                        ConnectionState::Reconnecting
+                    }
+                    Attention::AuthRejected { .. } => ConnectionState::Connecting,
+                    Attention::TrackFailed { .. } | Attention::NoMedia => {
+                        ConnectionState::Connected
+                    }
+                }
+            }
+        };
+        self.shared.status.send_replace(status);
+        self.set_state(state);
+    }
+
+    fn emit_kind(&mut self, kind: RoomEventKind) {
+        match kind {
+            RoomEventKind::Resuming => self.emit(RoomEvent::Resuming),
+            RoomEventKind::Resumed => {
+                // Requests queued while resuming go out now.
+                if let Some(conn) = &self.conn {
+                    conn.signal.release_requests();
+                }
+                self.emit(RoomEvent::Resumed);
+            }
+            RoomEventKind::Reconnecting => self.emit(RoomEvent::Reconnecting),
+            RoomEventKind::Reconnected => self.emit(RoomEvent::Reconnected),
+            RoomEventKind::ParticipantDisconnectedForAll => {
+                let remotes: Vec<RemoteParticipant> = {
+                    let mut s = self.shared.state.lock().unwrap();
+                    let mut remotes: Vec<_> = s.remotes.drain().map(|(_, r)| r).collect();
+                    remotes.sort_by(|a, b| a.identity.cmp(&b.identity));
+                    remotes
+                };
+                for remote in remotes {
+                    let mut sids: Vec<_> = remote.tracks.into_keys().collect();
+                    sids.sort();
+                    for track_sid in sids {
+                        self.emit(RoomEvent::TrackUnpublished {
+                            participant: remote.identity.clone(),
+                            track_sid,
+                        });
+                    }
+                    self.emit(RoomEvent::ParticipantDisconnected {
+                        identity: remote.identity,
+                        sid: remote.sid,
+                    });
+                }
+            }
+            RoomEventKind::LocalTrackUnpublishedForAll => {
+                let tracks = std::mem::take(&mut self.shared.state.lock().unwrap().local.tracks);
+                self.shared.stats.lock().unwrap().clear();
+                for track in tracks {
+                    self.emit(RoomEvent::LocalTrackUnpublished {
+                        track_sid: track.sid,
+                    });
+                }
+            }
+            RoomEventKind::ParticipantConnectedForPresent => {
+                if let Some(conn) = self.conn.as_mut() {
+                    let present = conn.join.other_participants.clone();
+                    conn.participants_update(present);
+                }
+            }
+            RoomEventKind::LocalTrackPublished { track, track_sid } => {
+                let cid = self
+                    .conn
+                    .as_ref()
+                    .and_then(|c| c.tracks.iter().find(|p| p.which == track))
+                    .map(|p| p.track.cid.clone())
+                    .unwrap_or_default();
+                self.emit(RoomEvent::LocalTrackPublished {
+                    track_sid,
+                    cid,
+                    kind: track_kind(track),
+                });
+            }
+            RoomEventKind::LocalTrackFailed { track, error } => {
+                self.emit(RoomEvent::LocalTrackFailed {
+                    kind: track_kind(track),
+                    error,
+                })
+            }
+            RoomEventKind::LocalTrackRecovered { track } => {
+                self.emit(RoomEvent::LocalTrackRecovered {
+                    kind: track_kind(track),
+                })
+            }
+            RoomEventKind::Disconnected { reason, by_server } => {
+                let (kind, detail) = if by_server {
+                    (
+                        DisconnectKind::Removed,
+                        format!(
+                            "the server sent Leave {reason} with action DISCONNECT; not rejoining"
+                        ),
+                    )
+                } else {
+                    (DisconnectKind::Left, "we left the room".to_string())
+                };
+                {
+                    let mut s = self.shared.state.lock().unwrap();
+                    s.disconnect_reason = Some(reason.clone());
+                    s.signal_alive = false;
+                }
+                if by_server {
+                    tracing::warn!("{detail}");
+                }
+                self.set_state(ConnectionState::Disconnected);
+                self.emit(RoomEvent::Disconnected {
+                    reason,
+                    kind,
+                    detail,
+                });
             }
         }
-        for handle in self.pipelines.drain(..) {
-            handle.abort();
+    }
+
+    // ---- media ----------------------------------------------------------------------------
+
+    /// Start sending every announced track once the publisher is connected, from the running
+    /// capture (opened on first use).
+    async fn start_media(&mut self) {
+        let generation = self.generation;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if !conn.publisher_connected {
+            return;
+        }
+        for p in conn.tracks.iter_mut() {
+            if !p.announced || p.started {
+                continue;
+            }
+            let i = p.which.index();
+            if self.captures[i].is_none() {
+                match Capture::open(p.which, &self.options) {
+                    Ok(capture) => self.captures[i] = Some(capture),
+                    Err(e) => {
+                        p.started = true;
+                        self.inputs.push_back(Input::MediaFailed {
+                            track: p.which,
+                            error: format!("{e:#}"),
+                        });
+                        continue;
+                    }
+                }
+            }
+            let Some(capture) = &self.captures[i] else {
+                continue;
+            };
+            match forward(p, capture, generation, self.media_tx.clone()).await {
+                Ok(()) => tracing::info!(
+                    "{:?} track {} is live",
+                    p.settings_kind,
+                    p.sid.as_deref().unwrap_or("")
+                ),
+                Err(e) => tracing::error!("cannot start the {} track: {e:#}", p.which),
+            }
         }
     }
 
-    fn disconnected(&mut self, reason: String, kind: DisconnectKind, detail: String) {
-        {
-            let mut s = self.state.lock().unwrap();
-            s.disconnect_reason = Some(reason.clone());
-            s.state = Some(ConnectionState::Disconnected);
-            s.signal_alive = false;
+    fn on_media_note(&mut self, note: MediaNote) {
+        if note.generation != self.generation {
+            return;
         }
-        self.emit(RoomEvent::ConnectionStateChanged {
-            state: ConnectionState::Disconnected,
-        });
-        self.emit(RoomEvent::Disconnected {
-            reason,
-            kind,
-            detail,
-        });
+        let i = note.track.index();
+        match note.kind {
+            MediaNoteKind::FirstFrame => {
+                if std::mem::take(&mut self.recovering[i]) {
+                    self.inputs
+                        .push_back(Input::MediaRecovered { track: note.track });
+                }
+                self.inputs
+                    .push_back(Input::MediaFlowing { track: note.track });
+            }
+            MediaNoteKind::PipelineEnded => {
+                let error = self.captures[i]
+                    .take()
+                    .map(|c| c.error())
+                    .unwrap_or_else(|| "the capture pipeline stopped".into());
+                if let Some(p) = self
+                    .conn
+                    .as_mut()
+                    .and_then(|c| c.tracks.iter_mut().find(|p| p.which == note.track))
+                {
+                    p.forwarder = None;
+                }
+                self.inputs.push_back(Input::MediaFailed {
+                    track: note.track,
+                    error,
+                });
+            }
+        }
     }
 
-    /// The link is gone for a reason a new join may cure: tear down and say so.
-    async fn lost(&mut self, reason: &str, detail: String) {
-        tracing::warn!("lost the room connection: {detail}");
-        self.shutdown(None).await;
-        self.disconnected(reason.into(), DisconnectKind::Lost, detail);
+    /// `RestartTrack`: open the capture again and feed the current track from it.
+    async fn restart_track(&mut self, track: Track) {
+        let i = track.index();
+        self.captures[i] = None;
+        match Capture::open(track, &self.options) {
+            Ok(capture) => self.captures[i] = Some(capture),
+            Err(e) => {
+                self.inputs.push_back(Input::MediaFailed {
+                    track,
+                    error: format!("{e:#}"),
+                });
+                return;
+            }
+        }
+        let generation = self.generation;
+        let sending = self
+            .conn
+            .as_mut()
+            .and_then(|c| c.tracks.iter_mut().find(|p| p.which == track && p.started));
+        match (sending, &self.captures[i]) {
+            (Some(p), Some(capture)) => {
+                self.recovering[i] = true;
+                if let Err(e) = forward(p, capture, generation, self.media_tx.clone()).await {
+                    self.recovering[i] = false;
+                    self.inputs.push_back(Input::MediaFailed {
+                        track,
+                        error: format!("{e:#}"),
+                    });
+                }
+            }
+            // Nothing to send on right now: the capture runs again, that is the recovery.
+            _ => self.inputs.push_back(Input::MediaRecovered { track }),
+        }
     }
 
-    async fn handle_session(&mut self, event: SessionEvent) -> anyhow::Result<bool> {
+    // ---- signalling and PeerConnection events -------------------------------------------------
+
+    async fn handle_session(&mut self, event: SessionEvent) -> anyhow::Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
         match event {
-            SessionEvent::Answer(answer) => self.on_answer(answer).await?,
-            SessionEvent::Offer(offer) => match (&self.subscriber, self.path) {
+            SessionEvent::Answer(answer) => {
+                for (track, track_sid) in conn.on_answer(answer).await? {
+                    self.inputs
+                        .push_back(Input::TrackPublished { track, track_sid });
+                }
+                self.start_media().await;
+            }
+            SessionEvent::Offer(offer) => match (&conn.subscriber, conn.path) {
                 (Some(sub), SignalPath::V0) => {
                     let sdp = sub.answer_offer(offer.sdp).await?;
-                    self.signal.send(proto::signal_request::Message::Answer(
+                    conn.signal.send(proto::signal_request::Message::Answer(
                         proto::SessionDescription {
                             r#type: "answer".into(),
                             sdp,
@@ -824,62 +1798,52 @@ impl Engine {
                 candidate_init,
                 ..
             } => {
-                let transport = match (target, &self.subscriber) {
-                    (proto::SignalTarget::Subscriber, Some(sub)) if self.path == SignalPath::V0 => {
+                let transport = match (target, &conn.subscriber) {
+                    (proto::SignalTarget::Subscriber, Some(sub)) if conn.path == SignalPath::V0 => {
                         sub
                     }
-                    _ => &self.publisher,
+                    _ => &conn.publisher,
                 };
                 if let Err(e) = transport.add_remote_candidate(&candidate_init).await {
                     tracing::warn!("{e:#}");
                 }
             }
-            SessionEvent::TrackPublished(response) => self.on_track_published(response).await?,
+            SessionEvent::TrackPublished(response) => conn.on_track_published(response).await?,
             SessionEvent::TrackUnpublished(response) => {
-                self.emit(RoomEvent::LocalTrackUnpublished {
+                conn.emit(RoomEvent::LocalTrackUnpublished {
                     track_sid: response.track_sid,
                 });
             }
-            SessionEvent::ParticipantUpdate(infos) => self.participants_update(infos),
+            SessionEvent::ParticipantUpdate(infos) => conn.participants_update(infos),
             SessionEvent::MediaSectionsRequirement(req) => {
-                if self.path == SignalPath::V1 {
-                    self.publisher
+                if conn.path == SignalPath::V1 {
+                    conn.publisher
                         .add_receive_sections(req.num_audios as usize, req.num_videos as usize)
                         .await?;
-                    self.negotiate().await?;
+                    conn.negotiate().await?;
                 }
             }
             SessionEvent::TokenRefreshed(token) => {
                 if let Some(store) = &self.options.on_token_refreshed {
                     store(&token);
                 }
+                self.latest_token = Some(token);
             }
             SessionEvent::Leave { reason, action } => {
-                let reason_name = reason.as_str_name().to_string();
-                if action == proto::leave_request::Action::Disconnect {
-                    let detail =
-                        format!("the server sent Leave {reason_name} with action DISCONNECT");
-                    tracing::warn!("{detail}; not rejoining");
-                    self.shutdown(None).await;
-                    self.disconnected(reason_name, DisconnectKind::Removed, detail);
-                } else {
-                    // Resume/full reconnect is the supervisor's job (a later issue); until then
-                    // the process exits and the service manager starts a fresh join.
-                    let detail = format!(
-                        "the server sent Leave {reason_name} with action {}",
-                        action.as_str_name()
-                    );
-                    self.lost(&reason_name, detail).await;
-                }
-                return Ok(false);
+                let reason = reason.as_str_name().to_string();
+                tracing::warn!(
+                    "the server sent Leave {reason} with action {}",
+                    action.as_str_name()
+                );
+                conn.signal_open = false;
+                self.inputs.push_back(Input::Leave {
+                    action: leave_action(action),
+                    reason,
+                });
             }
             SessionEvent::PingTimeout => {
-                self.lost(
-                    "CONNECTION_TIMEOUT",
-                    "no answer to ping_req within the server's ping_timeout".into(),
-                )
-                .await;
-                return Ok(false);
+                tracing::warn!("no answer to ping_req within the server's ping_timeout");
+                self.inputs.push_back(Input::PingTimeout);
             }
             SessionEvent::RequestResponse(response) => {
                 if response.reason != proto::request_response::Reason::Ok as i32 {
@@ -890,23 +1854,25 @@ impl Engine {
                     );
                 }
             }
-            SessionEvent::RemoteMute(request) => self.on_remote_mute(request),
+            SessionEvent::RemoteMute(request) => conn.on_remote_mute(request),
             SessionEvent::Joined(_) | SessionEvent::Resumed(_) | SessionEvent::RoomUpdate(_) => {}
             SessionEvent::FirstMessageTimeout
             | SessionEvent::UnexpectedFirstMessage(_)
             | SessionEvent::Other(_) => {}
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// Ok(Some(detail)) when the event ends the connection.
-    async fn handle_peer(&mut self, event: PeerEvent) -> anyhow::Result<Option<String>> {
+    async fn handle_peer(&mut self, event: PeerEvent) -> anyhow::Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
         match event {
             PeerEvent::LocalCandidate {
                 target,
                 candidate_init,
             } => {
-                self.signal.send(proto::signal_request::Message::Trickle(
+                conn.signal.send(proto::signal_request::Message::Trickle(
                     proto::TrickleRequest {
                         candidate_init,
                         target: target as i32,
@@ -916,97 +1882,82 @@ impl Engine {
             }
             PeerEvent::ConnectionState { target, state } => {
                 tracing::debug!("{target:?} PC {state}");
-                let primary = target == proto::SignalTarget::Publisher;
-                if primary {
-                    match state {
-                        RTCPeerConnectionState::Connected => {
-                            self.publisher_connected = true;
-                            self.set_state(ConnectionState::Connected);
-                            self.start_media().await?;
-                        }
-                        RTCPeerConnectionState::Failed => {
-                            self.publisher_connected = false;
-                        }
-                        _ => {}
+                let pc = pc_kind(conn.path, target);
+                if pc == PeerConnectionKind::Publisher {
+                    conn.publisher_connected = state == RTCPeerConnectionState::Connected;
+                    if conn.publisher_connected {
+                        conn.ice_restarting = false;
                     }
                 }
-                if state == RTCPeerConnectionState::Failed {
-                    return Ok(Some(format!("the {target:?} PeerConnection failed")));
+                if let Some(state) = pc_state(state) {
+                    self.inputs.push_back(Input::PeerState { pc, state });
+                }
+                self.start_media().await;
+            }
+            PeerEvent::IceConnectionState { target, state } => {
+                tracing::debug!("{target:?} ICE {state}");
+                let restarted = matches!(
+                    state,
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                );
+                if restarted
+                    && conn.ice_restarting
+                    && !conn.offer_in_flight
+                    && pc_kind(conn.path, target) == PeerConnectionKind::Publisher
+                {
+                    // The PeerConnection may never have left Connected: ICE says the path is back.
+                    conn.ice_restarting = false;
+                    self.inputs.push_back(Input::PeerState {
+                        pc: PeerConnectionKind::Publisher,
+                        state: PeerConnectionState::Connected,
+                    });
                 }
             }
             PeerEvent::DataChannel { target, channel } => {
-                peer::watch_data_channel(target, channel, self.peer_tx.clone())
+                peer::watch_data_channel(target, channel, conn.peer_tx.clone())
             }
-            PeerEvent::Track { track, .. } => self.on_remote_track(track).await,
-            PeerEvent::DataPacket { label, data, .. } => self.on_data(&label, &data),
+            PeerEvent::Track { track, .. } => conn.on_remote_track(track).await,
+            PeerEvent::DataPacket { label, data, .. } => conn.on_data(&label, &data),
         }
-        Ok(None)
+        Ok(())
     }
+}
 
-    fn beat(&self) {
-        let mut s = self.state.lock().unwrap();
-        s.engine_beat = Some(std::time::Instant::now());
-        s.signal_alive = self.signal.is_alive();
-    }
-
-    async fn run(
-        mut self,
-        mut signal_rx: mpsc::UnboundedReceiver<SignalEvent>,
-        mut peer_rx: mpsc::UnboundedReceiver<PeerEvent>,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-    ) {
-        // The beat proves to the systemd watchdog that this loop still turns.
-        let mut beat = tokio::time::interval(super::sdnotify::ENGINE_BEAT);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                command = commands.recv() => match command {
-                    Some(Command::Close(done)) => {
-                        self.shutdown(Some(proto::DisconnectReason::ClientInitiated)).await;
-                        self.disconnected(
-                            "CLIENT_INITIATED".into(),
-                            DisconnectKind::Left,
-                            "we left the room".into(),
-                        );
-                        let _ = done.send(());
-                        return;
-                    }
-                    None => {
-                        self.shutdown(Some(proto::DisconnectReason::ClientInitiated)).await;
-                        return;
-                    }
-                },
-                _ = beat.tick() => self.beat(),
-                event = signal_rx.recv() => match event {
-                    Some(SignalEvent::Session(event)) => match self.handle_session(*event).await {
-                        Ok(true) => {}
-                        Ok(false) => return,
-                        Err(e) => tracing::error!("{e:#}"),
-                    },
-                    Some(SignalEvent::Closed { code, reason }) => {
-                        let code = code.map_or("none".to_string(), |c| c.to_string());
-                        self.lost(
-                            "SIGNAL_CLOSE",
-                            format!("the signalling WebSocket closed (code {code}): {reason}"),
-                        )
-                        .await;
-                        return;
-                    }
-                    None => {
-                        self.lost("SIGNAL_CLOSE", "the signalling task ended".into()).await;
-                        return;
-                    }
-                },
-                Some(event) = peer_rx.recv() => match self.handle_peer(event).await {
-                    Ok(None) => {}
-                    Ok(Some(detail)) => {
-                        self.lost("MEDIA_FAILURE", detail).await;
-                        return;
-                    }
-                    Err(e) => tracing::error!("{e:#}"),
-                },
-            }
+/// Feed `p` from `capture`; its first frame and the pipeline's end come back as media notes.
+async fn forward(
+    p: &mut Publishing,
+    capture: &Capture,
+    generation: u64,
+    notes: mpsc::Sender<MediaNote>,
+) -> anyhow::Result<()> {
+    let track = p.which;
+    let first = notes.clone();
+    let handle = p
+        .track
+        .forward(
+            capture.samples.clone(),
+            capture.control.clone(),
+            move || {
+                let _ = first.try_send(MediaNote {
+                    generation,
+                    track,
+                    kind: MediaNoteKind::FirstFrame,
+                });
+            },
+        )
+        .await?;
+    p.started = true;
+    p.forwarder = Some(handle.abort_handle());
+    tokio::spawn(async move {
+        if let Ok(ForwardEnd::PipelineEnded) = handle.await {
+            let _ = notes
+                .send(MediaNote {
+                    generation,
+                    track,
+                    kind: MediaNoteKind::PipelineEnded,
+                })
+                .await;
         }
-    }
+    });
+    Ok(())
 }

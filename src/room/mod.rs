@@ -1,26 +1,37 @@
 //! The public Room API (Room, LocalParticipant, RemoteParticipants, RoomEvent) and the task that
-//! drives one connection.
+//! keeps the room connected.
 //!
-//! One engine task owns the signalling handle, the PeerConnections and the local tracks and
-//! handles everything in order, so no state is shared except the snapshot [`Room`] reads.
+//! One task owns the connection supervisor, the signalling, the PeerConnections, the local
+//! tracks and the capture pipelines, and handles everything in order, so no state is shared
+//! except the snapshot [`Room`] reads and the [`Status`] watch.
 pub mod cli;
 mod engine;
+mod netwatch;
 pub mod sdnotify;
 pub mod signalurl;
+
+pub use crate::supervisor::Status;
 
 use crate::media::{AudioSettings, VideoSettings};
 use livekit_protocol as proto;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use signalurl::{PathChoice, SignalPath};
 
 /// Where refreshed tokens go (the token cache).
 pub type TokenSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A fresh token for every fresh join (mint again, the cached refresh token, or `token_url`
+/// fetched again).
+pub type TokenSource =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send>> + Send + Sync>;
 
 /// Everything needed to join.
 #[derive(Clone)]
@@ -42,6 +53,14 @@ pub struct RoomOptions {
     pub join_timeout: Duration,
     /// Called with every refresh_token the server sends (the token cache).
     pub on_token_refreshed: Option<TokenSink>,
+    /// Asked for a token before every fresh join (first join and full reconnects). None: `token`,
+    /// or the newest refresh_token the server sent.
+    pub token_source: Option<TokenSource>,
+    /// Send WATCHDOG=1 this often (WatchdogSec/2). None: no watchdog.
+    pub watchdog_interval: Option<Duration>,
+    /// Watch netlink for link, address and default-route changes (main table, not lo) and
+    /// resume on the new path at once.
+    pub watch_network: bool,
 }
 
 impl RoomOptions {
@@ -58,6 +77,9 @@ impl RoomOptions {
             connect_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(5),
             on_token_refreshed: None,
+            token_source: None,
+            watchdog_interval: None,
+            watch_network: false,
         }
     }
 }
@@ -193,10 +215,26 @@ pub enum RoomEvent {
     ConnectionStateChanged {
         state: ConnectionState,
     },
-    /// Emitted by the reconnect supervisor (a later issue); until then a lost link ends the
-    /// room with `Disconnected { kind: Lost }` and `roomcast run` exits for a restart.
+    /// A connection that worked broke; resuming the same session (same participant sid).
+    Resuming,
+    /// The resume completed: same participant, same tracks.
+    Resumed,
+    /// Full reconnect: after ParticipantDisconnected for the others and LocalTrackUnpublished,
+    /// before rejoining as a new participant with a fresh token.
     Reconnecting,
+    /// Full reconnect: rejoined; ParticipantConnected for everyone present and
+    /// LocalTrackPublished for the republished tracks follow.
     Reconnected,
+    /// A local track's capture or encoder failed; it is restarted with backoff, the other track
+    /// goes on.
+    LocalTrackFailed {
+        kind: TrackKind,
+        error: String,
+    },
+    /// A failed local track delivers frames again.
+    LocalTrackRecovered {
+        kind: TrackKind,
+    },
     Disconnected {
         /// The DisconnectReason name (e.g. DUPLICATE_IDENTITY, SIGNAL_CLOSE).
         reason: String,
@@ -215,9 +253,6 @@ pub enum DisconnectKind {
     Removed,
     /// We left (close / SIGTERM).
     Left,
-    /// The link died (ping timeout, WebSocket closed, Leave RESUME/RECONNECT, PeerConnection
-    /// failed): a new join may well work.
-    Lost,
 }
 
 /// What the room knows right now.
@@ -230,8 +265,6 @@ pub(crate) struct RoomState {
     pub state: Option<ConnectionState>,
     pub signal_path: Option<SignalPath>,
     pub disconnect_reason: Option<String>,
-    /// When the engine task last went round its loop (see [`sdnotify::ENGINE_BEAT`]).
-    pub engine_beat: Option<std::time::Instant>,
     pub signal_alive: bool,
 }
 
@@ -260,33 +293,71 @@ pub(crate) enum Command {
     Close(oneshot::Sender<()>),
 }
 
-/// A joined room.
+/// A room kept connected: after the join, a lost connection is resumed or rejoined by the
+/// connection supervisor (see `crate::supervisor`) until [`Room::close`].
 #[derive(Clone)]
 pub struct Room {
     state: Arc<Mutex<RoomState>>,
     stats: Arc<Mutex<Vec<engine::TrackStatsRef>>>,
     commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<Status>,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<u8>>>>,
 }
 
 impl Room {
     /// Join: open signalling (v1 with v0 fallback unless forced), wait for JoinResponse, then
     /// publish the configured tracks in the background. LocalTrackPublished events follow.
+    /// A first join that fails is returned as the error (no retry); once joined, the room
+    /// resumes or rejoins on its own.
     pub async fn connect(
         options: RoomOptions,
     ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), JoinError> {
+        let (first_tx, first_rx) = oneshot::channel();
+        let (room, events) = Room::spawn(options, Some(first_tx));
+        match first_rx.await {
+            Ok(Ok(())) => Ok((room, events)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(JoinError::Closed("the room task ended".into())),
+        }
+    }
+
+    /// Start the room and return at once: the first join is retried with backoff for as long
+    /// as it takes, and nothing network-related ever ends the room (what `roomcast run` uses).
+    pub fn start(options: RoomOptions) -> (Room, mpsc::UnboundedReceiver<RoomEvent>) {
+        Room::spawn(options, None)
+    }
+
+    fn spawn(
+        options: RoomOptions,
+        first_join: Option<engine::FirstJoin>,
+    ) -> (Room, mpsc::UnboundedReceiver<RoomEvent>) {
         let state = Arc::new(Mutex::new(RoomState::default()));
         let stats = Arc::new(Mutex::new(Vec::new()));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let (command_tx, command_rx) = mpsc::unbounded_channel();
-        engine::start(options, state.clone(), stats.clone(), event_tx, command_rx).await?;
-        Ok((
+        let (status_tx, status_rx) = watch::channel(Status::Stopped);
+        let shared = engine::Shared {
+            state: state.clone(),
+            stats: stats.clone(),
+            events: event_tx,
+            status: status_tx,
+        };
+        let task = tokio::spawn(engine::run(options, shared, command_rx, first_join));
+        (
             Room {
                 state,
                 stats,
                 commands: command_tx,
+                status: status_rx,
+                task: Arc::new(Mutex::new(Some(task))),
             },
             event_rx,
-        ))
+        )
+    }
+
+    /// What the status LEDs show, kept current by the supervisor.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
     }
 
     pub fn name(&self) -> String {
@@ -303,19 +374,6 @@ impl Room {
             .unwrap()
             .state
             .unwrap_or(ConnectionState::Connecting)
-    }
-
-    /// A sample for the systemd watchdog: is the room task turning and signalling up?
-    pub fn health(&self) -> sdnotify::Health {
-        let s = self.state.lock().unwrap();
-        sdnotify::Health {
-            state: s.state.unwrap_or(ConnectionState::Connecting),
-            engine_silent_for: s
-                .engine_beat
-                .map(|beat| beat.elapsed())
-                .unwrap_or(Duration::MAX),
-            signal_alive: s.signal_alive,
-        }
     }
 
     /// Why the room disconnected, once it has.
@@ -365,6 +423,15 @@ impl Room {
         let (done_tx, done_rx) = oneshot::channel();
         if self.commands.send(Command::Close(done_tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_millis(900), done_rx).await;
+        }
+    }
+
+    /// Wait until the room task has ended (after [`Room::close`]); its exit code.
+    pub async fn closed(&self) -> u8 {
+        let task = self.task.lock().unwrap().take();
+        match task {
+            Some(task) => task.await.unwrap_or(1),
+            None => 0,
         }
     }
 }

@@ -30,9 +30,11 @@ fn connect(
     path: core_url::SignalPath,
     auto_subscribe: bool,
     offer: Option<String>,
+    resume: Option<core_url::Resume>,
 ) -> url::Url {
     let options = core_url::ConnectOptions {
         auto_subscribe,
+        resume,
         publisher_offer: offer.map(|sdp| livekit_protocol::SessionDescription {
             r#type: "offer".into(),
             sdp,
@@ -45,7 +47,27 @@ fn connect(
 }
 
 pub fn v0_url(base: &url::Url, auto_subscribe: bool) -> url::Url {
-    connect(base, core_url::SignalPath::V0, auto_subscribe, None)
+    connect(base, core_url::SignalPath::V0, auto_subscribe, None, None)
+}
+
+/// The URL that resumes participant `participant_sid` on `path`: `reconnect=1&sid=…` on /rtc,
+/// `join_request.reconnect` + `participant_sid` on /rtc/v1.
+pub fn resume_url(
+    base: &url::Url,
+    path: SignalPath,
+    auto_subscribe: bool,
+    participant_sid: &str,
+    reason: livekit_protocol::ReconnectReason,
+) -> url::Url {
+    let resume = Some(core_url::Resume {
+        participant_sid: participant_sid.to_string(),
+        reason,
+    });
+    let path = match path {
+        SignalPath::V0 => core_url::SignalPath::V0,
+        SignalPath::V1 => core_url::SignalPath::V1,
+    };
+    connect(base, path, auto_subscribe, None, resume)
 }
 
 pub fn v1_url(base: &url::Url, auto_subscribe: bool, publisher_offer: Option<String>) -> url::Url {
@@ -54,6 +76,7 @@ pub fn v1_url(base: &url::Url, auto_subscribe: bool, publisher_offer: Option<Str
         core_url::SignalPath::V1,
         auto_subscribe,
         publisher_offer,
+        None,
     )
 }
 

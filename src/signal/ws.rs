@@ -206,6 +206,7 @@ pub enum SignalEvent {
 
 enum Command {
     Send(Box<proto::signal_request::Message>),
+    ReleaseRequests,
     Leave(proto::DisconnectReason, oneshot::Sender<()>),
     Close,
 }
@@ -234,6 +235,11 @@ impl SignalHandle {
         let _ = self.commands.send(Command::Close);
     }
 
+    /// A resumed session holds requests until the PeerConnections are back: let them go.
+    pub fn release_requests(&self) {
+        let _ = self.commands.send(Command::ReleaseRequests);
+    }
+
     /// The signalling task still runs (it ends once the socket is closed or broken).
     pub fn is_alive(&self) -> bool {
         !self.commands.is_closed()
@@ -245,9 +251,31 @@ pub fn spawn(
     ws: WsStream,
     options: SessionOptions,
 ) -> (SignalHandle, mpsc::UnboundedReceiver<SignalEvent>) {
+    spawn_resumed(ws, options, None)
+}
+
+/// What a resumed session carries over from the one it resumes.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeSettings {
+    /// The original JoinResponse's ping_interval and ping_timeout (ReconnectResponse has none).
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
+/// As [`spawn`]; with `resume`, the session uses the original ping settings and holds requests
+/// until [`SignalHandle::release_requests`].
+pub fn spawn_resumed(
+    ws: WsStream,
+    options: SessionOptions,
+    resume: Option<ResumeSettings>,
+) -> (SignalHandle, mpsc::UnboundedReceiver<SignalEvent>) {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
-    let session = SignalSession::new(options, Instant::now());
+    let mut session = SignalSession::new(options, Instant::now());
+    if let Some(resume) = resume {
+        session.set_ping_config(resume.ping_interval, resume.ping_timeout);
+        session.hold_requests_until_release();
+    }
     tokio::spawn(run(ws, session, command_rx, event_tx));
     (
         SignalHandle {
@@ -350,6 +378,7 @@ async fn run(
             },
             command = commands.recv() => match command {
                 Some(Command::Send(msg)) => session.send(*msg),
+                Some(Command::ReleaseRequests) => session.release_requests(),
                 Some(Command::Leave(reason, done)) => {
                     session.leave(reason);
                     let _ = flush(&mut ws, &mut session, &events).await;

@@ -82,7 +82,8 @@ pub enum Track {
 }
 
 impl Track {
-    fn index(self) -> usize {
+    /// 0 for video, 1 for audio: for per-track arrays.
+    pub fn index(self) -> usize {
         match self {
             Track::Video => 0,
             Track::Audio => 1,

@@ -700,72 +700,199 @@ async fn publishing_device(devroom: &DevRoom, dir: &Path, identity: &str) -> Dev
     device
 }
 
-/// A lost link ends `roomcast run` with status 75 and a message naming the cause, so that
-/// systemd's Restart=always starts a fresh join.
-async fn assert_exits_for_restart(mut device: Device, cause: &str) {
-    let exited = device.wait_exit(Duration::from_secs(20)).await;
-    let output = device.output();
-    let status = exited.unwrap_or_else(|| panic!("roomcast did not exit:\n{output}"));
-    eprintln!("roomcast exited with {status}; it said:\n{output}");
-    assert_eq!(status.code(), Some(75), "{output}");
-    assert!(
-        output.contains("exiting with status 75 so systemd restarts roomcast"),
-        "{output}"
-    );
-    assert!(
-        output.contains(cause),
-        "the exit message does not name {cause:?}:\n{output}"
-    );
-    let disconnected = printed_events(&device)
-        .into_iter()
-        .find(|v| v["event"] == "disconnected")
-        .unwrap_or_else(|| panic!("no disconnected event printed:\n{output}"));
-    assert_eq!(disconnected["kind"], "lost", "{disconnected}");
+/// The index of the first printed room event after `from` that matches `pred`, waiting for it
+/// (woken by each new output line) up to `timeout`.
+async fn wait_printed(
+    device: &Device,
+    from: usize,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<usize> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let added = device.changed.notified();
+        tokio::pin!(added);
+        added.as_mut().enable();
+        if let Some(i) = printed_events(device)
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, v)| pred(v))
+            .map(|(i, _)| i)
+        {
+            return Some(i);
+        }
+        tokio::time::timeout_at(deadline, added).await.ok()?;
+    }
 }
 
-/// devroom sends a Leave with `action` to a publishing device; `roomcast run` must exit for a
-/// restart, naming `cause`.
-async fn server_leave_makes_run_exit_for_a_restart(
+/// Wait until the device's output (stdout or stderr) contains `text`.
+async fn wait_output(device: &Device, text: &str, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let added = device.changed.notified();
+        tokio::pin!(added);
+        added.as_mut().enable();
+        if device.output().contains(text) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, added).await.is_err() {
+            panic!("no {text:?} within {timeout:?}:\n{}", device.output());
+        }
+    }
+}
+
+/// The participant sid devroom gave `identity`'s latest join.
+fn joined_sid(devroom: &DevRoom, identity: &str) -> String {
+    devroom
+        .past_events()
+        .iter()
+        .map(as_json)
+        .rfind(|v| v["type"] == "participant_joined" && v["identity"] == identity)
+        .and_then(|v| v["sid"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("devroom has no join of {identity}"))
+}
+
+/// Frames devroom received on `identity`'s video track (0 without one).
+fn video_frames(devroom: &DevRoom, identity: &str) -> u64 {
+    devroom_tracks(devroom, identity)
+        .iter()
+        .find(|t| t["kind"] == "video")
+        .and_then(|t| t["frames"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Media keeps arriving: devroom counts more than `beyond` video frames of `identity` within
+/// `timeout` (re-checked on every packet devroom counts).
+async fn wait_video_frames_beyond(
+    devroom: &DevRoom,
     identity: &str,
-    action: devroom::LeaveAction,
-    cause: &str,
-) {
+    beyond: u64,
+    timeout: Duration,
+) -> u64 {
+    devroom
+        .wait_until(timeout, || {
+            let frames = video_frames(devroom, identity);
+            (frames > beyond).then_some(frames)
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no new video frames from {identity} within {timeout:?} (stuck at {}): {:#}",
+                video_frames(devroom, identity),
+                devroom.snapshot()
+            )
+        })
+}
+
+/// After a fault, a resume: devroom logs `participant_resumed` with the sid of the device's join,
+/// no second `participant_joined`, roomcast prints resuming then resumed, media keeps arriving,
+/// and the process stays up. Returns the time from the fault to the resume.
+async fn assert_resumed(
+    devroom: &DevRoom,
+    device: &mut Device,
+    identity: &str,
+    fault_at: Instant,
+    fault_seq: u64,
+) -> Duration {
+    let sid = joined_sid(devroom, identity);
+    let who = identity.to_string();
+    let resumed = devroom
+        .wait_event(Duration::from_secs(15), move |e| {
+            let v = as_json(e);
+            v["type"] == "participant_resumed" && v["identity"] == who.as_str()
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no resume reached devroom; device said:\n{}",
+                device.output()
+            )
+        });
+    let took = fault_at.elapsed();
+    assert_eq!(
+        as_json(&resumed)["sid"],
+        sid.as_str(),
+        "a resume keeps the sid"
+    );
+    let resuming = wait_printed(device, 0, Duration::from_secs(5), |v| {
+        v["event"] == "resuming"
+    })
+    .await
+    .unwrap_or_else(|| panic!("roomcast printed no resuming:\n{}", device.output()));
+    wait_printed(device, resuming, Duration::from_secs(15), |v| {
+        v["event"] == "resumed"
+    })
+    .await
+    .unwrap_or_else(|| panic!("roomcast printed no resumed:\n{}", device.output()));
+    let frames = video_frames(devroom, identity);
+    wait_video_frames_beyond(devroom, identity, frames, Duration::from_secs(5)).await;
+    let rejoins: Vec<Value> = devroom
+        .past_events()
+        .iter()
+        .filter(|e| seq_of(e) > fault_seq)
+        .map(as_json)
+        .filter(|v| v["type"] == "participant_joined" && v["identity"] == identity)
+        .collect();
+    assert!(rejoins.is_empty(), "a resume must not rejoin: {rejoins:?}");
+    assert!(
+        printed_events(device)
+            .iter()
+            .all(|v| v["event"] != "reconnecting" && v["event"] != "disconnected"),
+        "a resume is not a full reconnect:\n{}",
+        device.output()
+    );
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "roomcast exited:\n{}",
+        device.output()
+    );
+    took
+}
+
+fn last_seq(devroom: &DevRoom) -> u64 {
+    devroom.past_events().last().map(seq_of).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_websocket_is_resumed_with_the_same_sid() {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
-    let device = publishing_device(&devroom, dir.path(), identity).await;
-    assert!(
-        devroom
-            .faults()
-            .send_leave(identity, devroom::DisconnectReason::Migration, action)
-            .await
-    );
-    assert_exits_for_restart(device, cause).await;
+    let mut device = publishing_device(&devroom, dir.path(), "cam-dropped").await;
+    let seq = last_seq(&devroom);
+    let at = Instant::now();
+    assert!(devroom.faults().drop_ws("cam-dropped"));
+    let took = assert_resumed(&devroom, &mut device, "cam-dropped", at, seq).await;
+    eprintln!("resumed {took:?} after the WebSocket drop");
     devroom.shutdown().await;
 }
 
+/// Leave RESUME closes only the WebSocket on devroom's side: the device resumes the same session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leave_with_reconnect_makes_run_exit_for_a_restart() {
-    server_leave_makes_run_exit_for_a_restart(
-        "cam-reconnect",
-        devroom::LeaveAction::Reconnect,
-        "Leave MIGRATION with action RECONNECT",
-    )
-    .await;
+async fn leave_with_resume_is_resumed_with_the_same_sid() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let mut device = publishing_device(&devroom, dir.path(), "cam-resume").await;
+    let seq = last_seq(&devroom);
+    let at = Instant::now();
+    assert!(
+        devroom
+            .faults()
+            .send_leave(
+                "cam-resume",
+                devroom::DisconnectReason::Migration,
+                devroom::LeaveAction::Resume
+            )
+            .await
+    );
+    let took = assert_resumed(&devroom, &mut device, "cam-resume", at, seq).await;
+    eprintln!("resumed {took:?} after Leave RESUME");
+    devroom.shutdown().await;
 }
 
-/// RESUME closes only the WebSocket on devroom's side; without a resume path we start afresh.
+/// No answer to pings within ping_timeout: the device gives the WebSocket up and resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leave_with_resume_makes_run_exit_for_a_restart() {
-    server_leave_makes_run_exit_for_a_restart(
-        "cam-resume",
-        devroom::LeaveAction::Resume,
-        "with action RESUME",
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unanswered_pings_make_run_exit_for_a_restart() {
+async fn unanswered_pings_lead_to_a_resume() {
     let dir = tempfile::tempdir().unwrap();
     let config = DevRoomConfig {
         frame_dir: dir.path().to_path_buf(),
@@ -774,24 +901,333 @@ async fn unanswered_pings_make_run_exit_for_a_restart() {
         ..DevRoomConfig::local("127.0.0.1:0".parse().unwrap())
     };
     let devroom = DevRoom::start(config).await.expect("devroom starts");
-    let device = publishing_device(&devroom, dir.path(), "cam-pings").await;
+    let mut device = publishing_device(&devroom, dir.path(), "cam-pings").await;
+    let seq = last_seq(&devroom);
+    let at = Instant::now();
     assert!(devroom.faults().answer_pings("cam-pings", false));
-    assert_exits_for_restart(device, "no answer to ping_req").await;
+    let resumed = devroom
+        .wait_event(Duration::from_secs(15), |e| {
+            let v = as_json(e);
+            v["type"] == "participant_resumed" && v["identity"] == "cam-pings"
+        })
+        .await;
+    assert!(
+        resumed.is_some(),
+        "no resume after the ping timeout:\n{}",
+        device.output()
+    );
+    // The fault sticks to the participant: answer again so the resumed session can stay.
+    assert!(devroom.faults().answer_pings("cam-pings", true));
+    let took = assert_resumed(&devroom, &mut device, "cam-pings", at, seq).await;
+    eprintln!("resumed {took:?} after the pings stopped being answered (ping_timeout 3 s)");
     devroom.shutdown().await;
 }
 
+/// The seven steps of a full reconnect as roomcast printed them from `from` on, for a room with
+/// one other participant `other`: ParticipantDisconnected for the others (after their
+/// TrackUnpublished), LocalTrackUnpublished, Reconnecting, Reconnected, ParticipantConnected for
+/// everyone present, LocalTrackPublished for both tracks.
+fn assert_full_reconnect_order(device: &Device, from: usize, other: &str) {
+    let steps: Vec<Value> = printed_events(device)
+        .into_iter()
+        .skip(from)
+        .filter(|v| {
+            [
+                "track_unpublished",
+                "participant_disconnected",
+                "local_track_unpublished",
+                "reconnecting",
+                "reconnected",
+                "participant_connected",
+                "local_track_published",
+            ]
+            .contains(&v["event"].as_str().unwrap_or(""))
+        })
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    let expected = [
+        "participant_disconnected",
+        "local_track_unpublished",
+        "local_track_unpublished",
+        "reconnecting",
+        "reconnected",
+        "participant_connected",
+        "local_track_published",
+        "local_track_published",
+    ];
+    let without_remote_tracks: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "track_unpublished")
+        .collect();
+    assert_eq!(
+        without_remote_tracks,
+        expected,
+        "full-reconnect order: {names:?}\n{}",
+        device.output()
+    );
+    // Step 1 also unpublishes the other's tracks, before it disconnects them.
+    let first_disconnect = names
+        .iter()
+        .position(|n| *n == "participant_disconnected")
+        .unwrap();
+    assert!(
+        names[..first_disconnect]
+            .iter()
+            .all(|n| *n == "track_unpublished"),
+        "{names:?}"
+    );
+    assert!(
+        first_disconnect >= 1,
+        "the other participant's track was not unpublished: {names:?}"
+    );
+    for step in &steps {
+        if step["event"] == "participant_disconnected" || step["event"] == "participant_connected" {
+            assert_eq!(step["identity"], other, "{step}");
+        }
+    }
+}
+
+/// A second participant that publishes one (audio) track, so the device has someone to
+/// disconnect and reconnect in steps 1 and 6.
+async fn other_participant(
+    devroom: &DevRoom,
+    identity: &str,
+) -> (Room, mpsc::UnboundedReceiver<RoomEvent>) {
+    let mut o = options(
+        &devroom.url(),
+        token(identity, "lobby", "secret"),
+        PathChoice::Auto,
+    );
+    o.video.device = "none".into();
+    let (room, mut events) = Room::connect(o).await.expect("the other participant joins");
+    wait_room_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, RoomEvent::LocalTrackPublished { .. })
+    })
+    .await;
+    (room, events)
+}
+
+/// Wait until the device (printing from `from` on) knows `other` and its track.
+async fn wait_device_sees(device: &Device, other: &str) {
+    let who = other.to_string();
+    wait_printed(device, 0, Duration::from_secs(10), move |v| {
+        v["event"] == "track_published" && v["participant"] == who.as_str()
+    })
+    .await
+    .unwrap_or_else(|| panic!("the device never saw {other}'s track:\n{}", device.output()));
+}
+
+/// After a fault that ends the session: a new join with a new sid, both tracks republished
+/// (devroom receives RTP on them), the seven steps in order, the process up. Returns the time
+/// from `since` to the first RTP of the republished video.
+async fn assert_full_reconnect(
+    devroom: &DevRoom,
+    device: &Device,
+    identity: &str,
+    old_sid: &str,
+    printed_before: usize,
+    other: &str,
+    since: Instant,
+) -> Duration {
+    let who = identity.to_string();
+    let old = old_sid.to_string();
+    let rejoined = devroom
+        .wait_event(Duration::from_secs(20), move |e| {
+            let v = as_json(e);
+            v["type"] == "participant_joined"
+                && v["identity"] == who.as_str()
+                && v["sid"] != old.as_str()
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no rejoin reached devroom; device said:\n{}",
+                device.output()
+            )
+        });
+    let new_sid = as_json(&rejoined)["sid"].as_str().unwrap().to_string();
+    assert_ne!(new_sid, old_sid);
+    let seq = seq_of(&rejoined);
+    let who = identity.to_string();
+    let video = devroom
+        .wait_event(Duration::from_secs(15), move |e| {
+            let v = as_json(e);
+            seq_of(e) > seq
+                && v["type"] == "track_published"
+                && v["identity"] == who.as_str()
+                && v["kind"] == "video"
+        })
+        .await
+        .expect("the video track is republished");
+    let track_sid = as_json(&video)["track_sid"].as_str().unwrap().to_string();
+    devroom
+        .wait_event(Duration::from_secs(10), move |e| {
+            let v = as_json(e);
+            v["type"] == "first_rtp" && v["track_sid"] == track_sid.as_str()
+        })
+        .await
+        .expect("RTP on the republished video track");
+    let took = since.elapsed();
+    // Both LocalTrackPublished lines are printed before the answer's media can flow.
+    let first = wait_printed(device, printed_before, Duration::from_secs(5), |v| {
+        v["event"] == "local_track_published"
+    })
+    .await
+    .expect("a republished track");
+    wait_printed(device, first + 1, Duration::from_secs(5), |v| {
+        v["event"] == "local_track_published"
+    })
+    .await
+    .expect("both tracks republished");
+    assert_full_reconnect_order(device, printed_before, other);
+    took
+}
+
+/// Leave RECONNECT: devroom removes the participant; the device rejoins as a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dropped_websocket_makes_run_exit_for_a_restart() {
+async fn leave_with_reconnect_leads_to_a_full_reconnect_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let devroom = devroom(dir.path()).await;
-    let device = publishing_device(&devroom, dir.path(), "cam-dropped").await;
-    assert!(devroom.faults().drop_ws("cam-dropped"));
-    assert_exits_for_restart(device, "the signalling WebSocket closed").await;
+    let (other, _other_events) = other_participant(&devroom, "watcher-reconnect").await;
+    let mut device = publishing_device(&devroom, dir.path(), "cam-reconnect").await;
+    wait_device_sees(&device, "watcher-reconnect").await;
+    let old_sid = joined_sid(&devroom, "cam-reconnect");
+    let printed = printed_events(&device).len();
+    let at = Instant::now();
+    assert!(
+        devroom
+            .faults()
+            .send_leave(
+                "cam-reconnect",
+                devroom::DisconnectReason::Migration,
+                devroom::LeaveAction::Reconnect
+            )
+            .await
+    );
+    let took = assert_full_reconnect(
+        &devroom,
+        &device,
+        "cam-reconnect",
+        &old_sid,
+        printed,
+        "watcher-reconnect",
+        at,
+    )
+    .await;
+    eprintln!(
+        "full reconnect after Leave RECONNECT: media on the new track {took:?} after the Leave"
+    );
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "{}",
+        device.output()
+    );
+    other.close().await;
     devroom.shutdown().await;
 }
 
-/// Under systemd (Type=notify, WatchdogSec): READY=1 once joined and publishing, STATUS= on
-/// state changes, WATCHDOG=1 at WatchdogSec/2, STOPPING=1 on SIGTERM. The test is the service
+/// devroom forgets every room and session (a server restart): the device's resume is refused
+/// (STATE_MISMATCH) and it rejoins as a new participant. The other participant, a library
+/// Room, comes back by itself too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_restart_leads_to_a_full_reconnect_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let mut device = publishing_device(&devroom, dir.path(), "cam-restart").await;
+    let (other, mut other_events) = other_participant(&devroom, "watcher-restart").await;
+    wait_device_sees(&device, "watcher-restart").await;
+    let old_sid = joined_sid(&devroom, "cam-restart");
+    let printed = printed_events(&device).len();
+    let at = Instant::now();
+    devroom.faults().restart().await;
+    let took = assert_full_reconnect(
+        &devroom,
+        &device,
+        "cam-restart",
+        &old_sid,
+        printed,
+        "watcher-restart",
+        at,
+    )
+    .await;
+    eprintln!("full reconnect after the server restart: media on the new track {took:?} after it");
+    // The library Room recovers the same way.
+    wait_room_event(&mut other_events, Duration::from_secs(20), |e| {
+        matches!(e, RoomEvent::Reconnected)
+    })
+    .await;
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "{}",
+        device.output()
+    );
+    other.close().await;
+    devroom.shutdown().await;
+}
+
+/// The server refuses joins at first (as one still starting would): `roomcast run` keeps
+/// trying, joins once it is let in, and never exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_waits_for_a_server_that_refuses_joins_and_then_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    devroom.faults().reject_joins(3, 503);
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-late", "lobby", "secret"),
+    );
+    let mut device = Device::spawn(&config);
+    wait_first_rtp_of(&devroom, "cam-late").await;
+    let rejected = devroom
+        .past_events()
+        .iter()
+        .map(as_json)
+        .filter(|v| v["type"] == "join_rejected")
+        .count();
+    assert_eq!(rejected, 3, "{}", device.output());
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "{}",
+        device.output()
+    );
+    devroom.shutdown().await;
+}
+
+/// No server at all at first: `roomcast run` keeps trying (connection refused) and joins when
+/// devroom starts on that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_waits_for_a_server_that_is_not_there_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    // A free port: bind, note it, release it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("ws://{addr}");
+    let config = write_config(dir.path(), &url, &token("cam-early", "lobby", "secret"));
+    let mut device = Device::spawn(&config);
+    // The device tried and failed at least once before the server exists.
+    wait_output(&device, "join failed", Duration::from_secs(10)).await;
+    let config = DevRoomConfig {
+        frame_dir: dir.path().to_path_buf(),
+        ..DevRoomConfig::local(addr)
+    };
+    let devroom = DevRoom::start(config)
+        .await
+        .expect("devroom starts on the noted port");
+    wait_first_rtp_of(&devroom, "cam-early").await;
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "{}",
+        device.output()
+    );
+    devroom.shutdown().await;
+}
+
+/// Under systemd (Type=notify, WatchdogSec): READY=1 once media flows, STATUS= on every change,
+/// WATCHDOG=1 at WatchdogSec/2, STOPPING=1 on SIGTERM. The test is the service
 /// manager: it binds NOTIFY_SOCKET and reads the datagrams.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
@@ -808,12 +1244,26 @@ async fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
         .until(|l| l == "READY=1", Duration::from_secs(20))
         .await
         .unwrap_or_else(|| panic!("no READY=1:\n{}", device.output()));
+    // Joined and connected is not enough: READY=1 waits for the first frame to go out.
     assert!(
-        before_ready.iter().any(|l| l == "STATUS=connected"),
+        before_ready
+            .iter()
+            .any(|l| l == "STATUS=connected; waiting for media"),
         "{before_ready:?}"
     );
-    // READY=1 means joined and publishing: devroom has the join, and the device had both
-    // tracks accepted (it prints each LocalTrackPublished before it sends READY=1).
+    let publishing = notices
+        .until(|l| l.starts_with("STATUS="), Duration::from_secs(2))
+        .await;
+    assert_eq!(
+        publishing
+            .as_ref()
+            .and_then(|lines| lines.last())
+            .map(String::as_str),
+        Some("STATUS=publishing"),
+        "{publishing:?}"
+    );
+    // READY=1 means media flows: devroom has the join, and the device had both tracks
+    // accepted (it prints each LocalTrackPublished before its first frame goes out).
     assert!(
         devroom
             .past_events()
