@@ -110,8 +110,19 @@ pub async fn open(
     } else {
         None
     };
-    let attempt = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
-    match tokio::time::timeout(timeout, attempt).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let host = request.uri().host().unwrap_or_default().to_string();
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if url.starts_with("wss:") { 443 } else { 80 });
+    let attempt = async {
+        let tcp = connect_tcp(&host, port, deadline)
+            .await
+            .map_err(tungstenite::Error::Io)?;
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, None, connector).await
+    };
+    match tokio::time::timeout_at(deadline, attempt).await {
         Err(_) => Err(ConnectError::Timeout {
             url: redact(url),
             timeout,
@@ -133,6 +144,37 @@ pub async fn open(
             url: redact(url),
             source,
         }),
+    }
+}
+
+/// How long one TCP connection attempt may wait for the server's SYN-ACK before a fresh one.
+const SYN_RETRY: Duration = Duration::from_secs(1);
+
+/// TCP to `host:port`; while no answer comes, a fresh connection attempt every [`SYN_RETRY`]
+/// until `deadline`: during an outage the kernel's own SYN retransmissions back off to seconds
+/// apart, so the first one after the link returns would come late. Resolves the name each time.
+async fn connect_tcp(
+    host: &str,
+    port: u16,
+    deadline: tokio::time::Instant,
+) -> std::io::Result<TcpStream> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    loop {
+        let try_until = (tokio::time::Instant::now() + SYN_RETRY).min(deadline);
+        // Refused or unreachable comes back at once, and the caller's backoff handles it.
+        if let Ok(result) =
+            tokio::time::timeout_at(try_until, TcpStream::connect((host, port))).await
+        {
+            let stream = result?;
+            stream.set_nodelay(true)?;
+            return Ok(stream);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer to the TCP connect",
+            ));
+        }
     }
 }
 
