@@ -1223,7 +1223,7 @@ impl Shell {
                 }
             }
             Action::RequestKeyframe => {
-                if let Some(capture) = &self.captures[0] {
+                if let Some(capture) = &self.captures[Track::Video.index()] {
                     capture.control.request_keyframe();
                 }
             }

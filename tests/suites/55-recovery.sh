@@ -186,12 +186,13 @@ outage() {
   dev nft add chain inet rc55 in '{ type filter hook input priority 0; policy accept; }'
   dev nft add rule inet rc55 out ip daddr "$SERVER" drop
   dev nft add rule inet rc55 in ip saddr "$SERVER" drop
-  echo "outage of ${seconds} s begins"
+  echo "outage of ${seconds} s begins at $(date -u +%T.%3N)"
   # The outage lasts a fixed time by definition: this sleep is the fault, not a wait for it.
   sleep "$seconds"
   device_alive
   before=$(video_packets)
   dev nft delete table inet rc55
+  echo "link returned at $(date -u +%T.%3N)"
   back=$(wait_media_beyond "$before" 30000) || fail "no media within 30 s of the ${seconds} s outage ending"
   device_alive
   echo "outage ${seconds} s: media back ${back} ms after the link returned"
@@ -209,6 +210,7 @@ dev nft add chain inet rc55loss in '{ type filter hook input priority 0; policy 
 dev nft add rule inet rc55loss out numgen random mod 100 '<' 20 drop
 dev nft add rule inet rc55loss in numgen random mod 100 '<' 20 drop
 loss_start=$(video_packets)
+loss_seq=$(srv curl -sf "http://$SERVER:$PORT/admin/events?after=0&wait_ms=0" | jq '.events[-1].seq // 0')
 echo "20 % loss for 20 s"
 sleep 20 # the fault's duration
 device_alive
@@ -217,5 +219,7 @@ dev nft delete table inet rc55loss
 (( during > loss_start )) || echo "note: no media counted during the loss"
 back=$(wait_media_beyond "$(video_packets)" 10000) || fail "no media within 10 s after the loss ended"
 device_alive
-echo "20 % loss: packets during the loss $((during - loss_start)); media flowing ${back} ms after it ended; still running"
+resumes=$(count_events_after "$loss_seq" ".type == \"participant_resumed\" and .identity == \"$IDENTITY\"")
+rejoins=$(count_events_after "$loss_seq" ".type == \"participant_joined\" and .identity == \"$IDENTITY\"")
+echo "20 % loss: video packets counted during the loss $((during - loss_start)); resumes $resumes, rejoins $rejoins; media flowing ${back} ms after it ended; still running"
 echo "recovery suite ok"

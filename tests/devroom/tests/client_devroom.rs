@@ -856,6 +856,50 @@ async fn a_dropped_websocket_is_resumed_with_the_same_sid() {
     devroom.shutdown().await;
 }
 
+/// The library Room on `/rtc` (two PeerConnections): a dropped WebSocket is resumed with
+/// `reconnect=1&sid=…`, the Room reports Resuming then Resumed, keeps its sid, and media keeps
+/// arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_websocket_is_resumed_on_rtc_v0() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (room, mut events, _sids) =
+        join_and_publish(&devroom, "cam-v0-resume", PathChoice::V0).await;
+    assert_eq!(room.signal_path(), Some(SignalPath::V0));
+    let sid = room.local_participant().sid;
+    let seq = last_seq(&devroom);
+    assert!(devroom.faults().drop_ws("cam-v0-resume"));
+    wait_room_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, RoomEvent::Resuming)
+    })
+    .await;
+    wait_room_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, RoomEvent::Resumed)
+    })
+    .await;
+    let resumed = devroom
+        .wait_event(Duration::from_secs(5), |e| {
+            let v = as_json(e);
+            v["type"] == "participant_resumed" && v["identity"] == "cam-v0-resume"
+        })
+        .await
+        .expect("devroom saw the resume");
+    assert_eq!(as_json(&resumed)["sid"], sid.as_str());
+    assert_eq!(room.local_participant().sid, sid);
+    let rejoins = devroom
+        .past_events()
+        .iter()
+        .filter(|e| seq_of(e) > seq)
+        .map(as_json)
+        .filter(|v| v["type"] == "participant_joined")
+        .count();
+    assert_eq!(rejoins, 0);
+    let frames = video_frames(&devroom, "cam-v0-resume");
+    wait_video_frames_beyond(&devroom, "cam-v0-resume", frames, Duration::from_secs(5)).await;
+    room.close().await;
+    devroom.shutdown().await;
+}
+
 /// Leave RESUME closes only the WebSocket on devroom's side: the device resumes the same session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leave_with_resume_is_resumed_with_the_same_sid() {
