@@ -900,6 +900,74 @@ async fn a_dropped_websocket_is_resumed_on_rtc_v0() {
     devroom.shutdown().await;
 }
 
+/// A camera that cannot be opened: `roomcast run` reports the video track failed (an event and
+/// STATUS=), keeps restarting it, and the microphone goes on: devroom receives the audio and
+/// READY=1 follows the first audio frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_camera_is_reported_and_audio_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-broken", "lobby", "secret"),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "device = \"test-pattern\"",
+        "device = \"/dev/video-missing\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let (mut device, mut notices) = Device::spawn_under_systemd(&config, dir.path());
+    let failed = wait_printed(&device, 0, Duration::from_secs(15), |v| {
+        v["event"] == "local_track_failed"
+    })
+    .await
+    .unwrap_or_else(|| panic!("no local_track_failed:\n{}", device.output()));
+    assert_eq!(printed_events(&device)[failed]["kind"], "video");
+    let status = notices
+        .until(
+            |l| l.starts_with("STATUS=video track failed"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no STATUS= naming the failed track:\n{}", device.output()));
+    assert!(
+        status.last().unwrap().contains("audio goes on"),
+        "{status:?}"
+    );
+    let audio = devroom
+        .wait_event(Duration::from_secs(15), |e| {
+            let v = as_json(e);
+            v["type"] == "track_published" && v["identity"] == "cam-broken" && v["kind"] == "audio"
+        })
+        .await
+        .expect("the audio track is published");
+    let sid = as_json(&audio)["track_sid"].as_str().unwrap().to_string();
+    devroom
+        .wait_event(Duration::from_secs(10), move |e| {
+            let v = as_json(e);
+            v["type"] == "first_rtp" && v["track_sid"] == sid.as_str()
+        })
+        .await
+        .expect("audio RTP while the camera is failed");
+    notices
+        .until(|l| l == "READY=1", Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no READY=1 with audio flowing:\n{}", device.output()));
+    // It keeps trying the camera (with backoff): a second failure report follows the first.
+    wait_printed(&device, failed + 1, Duration::from_secs(10), |v| {
+        v["event"] == "local_track_failed"
+    })
+    .await
+    .unwrap_or_else(|| panic!("the video track was not restarted:\n{}", device.output()));
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "{}",
+        device.output()
+    );
+    devroom.shutdown().await;
+}
+
 /// Leave RESUME closes only the WebSocket on devroom's side: the device resumes the same session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leave_with_resume_is_resumed_with_the_same_sid() {
