@@ -147,33 +147,45 @@ pub async fn open(
     }
 }
 
-/// How long one TCP connection attempt may wait for the server's SYN-ACK before a fresh one.
+/// While a TCP connect gets no answer, another starts this often (the earlier ones stay open).
 const SYN_RETRY: Duration = Duration::from_secs(1);
 
-/// TCP to `host:port`; while no answer comes, a fresh connection attempt every [`SYN_RETRY`]
-/// until `deadline`: during an outage the kernel's own SYN retransmissions back off to seconds
-/// apart, so the first one after the link returns would come late. Resolves the name each time.
+/// TCP to `host:port`. While no answer comes, a further connection attempt starts every
+/// [`SYN_RETRY`] until `deadline`, and the first to connect wins: during an outage the kernel's
+/// SYN retransmissions back off to seconds apart, so the first one after the link returns would
+/// come late; the earlier attempts stay open, so a slow link's late SYN-ACK still counts.
+/// Refused or unreachable comes back at once, for the caller's backoff to handle.
 async fn connect_tcp(
     host: &str,
     port: u16,
     deadline: tokio::time::Instant,
 ) -> std::io::Result<TcpStream> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut attempts = futures_util::stream::FuturesUnordered::new();
+    let mut next_at = tokio::time::Instant::now();
     loop {
-        let try_until = (tokio::time::Instant::now() + SYN_RETRY).min(deadline);
-        // Refused or unreachable comes back at once, and the caller's backoff handles it.
-        if let Ok(result) =
-            tokio::time::timeout_at(try_until, TcpStream::connect((host, port))).await
-        {
-            let stream = result?;
-            stream.set_nodelay(true)?;
-            return Ok(stream);
+        if next_at <= tokio::time::Instant::now() && next_at < deadline {
+            let host = host.clone();
+            attempts.push(async move { TcpStream::connect((host.as_str(), port)).await });
+            next_at += SYN_RETRY;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer to the TCP connect",
-            ));
+        tokio::select! {
+            Some(result) = attempts.next() => {
+                let stream = result?;
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            _ = tokio::time::sleep_until(next_at.min(deadline)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no answer to the TCP connect",
+                    ));
+                }
+            }
         }
     }
 }

@@ -102,18 +102,22 @@ wait_event() {
 count_events_after() {
   srv curl -sf "http://$SERVER:$PORT/admin/events?after=$1&wait_ms=0" | jq "[.events[] | select($2)] | length"
 }
-video_packets() {
+# The device's current video track and the packets devroom counted on it: "SID PACKETS".
+video_now() {
   srv curl -sf "http://$SERVER:$PORT/admin/rooms" |
-    jq "[.rooms[].participants[] | select(.identity == \"$IDENTITY\") | .tracks[] | select(.kind == \"video\") | .packets] | max // 0"
+    jq -r "[.rooms[].participants[] | select(.identity == \"$IDENTITY\") | .tracks[] | select(.kind == \"video\")] | last | \"\\(.sid // \"none\") \\(.packets // 0)\""
 }
-# wait_media_beyond N TIMEOUT_MS: ms until devroom counts more than N video packets.
+video_packets() { video_now | cut -d' ' -f2; }
+# wait_media_beyond "SID PACKETS" TIMEOUT_MS: ms until devroom counts new video: more packets on
+# the same track, or any on a new one (after a full reconnect).
 wait_media_beyond() {
-  local beyond=$1 start deadline packets
+  local base_sid=${1% *} base_packets=${1#* } start deadline sid packets
   start=$(now_ms)
   deadline=$((start + $2))
   while :; do
-    packets=$(video_packets)
-    if (( packets > beyond )); then
+    read -r sid packets <<<"$(video_now)"
+    if { [ "$sid" = "$base_sid" ] && (( packets > base_packets )); } ||
+      { [ "$sid" != "$base_sid" ] && [ "$sid" != none ] && (( packets > 0 )); }; then
       echo $(( $(now_ms) - start ))
       return 0
     fi
@@ -159,10 +163,10 @@ echo "joined as $SID over wifi; media flowing"
 # switch FROM TO: FROM loses its address and goes down, TO comes up with the default route.
 switch() {
   local from=$1 to=$2 before after_seq resumed took
-  wait_media_beyond "$(video_packets)" 5000 >/dev/null || fail "no media before the $from→$to switch"
+  wait_media_beyond "$(video_now)" 5000 >/dev/null || fail "no media before the $from→$to switch"
   after_seq=$SEQ
   "${from}_down"
-  before=$(video_packets)
+  before=$(video_now)
   local up_at
   up_at=$(now_ms)
   "${to}_up"
@@ -190,7 +194,7 @@ outage() {
   # The outage lasts a fixed time by definition: this sleep is the fault, not a wait for it.
   sleep "$seconds"
   device_alive
-  before=$(video_packets)
+  before=$(video_now)
   dev nft delete table inet rc55
   echo "link returned at $(date -u +%T.%3N)"
   back=$(wait_media_beyond "$before" 30000) || fail "no media within 30 s of the ${seconds} s outage ending"
@@ -217,7 +221,7 @@ device_alive
 during=$(video_packets)
 dev nft delete table inet rc55loss
 (( during > loss_start )) || echo "note: no media counted during the loss"
-back=$(wait_media_beyond "$(video_packets)" 10000) || fail "no media within 10 s after the loss ended"
+back=$(wait_media_beyond "$(video_now)" 10000) || fail "no media within 10 s after the loss ended"
 device_alive
 resumes=$(count_events_after "$loss_seq" ".type == \"participant_resumed\" and .identity == \"$IDENTITY\"")
 rejoins=$(count_events_after "$loss_seq" ".type == \"participant_joined\" and .identity == \"$IDENTITY\"")
