@@ -8,11 +8,13 @@
 # The server address is reachable only through the device's default route, so an uplink switch
 # moves the whole path (signalling and media).
 #
-# Cases: wifi→cell and cell→wifi (the uplink loses its address and goes down, the other comes up
-# with the default route): media resumes at the server with the same participant sid, and the
-# time from uplink-up to the first new media is printed. A 30 s outage (nftables drop, then
+# Cases: the device starts with no uplink (it says it waits for network and joins as soon as wifi
+# comes up; the time is printed). wifi→cell and cell→wifi (the uplink loses its address and goes
+# down, the other comes up with the default route): media resumes at the server with the same
+# participant sid, and the time from uplink-up to the first new media is printed. A 30 s outage (nftables drop, then
 # removed): no exit, media back within 2 s of the link's return. 20 % loss (nftables numgen) for
-# 20 s: stays connected or recovers. ROOMCAST_SLOW_RECOVERY=1 adds a 5-minute outage (not in CI).
+# 20 s: stays connected or recovers. ROOMCAST_SLOW_RECOVERY=1 adds a 5-minute outage (not in CI;
+# it outlasts the timeout below, so run it directly: tests/netns.sh tests/suites/55-recovery.sh).
 #
 # Media progress is read from devroom's /admin/rooms counters (it has no per-packet event), in a
 # loop bounded by a deadline; everything else waits on devroom's /admin/events long-poll.
@@ -126,8 +128,7 @@ wait_media_beyond() {
 }
 device_alive() { kill -0 "$device_pid" 2>/dev/null || fail "roomcast exited"; }
 
-# ---- start ----------------------------------------------------------------------------------
-wifi_up
+# ---- start: the board boots without network ---------------------------------------------------
 srv "$bin/devroom" --listen "$SERVER:$PORT" --keys devkey:secret >"$work/devroom.log" 2>&1 &
 pids+=($!)
 timeout 10 grep -q -m1 "devroom listening" <(tail -F "$work/devroom.log" 2>/dev/null) ||
@@ -154,10 +155,15 @@ dev env RUST_LOG=info "$bin/roomcast" run --config "$work/roomcast.toml" >"$work
 device_pid=$!
 pids+=("$device_pid")
 
+timeout 15 grep -q -m1 "status: waiting for network" <(tail -F "$work/device.log" 2>/dev/null) ||
+  fail "without an uplink the device did not say it waits for network"
+device_alive
+up_at=$(now_ms)
+wifi_up
 joined=$(wait_event ".type == \"participant_joined\" and .identity == \"$IDENTITY\"" 20) || fail "no join"
 SID=$(jq -r .sid <<<"$joined")
 wait_event '.type == "first_rtp"' 20 >/dev/null || fail "no media"
-echo "joined as $SID over wifi; media flowing"
+echo "booted without network: joined as $SID and media flowing $(( $(now_ms) - up_at )) ms after wifi came up"
 
 # ---- uplink switches --------------------------------------------------------------------------
 # switch FROM TO: FROM loses its address and goes down, TO comes up with the default route.
