@@ -32,7 +32,10 @@ work=$(mktemp -d)
 pids=()
 
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Everything still running in our two namespaces is ours (devroom, roomcast, curl).
+  for ns in "$DEV" "$SRV"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+  done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   ip netns del "$DEV" 2>/dev/null || true
   ip netns del "$SRV" 2>/dev/null || true
@@ -129,7 +132,8 @@ wait_media_beyond() {
 device_alive() { kill -0 "$device_pid" 2>/dev/null || fail "roomcast exited"; }
 
 # ---- start: the board boots without network ---------------------------------------------------
-srv "$bin/devroom" --listen "$SERVER:$PORT" --keys devkey:secret >"$work/devroom.log" 2>&1 &
+# Started with `ip netns exec` itself (not a shell function), so $! is the process.
+ip netns exec "$SRV" "$bin/devroom" --listen "$SERVER:$PORT" --keys devkey:secret >"$work/devroom.log" 2>&1 &
 pids+=($!)
 timeout 10 grep -q -m1 "devroom listening" <(tail -F "$work/devroom.log" 2>/dev/null) ||
   fail "devroom did not start"
@@ -151,7 +155,7 @@ bitrate = 500
 [audio]
 device = "tone"
 TOML
-dev env RUST_LOG=info "$bin/roomcast" run --config "$work/roomcast.toml" >"$work/device.log" 2>&1 &
+ip netns exec "$DEV" env RUST_LOG=info "$bin/roomcast" run --config "$work/roomcast.toml" >"$work/device.log" 2>&1 &
 device_pid=$!
 pids+=("$device_pid")
 
