@@ -177,8 +177,6 @@ switch() {
   after_seq=$SEQ
   "${from}_down"
   before=$(video_now)
-  local up_at
-  up_at=$(now_ms)
   "${to}_up"
   took=$(wait_media_beyond "$before" 10000) || fail "no media within 10 s of $to coming up"
   resumed=$(wait_event ".type == \"participant_resumed\" and .identity == \"$IDENTITY\"" 10) ||
