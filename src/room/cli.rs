@@ -77,11 +77,17 @@ fn print_event(event: &RoomEvent) {
 }
 
 async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
-    // The newest cached refresh_token while it is still good, else the configured source.
-    let credentials = crate::auth::resolve(&config)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut options = RoomOptions::new(credentials.server_url.clone(), credentials.token.clone());
+    // The newest cached refresh_token while it is still good, else the configured source. It
+    // only names the server here: every fresh join asks the token source again (below), so a
+    // token endpoint that is not reachable yet is retried by the supervisor, not fatal.
+    let server_url = match crate::auth::resolve(&config).await {
+        Ok(credentials) => credentials.server_url,
+        Err(e) => {
+            tracing::warn!("no token yet ({e}); the first join asks again");
+            config.url.clone()
+        }
+    };
+    let mut options = RoomOptions::new(server_url, String::new());
     options.signal_path = match config.signal_path {
         crate::config::SignalPathChoice::Auto => PathChoice::Auto,
         crate::config::SignalPathChoice::V1 => PathChoice::V1,

@@ -1094,10 +1094,10 @@ pub(crate) async fn run(
     let now = Instant::now();
     let supervisor = Supervisor::new(config, now, rand::random());
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_NOTES);
-    let mut network_rx = if options.watch_network {
-        super::netwatch::spawn()
+    let (mut network_rx, mut clock_rx) = if options.watch_network {
+        (super::netwatch::spawn(), super::clockwatch::spawn())
     } else {
-        None
+        (None, None)
     };
     let mut shell = Shell {
         options,
@@ -1168,6 +1168,12 @@ pub(crate) async fn run(
                     None => std::future::pending().await,
                 }
             } => shell.inputs.push_back(change),
+            Some(jumped) = async {
+                match clock_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => shell.inputs.push_back(jumped),
             _ = sleep_until(wake) => shell.supervisor.handle_timeout(Instant::now()),
         }
     }
@@ -1231,7 +1237,7 @@ impl Shell {
                 }
             }
             Action::RequestKeyframe => {
-                if let Some(capture) = &self.captures[0] {
+                if let Some(capture) = &self.captures[Track::Video.index()] {
                     capture.control.request_keyframe();
                 }
             }

@@ -5,6 +5,7 @@
 //! tracks and the capture pipelines, and handles everything in order, so no state is shared
 //! except the snapshot [`Room`] reads and the [`Status`] watch.
 pub mod cli;
+mod clockwatch;
 mod engine;
 mod netwatch;
 pub mod sdnotify;
@@ -59,7 +60,8 @@ pub struct RoomOptions {
     /// Send WATCHDOG=1 this often (WatchdogSec/2). None: no watchdog.
     pub watchdog_interval: Option<Duration>,
     /// Watch netlink for link, address and default-route changes (main table, not lo) and
-    /// resume on the new path at once.
+    /// resume on the new path at once; and watch the wall clock being set (time sync), which
+    /// retries a refused token at once.
     pub watch_network: bool,
 }
 

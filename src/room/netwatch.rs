@@ -16,6 +16,15 @@ pub(crate) fn spawn() -> Option<mpsc::Receiver<Input>> {
         }
     };
     let (tx, rx) = mpsc::channel(super::engine::NETWORK_NOTES);
+    if !has_default_route() {
+        // A board that boots without network: say so from the start (the supervisor assumes a
+        // route until told otherwise), so the status reads "waiting for network" and the route's
+        // arrival retries at once.
+        let _ = tx.try_send(Input::NetworkChanged {
+            kind: NetworkChangeKind::DefaultRouteChanged,
+            has_default_route: false,
+        });
+    }
     std::thread::Builder::new()
         .name("roomcast-netlink".into())
         .spawn(move || socket.run(tx))

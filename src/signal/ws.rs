@@ -110,8 +110,19 @@ pub async fn open(
     } else {
         None
     };
-    let attempt = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
-    match tokio::time::timeout(timeout, attempt).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let host = request.uri().host().unwrap_or_default().to_string();
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if url.starts_with("wss:") { 443 } else { 80 });
+    let attempt = async {
+        let tcp = connect_tcp(&host, port, deadline)
+            .await
+            .map_err(tungstenite::Error::Io)?;
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, None, connector).await
+    };
+    match tokio::time::timeout_at(deadline, attempt).await {
         Err(_) => Err(ConnectError::Timeout {
             url: redact(url),
             timeout,
@@ -133,6 +144,49 @@ pub async fn open(
             url: redact(url),
             source,
         }),
+    }
+}
+
+/// While a TCP connect gets no answer, another starts this often (the earlier ones stay open).
+const SYN_RETRY: Duration = Duration::from_secs(1);
+
+/// TCP to `host:port`. While no answer comes, a further connection attempt starts every
+/// [`SYN_RETRY`] until `deadline`, and the first to connect wins: during an outage the kernel's
+/// SYN retransmissions back off to seconds apart, so the first one after the link returns would
+/// come late; the earlier attempts stay open, so a slow link's late SYN-ACK still counts.
+/// Refused or unreachable comes back at once, for the caller's backoff to handle.
+async fn connect_tcp(
+    host: &str,
+    port: u16,
+    deadline: tokio::time::Instant,
+) -> std::io::Result<TcpStream> {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut attempts = futures_util::stream::FuturesUnordered::new();
+    let mut next_at = tokio::time::Instant::now();
+    loop {
+        if next_at <= tokio::time::Instant::now() && next_at < deadline {
+            let host = host.clone();
+            attempts.push(async move { TcpStream::connect((host.as_str(), port)).await });
+            next_at += SYN_RETRY;
+        }
+        tokio::select! {
+            Some(result) = attempts.next() => {
+                let stream = result?;
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            _ = tokio::time::sleep_until(next_at.min(deadline)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no answer to the TCP connect",
+                    ));
+                }
+            }
+        }
     }
 }
 

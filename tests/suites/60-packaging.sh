@@ -75,7 +75,8 @@ U=systemd/roomcast.service
 for d in Type=notify WatchdogSec= Restart=always RestartSec= ProtectSystem=strict PrivateTmp=yes NoNewPrivileges=yes \
          "CapabilityBoundingSet=$" "RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX" \
          "SupplementaryGroups=video audio gpio" "ConfigurationDirectory=roomcast" "StateDirectory=roomcast" \
-         "DeviceAllow=char-video4linux" "DeviceAllow=char-alsa" "DeviceAllow=char-gpiochip" DevicePolicy=closed; do
+         "DeviceAllow=char-video4linux" "DeviceAllow=char-alsa" "DeviceAllow=char-gpiochip" DevicePolicy=closed \
+         "TimeoutStartSec=infinity" "After=.*time-sync.target" "Wants=.*time-sync.target"; do
   check "unit has ${d%$}" grep -qE "^$d" "$U"
 done
 # verify resolves ExecStart on this host: point it at the built binary, the rest of the unit is verified as is

@@ -867,6 +867,118 @@ async fn a_dropped_websocket_is_resumed_with_the_same_sid() {
     devroom.shutdown().await;
 }
 
+/// The library Room on `/rtc` (two PeerConnections): a dropped WebSocket is resumed with
+/// `reconnect=1&sid=…`, the Room reports Resuming then Resumed, keeps its sid, and media keeps
+/// arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_websocket_is_resumed_on_rtc_v0() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let (room, mut events, _sids) =
+        join_and_publish(&devroom, "cam-v0-resume", PathChoice::V0).await;
+    assert_eq!(room.signal_path(), Some(SignalPath::V0));
+    let sid = room.local_participant().sid;
+    let seq = last_seq(&devroom);
+    assert!(devroom.faults().drop_ws("cam-v0-resume"));
+    wait_room_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, RoomEvent::Resuming)
+    })
+    .await;
+    wait_room_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, RoomEvent::Resumed)
+    })
+    .await;
+    let resumed = devroom
+        .wait_event(Duration::from_secs(5), |e| {
+            let v = as_json(e);
+            v["type"] == "participant_resumed" && v["identity"] == "cam-v0-resume"
+        })
+        .await
+        .expect("devroom saw the resume");
+    assert_eq!(as_json(&resumed)["sid"], sid.as_str());
+    assert_eq!(room.local_participant().sid, sid);
+    let rejoins = devroom
+        .past_events()
+        .iter()
+        .filter(|e| seq_of(e) > seq)
+        .map(as_json)
+        .filter(|v| v["type"] == "participant_joined")
+        .count();
+    assert_eq!(rejoins, 0);
+    let frames = video_frames(&devroom, "cam-v0-resume");
+    wait_video_frames_beyond(&devroom, "cam-v0-resume", frames, Duration::from_secs(5)).await;
+    room.close().await;
+    devroom.shutdown().await;
+}
+
+/// A camera that cannot be opened: `roomcast run` reports the video track failed (an event and
+/// STATUS=), keeps restarting it, and the microphone goes on: devroom receives the audio and
+/// READY=1 follows the first audio frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_camera_is_reported_and_audio_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let devroom = devroom(dir.path()).await;
+    let config = write_config(
+        dir.path(),
+        &devroom.url(),
+        &token("cam-broken", "lobby", "secret"),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "device = \"test-pattern\"",
+        "device = \"/dev/video-missing\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let (mut device, mut notices) = Device::spawn_under_systemd(&config, dir.path());
+    let failed = wait_printed(&device, 0, Duration::from_secs(15), |v| {
+        v["event"] == "local_track_failed"
+    })
+    .await
+    .unwrap_or_else(|| panic!("no local_track_failed:\n{}", device.output()));
+    assert_eq!(printed_events(&device)[failed]["kind"], "video");
+    let status = notices
+        .until(
+            |l| l.starts_with("STATUS=video track failed"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no STATUS= naming the failed track:\n{}", device.output()));
+    assert!(
+        status.last().unwrap().contains("audio goes on"),
+        "{status:?}"
+    );
+    let audio = devroom
+        .wait_event(Duration::from_secs(15), |e| {
+            let v = as_json(e);
+            v["type"] == "track_published" && v["identity"] == "cam-broken" && v["kind"] == "audio"
+        })
+        .await
+        .expect("the audio track is published");
+    let sid = as_json(&audio)["track_sid"].as_str().unwrap().to_string();
+    devroom
+        .wait_event(Duration::from_secs(10), move |e| {
+            let v = as_json(e);
+            v["type"] == "first_rtp" && v["track_sid"] == sid.as_str()
+        })
+        .await
+        .expect("audio RTP while the camera is failed");
+    notices
+        .until(|l| l == "READY=1", Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no READY=1 with audio flowing:\n{}", device.output()));
+    // It keeps trying the camera (with backoff): a second failure report follows the first.
+    wait_printed(&device, failed + 1, Duration::from_secs(10), |v| {
+        v["event"] == "local_track_failed"
+    })
+    .await
+    .unwrap_or_else(|| panic!("the video track was not restarted:\n{}", device.output()));
+    assert!(
+        device.child.try_wait().unwrap().is_none(),
+        "{}",
+        device.output()
+    );
+    devroom.shutdown().await;
+}
+
 /// Leave RESUME closes only the WebSocket on devroom's side: the device resumes the same session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leave_with_resume_is_resumed_with_the_same_sid() {
