@@ -133,6 +133,7 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
     // From here on nothing network-related ends the process: the supervisor retries the
     // first join, resumes, rejoins; only SIGTERM/SIGINT stop it.
     let (room, mut events) = Room::start(options);
+    let leds = follow_with_leds(config.leds.as_ref(), room.status());
     let mut removed = false;
     loop {
         tokio::select! {
@@ -166,5 +167,39 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
     while let Ok(event) = events.try_recv() {
         print_event(&event);
     }
+    if let Some(leds) = leds {
+        // The room task is gone, so the status stream ends: the LEDs go dark and are released.
+        match tokio::time::timeout(Duration::from_secs(1), leds).await {
+            Ok(Ok(Err(err))) => tracing::warn!("status LEDs: {err}"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("status LEDs: not switched off within 1 s"),
+        }
+    }
     Ok(ExitCode::from(code))
+}
+
+/// The configured status LEDs follow the supervisor's status until the room task ends; then
+/// they are switched off and released. An LED that cannot be opened is reported and skipped:
+/// a board keeps streaming without its light.
+fn follow_with_leds(
+    config: Option<&crate::config::LedConfig>,
+    mut status: tokio::sync::watch::Receiver<crate::supervisor::Status>,
+) -> Option<tokio::task::JoinHandle<Result<(), crate::status::LedError>>> {
+    let leds = match crate::status::StatusLeds::start(config) {
+        Ok(Some(leds)) => leds,
+        Ok(None) => return None,
+        Err(err) => {
+            tracing::error!("status LEDs not shown: {err}");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        leds.show(&status.borrow_and_update());
+        while status.changed().await.is_ok() {
+            leds.show(&status.borrow_and_update());
+        }
+        tokio::task::spawn_blocking(move || leds.stop())
+            .await
+            .unwrap_or(Ok(()))
+    }))
 }
