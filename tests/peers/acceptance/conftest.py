@@ -390,7 +390,6 @@ class Peer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.stderr.close()
 
 
 def start_server(kind: str, workdir: Path):
@@ -533,11 +532,13 @@ class Roomcast:
             f'[video]\ndevice = "test-pattern"\nwidth = {width}\nheight = {height}\nfps = {fps}\nbitrate = 500\n\n'
             f'[audio]\ndevice = "tone"\n')
         self.stderr_path = workdir / f"{stem}.stderr"
-        self.stderr = open(self.stderr_path, "w")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         self.proc = subprocess.Popen([str(roomcast_bin()), "run", "--config", str(self.config)],
-                                     stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, env=env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     env=env)
         self.out = LineReader(self.proc.stdout, workdir / f"{stem}.jsonl", f"roomcast:{identity}")
+        # The log is read line by line too, so tests can wait on what roomcast says.
+        self.err = LineReader(self.proc.stderr, self.stderr_path, f"roomcast:{identity}.stderr")
 
     def events(self, name: str) -> list[dict]:
         with self.out.cond:
@@ -558,18 +559,16 @@ class Roomcast:
 
     def joined_line(self) -> re.Match:
         """roomcast's own log line 'joined room "r" as "id" (PA_..) over V1'."""
-        self.stderr.flush()
         m = None
-        for m in re.finditer(r'joined room "([^"]*)" as "([^"]*)" \((\S+)\) over (\w+)',
-                             self.stderr_path.read_text(errors="replace")):
+        for m in re.finditer(r'joined room "([^"]*)" as "([^"]*)" \((\S+)\) over (\w+)', self.stderr_text()):
             pass
         if m is None:
             raise AssertionError(f"no 'joined room' line in roomcast's log\n{self.stderr_tail()}")
         return m
 
     def stderr_text(self) -> str:
-        self.stderr.flush()
-        return self.stderr_path.read_text(errors="replace")
+        with self.err.cond:
+            return "\n".join(self.err.lines)
 
     def stderr_tail(self, n: int = 30) -> str:
         lines = self.stderr_text().splitlines()[-n:]
