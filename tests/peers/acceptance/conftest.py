@@ -390,6 +390,7 @@ class Peer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.stderr.close()
 
 
 def start_server(kind: str, workdir: Path):
@@ -592,4 +593,3 @@ class Roomcast:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.stderr.close()
