@@ -349,7 +349,7 @@ def table(result: dict) -> list[str]:
             add("RSS peak MiB, 720p30+Opus", name, d["rss_peak_mib"], "")
             add("RSS steady MiB, 720p30+Opus", name, d["rss_steady_mib"], "")
     elif pub:
-        rows.append(("CPU/RSS 720p30+Opus", "-", pub["na"], "", "", ""))
+        rows.append(("CPU/RSS 720p30+Opus", "-", "n/a: " + pub["na"], "", "", ""))
     bs = result["board_binary"]
     if "na" in bs:
         rows.append(("static aarch64 binary", "roomcast", "n/a: " + bs["na"], "", "", ""))
@@ -358,10 +358,11 @@ def table(result: dict) -> list[str]:
         rows.append(("static aarch64 binary (gzip -9)", "roomcast", str(bs["gzip_bytes"]), "", "", "1"))
     for k, v in result["not_available"].items():
         rows.append((k, "-", v, "", "", ""))
-    widths = [max(len(r[i]) for r in rows if len(r[2]) < 40 or i != 2) for i in range(6)]
+    long = lambda r: r[2].startswith("n/a")  # noqa: E731
+    widths = [max(len(r[i]) for r in rows if not long(r) or i < 2) for i in range(6)]
     out = []
     for r in rows:
-        if len(r[2]) >= 40:
+        if long(r):
             out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")
         else:
             out.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
