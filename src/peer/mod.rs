@@ -16,9 +16,9 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceConnectionState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 /// Data-channel labels LiveKit uses.
@@ -98,6 +98,27 @@ pub fn rtc_configuration(
     config.build()
 }
 
+/// How often the ICE agent runs its checks while connecting (webrtc-rs: 200 ms).
+///
+/// Why not the default: in webrtc-rs two steps of a connection's set-up wait for the agent's
+/// next check tick rather than happening at once, and each such wait is a whole tick:
+/// - the DTLS client's first flight (ClientHello) is queued when ICE selects a pair but only
+///   leaves at the PeerConnection's next timeout, which while ICE is (still) checking is the
+///   next check tick; unless some other packet or trickled candidate wakes the agent first;
+/// - the controlling agent (the offerer: our publisher PC) nominates a pair either when the
+///   remote's Binding request arrives on a pair that has already succeeded, or on its next tick;
+///   which of the two comes first is a race on every join.
+///
+/// That was the bimodal start -> first RTP at devroom (35-47 ms or 222-307 ms: the 200 ms sat
+/// between "PC connecting" and "PC connected"; see README "Performance"). A 20 ms tick bounds
+/// each wait at 20 ms. Once connected the keep-alive interval (2 s) applies as before.
+pub const ICE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Checks per candidate pair before it is given up: with [`ICE_CHECK_INTERVAL`], the same
+/// 1.4 s per pair as webrtc-rs' defaults (7 x 200 ms), so a slow path (RTT up to about a second,
+/// a cellular uplink) is not declared failed sooner than before.
+pub const ICE_MAX_BINDING_REQUESTS: u16 = 70;
+
 /// One PeerConnection: default interceptors plus the keyframe-request interceptor (without it
 /// PLI/FIR never reach the encoder or the SFU), mDNS off (it needs a multicast route, fails PC
 /// creation in network namespaces, and a device has no use for it).
@@ -114,6 +135,7 @@ pub async fn build_peer_connection(
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(settings.include_loopback)
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(rtc_configuration(
@@ -211,6 +233,12 @@ impl PeerConnectionEventHandler for Handler {
             }
             Err(e) => tracing::warn!("cannot serialise a local ICE candidate: {e}"),
         }
+    }
+
+    // Debug level: with timestamps, these split a connection's set-up into ICE and DTLS
+    // (`RUST_LOG=roomcast::peer=debug`); the engine logs the PeerConnection state (ICE and DTLS up) at debug too.
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        tracing::debug!("{:?} ICE {state}", self.target);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
