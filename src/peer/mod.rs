@@ -100,18 +100,17 @@ pub fn rtc_configuration(
 
 /// How often the ICE agent runs its checks while connecting (webrtc-rs: 200 ms).
 ///
-/// Why not the default: in webrtc-rs two steps of a connection's set-up wait for the agent's
-/// next check tick rather than happening at once, and each such wait is a whole tick:
-/// - the DTLS client's first flight (ClientHello) is queued when ICE selects a pair but only
-///   leaves at the PeerConnection's next timeout, which while ICE is (still) checking is the
-///   next check tick; unless some other packet or trickled candidate wakes the agent first;
-/// - the controlling agent (the offerer: our publisher PC) nominates a pair either when the
-///   remote's Binding request arrives on a pair that has already succeeded, or on its next tick;
-///   which of the two comes first is a race on every join.
-///
-/// That was the bimodal start -> first RTP at devroom (35-47 ms or 222-307 ms: the 200 ms sat
-/// between "PC connecting" and "PC connected"; see README "Performance"). A 20 ms tick bounds
-/// each wait at 20 ms. Once connected the keep-alive interval (2 s) applies as before.
+/// Why not the default: in webrtc-rs the DTLS client's first flight (ClientHello) is queued when
+/// ICE selects a pair, but only leaves at the PeerConnection's next timeout, which while the
+/// agent still counts itself as checking is its next check tick, up to 200 ms later, unless
+/// some other packet or a trickled candidate wakes the agent first. Whether that happens is a
+/// race on every connection, hence a bimodal set-up time. Measured at devroom (whose SFU PCs are
+/// built here too and, as the answerer, are the DTLS client of our publisher PC): start -> first
+/// RTP was 35-47 ms or 222-307 ms, and the 200 ms sat between "ICE connected" and "PC connected"
+/// (see README "Performance"). roomcast is the DTLS client itself whenever it answers (the /rtc
+/// subscriber PC). The same tick also paces the controlling agent's nomination when the remote's
+/// check does not trigger it. A 20 ms tick bounds those waits at 20 ms; once connected the
+/// keep-alive interval (2 s) applies as before.
 pub const ICE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Checks per candidate pair before it is given up: with [`ICE_CHECK_INTERVAL`], the same
