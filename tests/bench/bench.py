@@ -431,6 +431,11 @@ def main() -> int:
         "devroom": "process start -> devroom records the first RTP packet of the publisher's track",
         "livekit": "process start -> a Python SDK subscriber decodes the first frame (video) / first "
                    "audio frame with signal, through livekit-server"}
+    result["publish_720p30_measures"] = (
+        "into devroom, after first media: user+sys CPU seconds per minute, VmHWM (peak) and median VmRSS over the "
+        "second half (steady) of the window. roomcast_passthrough_h264 is device = test-pattern-h264, a synthetic "
+        "camera that runs openh264 in-process the way a UVC H.264 camera would in hardware, so its CPU includes "
+        "that camera-side encode")
     result["board_binary"] = board_size()
     na = dict(NA)
     na["rss_drift_soak"] += f" (--soak-minutes {a.soak_minutes:g} asked)"
