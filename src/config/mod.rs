@@ -115,6 +115,9 @@ pub enum VideoDevice {
     Path(PathBuf),
     /// The synthetic moving test pattern.
     TestPattern,
+    /// The same pattern from a synthetic camera that encodes H.264 itself (the passthrough path,
+    /// for tests and benchmarks).
+    TestPatternH264,
     /// Publish no video.
     None,
 }
@@ -609,6 +612,7 @@ fn build_video(
     let device = match raw.device.map(|d| d.into_inner()) {
         None => defaults.device,
         Some(d) if d == "test-pattern" => VideoDevice::TestPattern,
+        Some(d) if d == "test-pattern-h264" => VideoDevice::TestPatternH264,
         Some(d) if d == "none" => VideoDevice::None,
         Some(d) if d.starts_with('/') => VideoDevice::Path(PathBuf::from(d)),
         Some(d) => {
@@ -972,6 +976,7 @@ impl Config {
             match &self.video.device {
                 VideoDevice::Path(p) => p.display().to_string(),
                 VideoDevice::TestPattern => "test-pattern".into(),
+                VideoDevice::TestPatternH264 => "test-pattern-h264".into(),
                 VideoDevice::None => "none".into(),
             }
             .into(),

@@ -531,3 +531,12 @@ fn video_bitrate_limits_are_read_and_must_bracket_the_bitrate() {
     let e = err(&format!("{MINIMAL}[video]\nmin_bitrate = 10\n"));
     assert_eq!(e.key, "video.min_bitrate", "below the 50 kbit/s floor");
 }
+
+#[test]
+fn the_h264_test_camera_is_a_video_device() {
+    let cfg = parse_str(&format!(
+        "{MINIMAL}\n[video]\ndevice = \"test-pattern-h264\"\n"
+    ))
+    .unwrap();
+    assert_eq!(cfg.video.device, VideoDevice::TestPatternH264);
+}

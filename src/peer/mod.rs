@@ -98,6 +98,26 @@ pub fn rtc_configuration(
     config.build()
 }
 
+/// How often the ICE agent runs its checks while connecting (webrtc-rs: 200 ms).
+///
+/// Why not the default: in webrtc-rs the DTLS client's first flight (ClientHello) is queued when
+/// ICE selects a pair, but only leaves at the PeerConnection's next timeout, which while the
+/// agent still counts itself as checking is its next check tick, up to 200 ms later, unless
+/// some other packet or a trickled candidate wakes the agent first. Whether that happens is a
+/// race on every connection, hence a bimodal set-up time. Measured at devroom (whose SFU PCs are
+/// built here too and, as the answerer, are the DTLS client of our publisher PC): start -> first
+/// RTP was 35-47 ms or 222-307 ms, and the 200 ms sat between "ICE connected" and "PC connected"
+/// (see README "Performance"). roomcast is the DTLS client itself whenever it answers (the /rtc
+/// subscriber PC). The same tick also paces the controlling agent's nomination when the remote's
+/// check does not trigger it. A 20 ms tick bounds those waits at 20 ms; once connected the
+/// keep-alive interval (2 s) applies as before.
+pub const ICE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Checks per candidate pair before it is given up: with [`ICE_CHECK_INTERVAL`], the same
+/// 1.4 s per pair as webrtc-rs' defaults (7 x 200 ms), so a slow path (RTT up to about a second,
+/// a cellular uplink) is not declared failed sooner than before.
+pub const ICE_MAX_BINDING_REQUESTS: u16 = 70;
+
 /// One PeerConnection: default interceptors plus the keyframe-request interceptor (without it
 /// PLI/FIR never reach the encoder or the SFU), mDNS off (it needs a multicast route, fails PC
 /// creation in network namespaces, and a device has no use for it), and local candidates
@@ -118,6 +138,7 @@ pub async fn build_peer_connection(
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(settings.include_loopback)
         .with_discard_local_candidates_during_ice_restart(true)
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(rtc_configuration(
@@ -221,6 +242,12 @@ impl PeerConnectionEventHandler for Handler {
             }
             Err(e) => tracing::warn!("cannot serialise a local ICE candidate: {e}"),
         }
+    }
+
+    // Debug level: with timestamps, these split a connection's set-up into ICE and DTLS
+    // (`RUST_LOG=roomcast::peer=debug`); the engine logs the PeerConnection state (ICE and DTLS up) at debug too.
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        tracing::debug!("{:?} ICE {state}", self.target);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {

@@ -29,6 +29,7 @@ fn video_settings(config: &crate::config::Config) -> VideoSettings {
     VideoSettings {
         device: match &v.device {
             VideoDevice::TestPattern => "test-pattern".into(),
+            VideoDevice::TestPatternH264 => "test-pattern-h264".into(),
             VideoDevice::None => "none".into(),
             VideoDevice::Path(p) => p.display().to_string(),
         },

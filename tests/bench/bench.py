@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""The benchmark driver behind tests/bench/run.sh (not a test: it prints figures and judges nothing).
+
+Runs inside the test namespace (tests/netns.sh). roomcast (`roomcast run`) and the official Python SDK
+(tests/peers/py_peer.py) are measured alternately, run by run, in the same process tree and the same
+namespace. Prints a table (median, min and max per row) and, as its LAST line, one JSON object with the
+same figures. Rows that depend on unfinished work print "n/a" and the reason, never a figure.
+
+Only the standard library: it runs under the peers' venv python (for py_peer) but needs nothing from it.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TICK = os.sysconf("SC_CLK_TCK")
+ROOM = "bench"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port(ip: str) -> int:
+    s = socket.socket()
+    s.bind((ip, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Lines:
+    """Reads a child's stdout JSON lines in a thread, stamping each with its arrival time."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.items: list[tuple[float, dict]] = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run, args=(proc.stdout,), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream) -> None:
+        for raw in stream:
+            t = time.monotonic()
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            with self.cond:
+                self.items.append((t, obj))
+                self.cond.notify_all()
+
+    def wait(self, pred, deadline: float):
+        """The arrival time of the first line matching pred, or None at the deadline."""
+        with self.cond:
+            while True:
+                for t, obj in self.items:
+                    if pred(obj):
+                        return t
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+
+# ---------------------------------------------------------------- servers
+
+
+class Devroom:
+    """The devroom binary on 127.0.0.1; its /admin/events long-poll tells when media arrives."""
+
+    def __init__(self, binary: str, workdir: Path):
+        self.port = free_port("127.0.0.1")
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.key, self.secret = "devkey", "secret"
+        self.log = open(workdir / "devroom.log", "w")
+        self.proc = subprocess.Popen(
+            [binary, "--listen", f"127.0.0.1:{self.port}", "--keys", f"{self.key}:{self.secret}",
+             "--frame-dir", str(workdir / "frames")],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.after = 0
+        self.events: list[tuple[float, dict]] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                self._poll(0)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("devroom did not answer within 20 s")
+
+    def _poll(self, wait_ms: int) -> None:
+        with urllib.request.urlopen(f"{self.http}/admin/events?after={self.after}&wait_ms={wait_ms}",
+                                    timeout=wait_ms / 1000 + 5) as r:
+            body = json.load(r)
+        t = time.monotonic()
+        for e in body.get("events", []):
+            self.after = max(self.after, e["seq"])
+            self.events.append((t, e))
+
+    def first_media(self, identity: str, deadline: float) -> dict[str, float]:
+        """{"video": t, "audio": t}: arrival times of devroom's first_rtp per kind of identity's tracks.
+        The long-poll returns as soon as devroom records the event (loopback HTTP, about 1 ms)."""
+        found: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            kinds = {e["track_sid"]: e["kind"] for _, e in self.events
+                     if e.get("type") == "track_published" and e.get("identity") == identity}
+            for t, e in self.events:
+                if e.get("type") == "first_rtp" and e.get("track_sid") in kinds:
+                    found.setdefault(kinds[e["track_sid"]], t)
+            if "video" in found and "audio" in found:
+                break
+            self._poll(int(max(1, min(1000, (deadline - time.monotonic()) * 1000))))
+        return found
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
+class LiveKit:
+    """livekit-server via tests/servers/livekit-server.sh, plus a subscribing Python SDK peer: first
+    media at livekit-server is the subscriber's first DECODED frame per kind (video, and audio with
+    signal), which includes the server forwarding it, the subscriber's negotiation and its decoder."""
+
+    def __init__(self, workdir: Path, python: str):
+        self.dir = workdir / "livekit"
+        out = subprocess.run([str(ROOT / "tests/servers/livekit-server.sh"), "start", str(self.dir)],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError((out.stderr.strip().splitlines() or ["livekit-server.sh failed"])[-1])
+        env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+        self.url, self.key, self.secret = env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"]
+        self.sub_log = open(workdir / "livekit-subscriber.err", "w")
+        self.sub = subprocess.Popen(
+            [python, str(ROOT / "tests/peers/py_peer.py"), "--url", self.url, "--identity", "bench-subscriber",
+             "--room", ROOM, "--key", self.key, "--secret", self.secret, "--publish", "none",
+             "--stay", "3600", "--hold"],
+            stdout=subprocess.PIPE, stderr=self.sub_log, stdin=subprocess.DEVNULL, text=True)
+        self.lines = Lines(self.sub)
+        if self.lines.wait(lambda o: o.get("event") == "connected", time.monotonic() + 30) is None:
+            raise RuntimeError("the subscribing Python SDK peer did not connect to livekit-server")
+
+    def first_media(self, identity: str, deadline: float) -> dict[str, float]:
+        found = {}
+        for kind in ("video", "audio"):
+            t = self.lines.wait(lambda o: o.get("event") == "first_frame" and o.get("kind") == kind
+                                and str(o.get("key", "")).startswith(identity + "/"), deadline)
+            if t is not None:
+                found[kind] = t
+        return found
+
+    def close(self) -> None:
+        stop(self.sub)
+        subprocess.run([str(ROOT / "tests/servers/livekit-server.sh"), "stop", str(self.dir)],
+                       capture_output=True, timeout=30)
+
+
+# ---------------------------------------------------------------- publishers
+
+
+class Publishers:
+    def __init__(self, roomcast: str, python: str, workdir: Path):
+        self.roomcast, self.python, self.workdir = roomcast, python, workdir
+        self.n = 0
+
+    def start(self, who: str, server, identity: str, *, width=320, height=240, fps=30,
+              device="test-pattern", bitrate=500) -> subprocess.Popen:
+        self.n += 1
+        err = open(self.workdir / f"{self.n:03d}-{identity}.log", "w")
+        if who == "roomcast":
+            state = self.workdir / f"{identity}.state"
+            state.mkdir(exist_ok=True)
+            config = self.workdir / f"{identity}.toml"
+            config.write_text(
+                f'url = "{server.url}"\napi_key = "{server.key}"\napi_secret = "{server.secret}"\n'
+                f'room = "{ROOM}"\nidentity = "{identity}"\nstate_dir = "{state}"\n\n'
+                f'[video]\ndevice = "{device}"\nwidth = {width}\nheight = {height}\nfps = {fps}\n'
+                f'bitrate = {bitrate}\n\n[audio]\ndevice = "tone"\n')
+            cmd = [self.roomcast, "run", "--config", str(config)]
+        else:
+            cmd = [self.python, str(ROOT / "tests/peers/py_peer.py"), "--url", server.url, "--identity", identity,
+                   "--room", ROOM, "--key", server.key, "--secret", server.secret, "--publish", "audio,video",
+                   "--codec", "h264", "--width", str(width), "--height", str(height), "--fps", str(fps),
+                   "--stay", "120", "--hold"]
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+
+
+WHO = {"roomcast": "roomcast", "sdk": "python SDK"}
+
+
+def stats(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0, "median": None, "min": None, "max": None}
+    return {"n": len(values), "median": round(statistics.median(values), 1),
+            "min": round(min(values), 1), "max": round(max(values), 1)}
+
+
+def first_rtp_rows(server, pubs: Publishers, runs: int, tag: str, who_list) -> dict:
+    """Alternating runs: process start -> first media per kind, in ms."""
+    out = {w: {"video": [], "audio": [], "failed": 0} for w in who_list}
+    for i in range(runs):
+        for w in who_list:
+            identity = f"{tag}-{w}-{i}"
+            t0 = time.monotonic()
+            proc = pubs.start(w, server, identity)
+            found = server.first_media(identity, t0 + 30)
+            stop(proc)
+            for kind in ("video", "audio"):
+                if kind in found:
+                    out[w][kind].append((found[kind] - t0) * 1000)
+                else:
+                    out[w]["failed"] += 1
+            log(f"  first media at {tag}, {WHO[w]:10} #{i}: "
+                + ", ".join(f"{k} {(found[k] - t0) * 1000:.0f} ms" if k in found else f"{k} none"
+                            for k in ("video", "audio")))
+    return {w: {"video": stats(v["video"]), "audio": stats(v["audio"]), "runs_without_media": v["failed"],
+                "samples_video": [round(x, 1) for x in v["video"]]} for w, v in out.items()}
+
+
+def proc_cpu_rss(pid: int) -> tuple[float, int, int]:
+    """(user+sys seconds, VmRSS KiB, VmHWM KiB)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / TICK
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return cpu, rss, hwm
+
+
+def publish_rows(server: Devroom, pubs: Publishers, runs: int, window: float, who_list) -> dict:
+    """720p30 + Opus into devroom; measured for `window` seconds once media flows."""
+    configs = [("roomcast_sw_h264", "roomcast", "test-pattern"),
+               ("roomcast_passthrough_h264", "roomcast", "test-pattern-h264"),
+               ("sdk_h264", "sdk", None)]
+    configs = [c for c in configs if c[1] in who_list]
+    res = {name: {"cpu_s_per_min": [], "rss_peak_mib": [], "rss_steady_mib": []} for name, _, _ in configs}
+    for i in range(runs):
+        for name, w, device in configs:
+            identity = f"cpu-{name}-{i}"
+            t0 = time.monotonic()
+            proc = pubs.start(w, server, identity, width=1280, height=720, fps=30,
+                              device=device or "test-pattern", bitrate=1700)
+            found = server.first_media(identity, t0 + 30)
+            if len(found) < 2 or proc.poll() is not None:
+                log(f"  publish 720p30 {name} #{i}: no media, skipped")
+                stop(proc)
+                continue
+            try:
+                c0, _, _ = proc_cpu_rss(proc.pid)
+                start, samples = time.monotonic(), []
+                while time.monotonic() - start < window:
+                    time.sleep(0.25)
+                    samples.append((time.monotonic() - start, *proc_cpu_rss(proc.pid)))
+            except OSError:  # the publisher exited mid-window: no figure for this run
+                log(f"  publish 720p30 {name} #{i}: exited while measured, skipped")
+                stop(proc)
+                continue
+            elapsed = samples[-1][0]
+            cpu = (samples[-1][1] - c0) / elapsed * 60
+            steady = statistics.median(s[2] for s in samples if s[0] >= window / 2) / 1024
+            peak = samples[-1][3] / 1024
+            stop(proc)
+            res[name]["cpu_s_per_min"].append(cpu)
+            res[name]["rss_peak_mib"].append(peak)
+            res[name]["rss_steady_mib"].append(steady)
+            log(f"  publish 720p30 {name:26} #{i}: {cpu:.1f} CPU-s/min, RSS peak {peak:.1f} MiB, "
+                f"steady {steady:.1f} MiB")
+    return {name: {k: stats(v) for k, v in r.items()} for name, r in res.items()}
+
+
+def board_size() -> dict:
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    b = target_dir / "aarch64-unknown-linux-musl/small/roomcast"
+    if not b.exists():
+        return {"na": f"no static aarch64 binary at <target>/aarch64-unknown-linux-musl/small/roomcast; "
+                      f"`tests/bench/run.sh --build` builds it (slow: 3-17 min)"}
+    data = b.read_bytes()
+    return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9)),
+            "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(b.stat().st_mtime))}
+
+
+NA = {
+    "recovery_to_media_ms": "n/a: needs the connection supervisor wired into the engine (supervisor issue, "
+                            "in progress): uplink switch, WebSocket drop and server restart are not recovered yet",
+    "capture_to_rtp_latency_ms": "n/a: capture-timestamp to RTP-send p50/p99 needs the media pipeline's "
+                                 "per-frame timing hooks (media issue, not landed)",
+    "rss_drift_soak": "n/a: the soak switches the uplink every 30 s, which needs the supervisor (supervisor issue)",
+    "first_media_per_connectivity_path_ms": "n/a: per-path (direct UDP, TCP, TURN) first media needs the "
+                                            "connectivity issue, not landed",
+}
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "")
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "arch": platform.machine(),
+            "loadavg_at_start": os.getloadavg()[0]}
+
+
+def fmt(v, unit=""):
+    return "n/a" if v is None else f"{v:g}{unit}"
+
+
+def table(result: dict) -> list[str]:
+    rows = [("row", "who", "median", "min", "max", "n")]
+
+    def add(row, who, s, unit):
+        rows.append((row, who, fmt(s["median"]), fmt(s["min"]), fmt(s["max"]), str(s["n"])))
+
+    for server, data in result["first_rtp_ms"].get("by_server", {}).items():
+        if "na" in data:
+            rows.append((f"start -> first media @{server} (ms)", "-", data["na"], "", "", ""))
+            continue
+        for w, d in data.items():
+            for kind in ("video", "audio"):
+                add(f"start -> first {kind} @{server} (ms)", WHO[w], d[kind], "ms")
+    pub = result.get("publish_720p30")
+    if isinstance(pub, dict) and "na" not in pub:
+        for name, d in pub.items():
+            add("CPU s/min, 720p30+Opus", name, d["cpu_s_per_min"], "")
+            add("RSS peak MiB, 720p30+Opus", name, d["rss_peak_mib"], "")
+            add("RSS steady MiB, 720p30+Opus", name, d["rss_steady_mib"], "")
+    elif pub:
+        rows.append(("CPU/RSS 720p30+Opus", "-", "n/a: " + pub["na"], "", "", ""))
+    bs = result["board_binary"]
+    if "na" in bs:
+        rows.append(("static aarch64 binary", "roomcast", "n/a: " + bs["na"], "", "", ""))
+    else:
+        rows.append(("static aarch64 binary (bytes)", "roomcast", str(bs["bytes"]), "", "", "1"))
+        rows.append(("static aarch64 binary (gzip -9)", "roomcast", str(bs["gzip_bytes"]), "", "", "1"))
+    for k, v in result["not_available"].items():
+        rows.append((k, "-", v, "", "", ""))
+    long = lambda r: r[2].startswith("n/a")  # noqa: E731
+    widths = [max(len(r[i]) for r in rows if not long(r) or i < 2) for i in range(6)]
+    out = []
+    for r in rows:
+        if long(r):
+            out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")
+        else:
+            out.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one pass of the fast rows (first media only)")
+    p.add_argument("--runs", type=int, default=10, help="runs per publisher for start -> first media at devroom")
+    p.add_argument("--lk-runs", type=int, default=5, help="runs per publisher at livekit-server")
+    p.add_argument("--cpu-runs", type=int, default=5, help="runs per configuration for CPU/RSS")
+    p.add_argument("--cpu-window", type=float, default=10.0, help="seconds measured while publishing 720p30")
+    p.add_argument("--soak-minutes", type=float, default=2.0, help="RSS drift soak length (row n/a for now)")
+    p.add_argument("--no-sdk", action="store_true", help="roomcast only")
+    p.add_argument("--only", default="", help="comma list of row groups: devroom,livekit,cpu")
+    a = p.parse_args()
+    if os.environ.get("ROOMCAST_IN_NETNS") != "1":
+        log("bench.py: run me through tests/bench/run.sh (it enters the network namespace)")
+        return 2
+    if a.quick:
+        a.runs = a.lk_runs = 1
+    t_start = time.monotonic()
+    roomcast = os.environ["ROOMCAST_BIN"]
+    devroom_bin = os.environ["DEVROOM_BIN"]
+    python = str(Path(os.environ.get("ROOMCAST_VENV") or ROOT / ".peers/venv") / "bin/python")
+    who = ["roomcast"] if a.no_sdk or not Path(python).exists() else ["roomcast", "sdk"]
+    only = set(filter(None, a.only.split(",")))
+    want = lambda g: not only or g in only  # noqa: E731
+    workdir = Path(tempfile.mkdtemp(prefix="roomcast-bench-"))
+    pubs = Publishers(roomcast, python, workdir)
+    result: dict = {"bench": "roomcast", "quick": a.quick, "machine": machine(),
+                    "binaries": {"roomcast": roomcast, "devroom": devroom_bin},
+                    "first_rtp_ms": {}}
+    by_server: dict = {}
+    log(f"bench: roomcast={roomcast} devroom={devroom_bin} python SDK={'yes' if 'sdk' in who else 'no'} "
+        f"logs in {workdir}")
+    dev = Devroom(devroom_bin, workdir)
+    try:
+        if want("devroom"):
+            by_server["devroom"] = first_rtp_rows(dev, pubs, a.runs, "devroom", who)
+        if want("livekit"):
+            try:
+                lk = LiveKit(workdir, python)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired, KeyError) as e:
+                by_server["livekit"] = {"na": f"n/a: livekit-server not started ({e}); "
+                                              "scripts/install-livekit-server.sh builds it"}
+            else:
+                try:
+                    by_server["livekit"] = first_rtp_rows(lk, pubs, a.lk_runs, "livekit", who)
+                finally:
+                    lk.close()
+        if a.quick:
+            result["publish_720p30"] = {"na": "not run with --quick"}
+        elif want("cpu"):
+            result["publish_720p30"] = publish_rows(dev, pubs, a.cpu_runs, a.cpu_window, who)
+    finally:
+        dev.close()
+    # The quick smoke test's contract: first_rtp_ms.{roomcast,python_sdk} (video/audio at devroom).
+    for w, name in (("roomcast", "roomcast"), ("sdk", "python_sdk")):
+        d = by_server.get("devroom", {}).get(w)
+        result["first_rtp_ms"][name] = {"video": d["video"], "audio": d["audio"]} if d else \
+            {"na": "SDK venv missing: scripts/install-deps.sh" if w == "sdk" else "devroom rows not run"}
+    result["first_rtp_ms"]["by_server"] = by_server
+    result["first_rtp_ms"]["measures"] = {
+        "devroom": "process start -> devroom records the first RTP packet of the publisher's track",
+        "livekit": "process start -> a Python SDK subscriber decodes the first frame (video) / first "
+                   "audio frame with signal, through livekit-server"}
+    result["publish_720p30_measures"] = (
+        "into devroom, after first media: user+sys CPU seconds per minute, VmHWM (peak) and median VmRSS over the "
+        "second half (steady) of the window. roomcast_passthrough_h264 is device = test-pattern-h264, a synthetic "
+        "camera that runs openh264 in-process the way a UVC H.264 camera would in hardware, so its CPU includes "
+        "that camera-side encode")
+    result["board_binary"] = board_size()
+    na = dict(NA)
+    na["rss_drift_soak"] += f" (--soak-minutes {a.soak_minutes:g} asked)"
+    result["not_available"] = na
+    result["duration_s"] = round(time.monotonic() - t_start, 1)
+    shutil.rmtree(workdir, ignore_errors=True) if os.environ.get("ROOMCAST_BENCH_KEEP") != "1" else None
+    m = result["machine"]
+    print(f"roomcast benchmark: {m['nproc']} cores, {m['cpu']}, load {m['loadavg_at_start']:.2f} at start, "
+          f"{result['duration_s']} s")
+    print("\n".join(table(result)))
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
