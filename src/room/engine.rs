@@ -548,21 +548,38 @@ impl Engine {
             if !p.announced || p.started {
                 continue;
             }
-            let pipeline = match p.settings_kind {
+            let opened = match p.settings_kind {
                 TrackKind::Video => {
                     let video = &self.options.video;
-                    let mut source = media::open_video_source(video)?;
-                    let encoder = media::open_video_encoder(video, source.as_mut())?;
                     let limits = self
                         .options
                         .video_bitrate_limits
                         .unwrap_or_else(|| video.bitrate_limits());
-                    media::pipeline::start_video(source, encoder, limits)
+                    media::open_video_source(video).and_then(|mut source| {
+                        let encoder = media::open_video_encoder(video, source.as_mut())?;
+                        Ok(media::pipeline::start_video(source, encoder, limits))
+                    })
                 }
-                TrackKind::Audio => media::pipeline::start_audio(
-                    media::open_audio_source(&self.options.audio)?,
-                    media::open_audio_encoder(&self.options.audio)?,
-                ),
+                TrackKind::Audio => {
+                    media::open_audio_source(&self.options.audio).and_then(|source| {
+                        let encoder = media::open_audio_encoder(&self.options.audio)?;
+                        Ok(media::pipeline::start_audio(source, encoder))
+                    })
+                }
+            };
+            // A missing camera or microphone costs its own track only: it stays published and
+            // silent, the other keeps going, and the reason is in the log.
+            let pipeline = match opened {
+                Ok(pipeline) => pipeline,
+                Err(e) => {
+                    tracing::error!(
+                        "{:?} track {}: not capturing: {e:#}",
+                        p.settings_kind,
+                        p.sid.as_deref().unwrap_or("")
+                    );
+                    self.tracks[i].started = true;
+                    continue;
+                }
             };
             self.stop_pipelines.push(pipeline.control.clone());
             let handle = p.track.start(pipeline).await?;
