@@ -13,6 +13,7 @@
 pub mod annexb;
 pub mod clock;
 pub mod frame;
+pub mod microphone;
 pub mod opus_encoder;
 pub mod passthrough;
 pub mod pipeline;
@@ -211,7 +212,7 @@ impl Default for VideoSettings {
 /// What to capture and how to encode it, from the `[audio]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioSettings {
-    /// `"tone"`, `"none"`, or an ALSA PCM name (real capture lands with the capture issue).
+    /// `"tone"`, `"none"`, or an ALSA PCM name (`default`, `hw:1,0`, `plughw:CARD=Device`).
     pub device: String,
     pub rate: u32,
     pub channels: u16,
@@ -286,17 +287,18 @@ pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn Vid
     }
 }
 
-/// Open the configured microphone. Only the synthetic one exists so far.
+/// Open the configured microphone: the synthetic tone, or an ALSA PCM by name.
 pub fn open_audio_source(settings: &AudioSettings) -> anyhow::Result<Box<dyn AudioSource>> {
     match settings.device.as_str() {
         "tone" => Ok(Box::new(synthetic::Tone::new(
             settings.rate,
             settings.channels,
         )?)),
-        other => anyhow::bail!(
-            "[audio] device = {other:?}: microphone capture is not available in this build yet; \
-             use device = \"tone\" (synthetic) or \"none\""
-        ),
+        name => Ok(Box::new(microphone::Microphone::open(
+            name,
+            settings.rate,
+            settings.channels,
+        )?)),
     }
 }
 
