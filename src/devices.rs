@@ -109,12 +109,16 @@ fn cameras_and_encoders(out: &mut String) {
             cam.card,
             cam.bus
         );
+        let mut others = Vec::new();
         for f in &cam.capture_formats {
             let usable = match crate::media::PixelFormat::from_fourcc(f.fourcc.to_le_bytes()) {
-                Some(crate::media::PixelFormat::H264) => "passthrough",
+                Some(crate::media::PixelFormat::H264) => "passed through",
                 Some(crate::media::PixelFormat::Mjpeg) => "not usable: no JPEG decoder",
                 Some(_) => "to the H.264 encoder",
-                None => "not used",
+                None => {
+                    others.push(v4l2::sys::fourcc_text(f.fourcc));
+                    continue;
+                }
             };
             let _ = writeln!(
                 out,
@@ -123,6 +127,9 @@ fn cameras_and_encoders(out: &mut String) {
                 f.description,
                 sizes_text(&f.sizes)
             );
+        }
+        if !others.is_empty() {
+            let _ = writeln!(out, "    also offers (not used): {}", others.join(" "));
         }
     }
     let _ = writeln!(out, "Encoders (memory-to-memory, [video] encoder_device):");

@@ -38,6 +38,13 @@ pub fn block_capture_time(now: Duration, rate: u32, block: usize, queued: usize)
 }
 
 fn hint(e: &alsa::Error) -> &'static str {
+    // alsa-lib (linked statically into the board build) learns what "hw", "plughw" and
+    // "default" mean from this file at run time.
+    if std::env::var_os("ALSA_CONFIG_PATH").is_none()
+        && !std::path::Path::new("/usr/share/alsa/alsa.conf").exists()
+    {
+        return "/usr/share/alsa/alsa.conf is missing, so ALSA cannot resolve device names: install alsa-lib's data files (Debian: libasound2-data)";
+    }
     match e.errno() {
         libc::ENOENT | libc::ENODEV => {
             "is the microphone plugged in? `roomcast devices` (or arecord -l) lists the capture devices"

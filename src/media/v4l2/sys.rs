@@ -276,8 +276,16 @@ pub const fn fourcc(code: [u8; 4]) -> u32 {
 }
 
 pub fn fourcc_text(code: u32) -> String {
-    code.to_le_bytes()
+    let text: String = code
+        .to_le_bytes()
         .iter()
-        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
-        .collect()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    text.trim_end().to_owned()
 }

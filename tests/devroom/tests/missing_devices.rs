@@ -107,7 +107,10 @@ async fn a_missing_camera_leaves_the_microphone_publishing_and_is_named() {
     let _ = reader.join();
     let text = output.text();
     assert!(sid.is_some(), "no audio track published:\n{text}");
-    assert!(first_audio.is_some(), "no audio RTP reached the room:\n{text}");
+    assert!(
+        first_audio.is_some(),
+        "no audio RTP reached the room:\n{text}"
+    );
     assert!(
         still_running,
         "roomcast exited although only the camera was missing:\n{text}"
