@@ -345,3 +345,39 @@ pub fn open_audio_encoder(settings: &AudioSettings) -> anyhow::Result<Box<dyn Au
         settings.bitrate,
     )?))
 }
+
+#[cfg(test)]
+mod stop_tests {
+    use super::StopSignal;
+    use std::os::fd::AsRawFd;
+
+    fn readable(fd: i32, timeout_ms: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        unsafe { libc::poll(&mut p, 1, timeout_ms) == 1 }
+    }
+
+    #[test]
+    fn the_stop_fd_wakes_a_poll_from_another_thread() {
+        let stop = StopSignal::new();
+        let fd = stop.fd().unwrap();
+        assert!(!readable(fd.as_raw_fd(), 0), "readable before stop");
+        let other = stop.clone();
+        let waiter = std::thread::spawn(move || readable(fd.as_raw_fd(), 10_000));
+        other.stop();
+        assert!(waiter.join().unwrap(), "poll did not wake on stop");
+        assert!(stop.is_stopped());
+    }
+
+    #[test]
+    fn an_fd_taken_after_stop_is_already_readable() {
+        let stop = StopSignal::new();
+        stop.stop();
+        let fd = stop.fd().unwrap();
+        assert!(readable(fd.as_raw_fd(), 0));
+    }
+}

@@ -532,8 +532,10 @@ impl Camera {
                 if sys::ioctl(fd.as_fd(), sys::VIDIOC_S_PARM, &mut parm).is_ok() {
                     // SAFETY: as above.
                     let t = unsafe { parm.parm.capture.timeperframe };
-                    if t.numerator > 0 {
-                        actual_fps = (t.denominator + t.numerator / 2) / t.numerator;
+                    if let Some(rounded) =
+                        (t.denominator + t.numerator / 2).checked_div(t.numerator)
+                    {
+                        actual_fps = rounded;
                     }
                 }
             }
