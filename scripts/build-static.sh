@@ -5,12 +5,14 @@
 #
 #   scripts/build-static.sh [TARGET] [--profile P] [--alsa] [-- extra cargo args]
 #     TARGET   aarch64-unknown-linux-musl (default, primary) | armv7-unknown-linux-musleabihf | x86_64-unknown-linux-musl
-#     --alsa   build/point at the static alsa-lib sysroot (scripts/build-alsa-lib.sh) for crates that link alsa-sys
+#     --alsa   build/point at the static alsa-lib sysroot (scripts/build-alsa-lib.sh), which alsa-sys links.
+#              Always on: roomcast captures the microphone through alsa-lib, so every board build needs it;
+#              the flag stays accepted for old callers.
 # Prints the path of the binary on the last line of stdout.
 # Env: CARGO_TARGET_DIR (default target/), ROOMCAST_TOOLS (see install-cross-tools.sh), ROOMCAST_SYSROOT.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=aarch64-unknown-linux-musl PROFILE=small ALSA=0 EXTRA=()
+TARGET=aarch64-unknown-linux-musl PROFILE=small ALSA=1 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) PROFILE=$2; shift 2;;

@@ -18,11 +18,12 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 START=$(date +%s)
 
 # --- Debian packages --------------------------------------------------------------------------
-# build: gcc/make (cc crates), cmake (libopus via opusic-sys), pkg-config; file (tests inspect
+# build: gcc/make (cc crates), cmake (libopus via opusic-sys), pkg-config, libasound2-dev (alsa-sys: the
+# host build links the system alsa-lib; the board build links a static one); file (tests inspect
 # built binaries); git, curl, ca-certificates (rustup on a fresh machine).
 # tests: iproute2 + util-linux (the network namespace), python3-venv (peers), chromium (browser peer),
 # nodejs/npm only when the machine has no node at all.
-APT_PKGS=(build-essential cmake pkg-config file git curl ca-certificates)
+APT_PKGS=(build-essential cmake pkg-config libasound2-dev file git curl ca-certificates)
 if [ "$MODE" = all ]; then
   APT_PKGS+=(iproute2 util-linux python3 python3-venv chromium)
   command -v node >/dev/null 2>&1 || APT_PKGS+=(nodejs)

@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod devices;
 pub mod logging;
 pub mod media;
 pub mod peer;

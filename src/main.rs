@@ -1,4 +1,4 @@
-//! The roomcast command line: run, check-config, led-test.
+//! The roomcast command line: run, check-config, devices, led-test.
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -26,6 +26,9 @@ enum Command {
     },
     /// Validate a config file and print the effective config with secrets redacted.
     CheckConfig { file: PathBuf },
+    /// List the cameras (formats, sizes, rates), encoders (which do H.264), ALSA capture and
+    /// playback devices, and GPIO chips this board has.
+    Devices,
     /// Drive the configured status LEDs through one state, then switch them off (checks the
     /// wiring; the states are off, connecting, publishing, reconnecting, needs-attention).
     LedTest(roomcast::status::cli::Args),
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run { config } => roomcast::room::cli::run(&config),
         Command::CheckConfig { file } => roomcast::config::cli::check_config(&file),
+        Command::Devices => roomcast::devices::run(),
         Command::LedTest(args) => roomcast::status::cli::run(args),
     };
     match result {

@@ -614,14 +614,17 @@ fn build_video(
         Some(d) if d == "test-pattern" => VideoDevice::TestPattern,
         Some(d) if d == "test-pattern-h264" => VideoDevice::TestPatternH264,
         Some(d) if d == "none" => VideoDevice::None,
-        Some(d) if d.starts_with('/') => VideoDevice::Path(PathBuf::from(d)),
+        // A node, or a USB camera by card name or bus (its /dev/videoN moves between boots).
+        Some(d) if d.starts_with('/') || d.starts_with("name:") || d.starts_with("bus:") => {
+            VideoDevice::Path(PathBuf::from(d))
+        }
         Some(d) => {
             return Err(ctx.error(
                 ConfigErrorKind::InvalidValue,
                 "video.device",
                 index.line(ctx, "video.device"),
                 format!("`{d}` is not a device path"),
-                "use a V4L2 device path like \"/dev/video0\", \"test-pattern\" or \"none\"",
+                "use a V4L2 device path like \"/dev/video0\", \"name:<camera name>\", \"bus:<bus info>\" (see `roomcast devices`), \"test-pattern\" or \"none\"",
             ))
         }
     };

@@ -72,7 +72,7 @@ pub fn expected_for(key: &str) -> Option<&'static str> {
         "auto_subscribe" | "leds.active_low" => "true or false",
         "signal_path" => "\"auto\", \"v1\" or \"v0\"",
         "video.encoder" => "\"auto\", \"passthrough\", \"v4l2m2m\" or \"software\"",
-        "video.device" => "a device path like \"/dev/video0\", \"test-pattern\" or \"none\"",
+        "video.device" => "a device path like \"/dev/video0\", \"name:<camera name>\", \"bus:<bus info>\", \"test-pattern\" or \"none\"",
         "audio.device" => "an ALSA PCM name like \"default\" or \"hw:1,0\", \"tone\" or \"none\"",
         "video.encoder_device" => "a string",
         "leds.chip" => "a chip path (\"/dev/gpiochip0\"), name (\"gpiochip0\") or label (\"pinctrl-bcm2711\")",

@@ -13,11 +13,13 @@
 pub mod annexb;
 pub mod clock;
 pub mod frame;
+pub mod microphone;
 pub mod opus_encoder;
 pub mod passthrough;
 pub mod pipeline;
 pub mod queue;
 pub mod synthetic;
+pub mod v4l2;
 
 #[cfg(feature = "software-h264")]
 pub mod h264;
@@ -55,9 +57,16 @@ pub struct VideoFormat {
 
 /// Tells a capture thread to stop, and wakes it from a wait. A synthetic source waits on it
 /// instead of sleeping, so a stop takes effect at once rather than after the next frame; a
-/// device source will poll its fd together with an eventfd raised here.
+/// device source polls its device fd together with [`StopSignal::fd`], an eventfd raised here.
 #[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<(Mutex<bool>, Condvar)>);
+pub struct StopSignal(Arc<(Mutex<StopState>, Condvar)>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    stopped: bool,
+    /// Created on first use by a device source; readable once stopped.
+    eventfd: Option<Arc<std::os::fd::OwnedFd>>,
+}
 
 impl StopSignal {
     pub fn new() -> Self {
@@ -65,28 +74,61 @@ impl StopSignal {
     }
 
     pub fn stop(&self) {
-        *self.0 .0.lock().unwrap() = true;
+        let mut state = self.0 .0.lock().unwrap();
+        state.stopped = true;
+        if let Some(fd) = &state.eventfd {
+            raise_eventfd(fd);
+        }
         self.0 .1.notify_all();
     }
 
     pub fn is_stopped(&self) -> bool {
-        *self.0 .0.lock().unwrap()
+        self.0 .0.lock().unwrap().stopped
+    }
+
+    /// An eventfd that becomes readable (POLLIN) once `stop` is called, for a thread that
+    /// blocks in `poll` on a device: poll both, and a stop wakes it at once.
+    pub fn fd(&self) -> std::io::Result<Arc<std::os::fd::OwnedFd>> {
+        use std::os::fd::FromRawFd;
+        let mut state = self.0 .0.lock().unwrap();
+        if let Some(fd) = &state.eventfd {
+            return Ok(fd.clone());
+        }
+        // SAFETY: eventfd has no pointer arguments; a non-negative result is a new fd we own.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just returned by eventfd and is owned by nothing else.
+        let fd = Arc::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) });
+        if state.stopped {
+            raise_eventfd(&fd);
+        }
+        state.eventfd = Some(fd.clone());
+        Ok(fd)
     }
 
     /// Wait until `deadline` on CLOCK_MONOTONIC. Returns false if stopped first.
     pub fn wait_until(&self, deadline: Duration) -> bool {
-        let mut stopped = self.0 .0.lock().unwrap();
+        let mut state = self.0 .0.lock().unwrap();
         loop {
-            if *stopped {
+            if state.stopped {
                 return false;
             }
             let now = clock::monotonic_now();
             if now >= deadline {
                 return true;
             }
-            stopped = self.0 .1.wait_timeout(stopped, deadline - now).unwrap().0;
+            state = self.0 .1.wait_timeout(state, deadline - now).unwrap().0;
         }
     }
+}
+
+fn raise_eventfd(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+    let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
 }
 
 /// A camera: blocks until the next frame is captured and returns it, or `None` once `stop` is
@@ -146,7 +188,7 @@ pub trait AudioEncoder: Send {
 /// [`VideoSettings::bitrate_limits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoSettings {
-    /// `"test-pattern"`, `"none"`, or a device path (real capture lands with the capture issue).
+    /// `"test-pattern"`, `"none"`, a V4L2 device path, `"name:<card>"` or `"bus:<bus info>"`.
     pub device: String,
     pub width: u32,
     pub height: u32,
@@ -170,7 +212,7 @@ impl Default for VideoSettings {
 /// What to capture and how to encode it, from the `[audio]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioSettings {
-    /// `"tone"`, `"none"`, or an ALSA PCM name (real capture lands with the capture issue).
+    /// `"tone"`, `"none"`, or an ALSA PCM name (`default`, `hw:1,0`, `plughw:CARD=Device`).
     pub device: String,
     pub rate: u32,
     pub channels: u16,
@@ -225,24 +267,38 @@ pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn Vid
             settings.fps,
             settings.bitrate,
         )?)),
+        device
+            if device.starts_with('/')
+                || device.starts_with("name:")
+                || device.starts_with("bus:") =>
+        {
+            Ok(Box::new(v4l2::Camera::open(
+                device,
+                settings.width,
+                settings.height,
+                settings.fps,
+            )?))
+        }
         other => anyhow::bail!(
-            "[video] device = {other:?}: camera capture is not available in this build yet; \
-             use device = \"test-pattern\" (synthetic) or \"none\""
+            "[video] device = {other:?}: not a camera: use a device path like \"/dev/video0\", \
+             \"name:<card name>\" or \"bus:<bus info>\" (see `roomcast devices`), \
+             \"test-pattern\" (synthetic) or \"none\""
         ),
     }
 }
 
-/// Open the configured microphone. Only the synthetic one exists so far.
+/// Open the configured microphone: the synthetic tone, or an ALSA PCM by name.
 pub fn open_audio_source(settings: &AudioSettings) -> anyhow::Result<Box<dyn AudioSource>> {
     match settings.device.as_str() {
         "tone" => Ok(Box::new(synthetic::Tone::new(
             settings.rate,
             settings.channels,
         )?)),
-        other => anyhow::bail!(
-            "[audio] device = {other:?}: microphone capture is not available in this build yet; \
-             use device = \"tone\" (synthetic) or \"none\""
-        ),
+        name => Ok(Box::new(microphone::Microphone::open(
+            name,
+            settings.rate,
+            settings.channels,
+        )?)),
     }
 }
 
@@ -288,4 +344,40 @@ pub fn open_audio_encoder(settings: &AudioSettings) -> anyhow::Result<Box<dyn Au
         settings.channels,
         settings.bitrate,
     )?))
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::StopSignal;
+    use std::os::fd::AsRawFd;
+
+    fn readable(fd: i32, timeout_ms: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        unsafe { libc::poll(&mut p, 1, timeout_ms) == 1 }
+    }
+
+    #[test]
+    fn the_stop_fd_wakes_a_poll_from_another_thread() {
+        let stop = StopSignal::new();
+        let fd = stop.fd().unwrap();
+        assert!(!readable(fd.as_raw_fd(), 0), "readable before stop");
+        let other = stop.clone();
+        let waiter = std::thread::spawn(move || readable(fd.as_raw_fd(), 10_000));
+        other.stop();
+        assert!(waiter.join().unwrap(), "poll did not wake on stop");
+        assert!(stop.is_stopped());
+    }
+
+    #[test]
+    fn an_fd_taken_after_stop_is_already_readable() {
+        let stop = StopSignal::new();
+        stop.stop();
+        let fd = stop.fd().unwrap();
+        assert!(readable(fd.as_raw_fd(), 0));
+    }
 }

@@ -1679,6 +1679,13 @@ impl Shell {
                 match Capture::open(p.which, &self.options) {
                     Ok(capture) => self.captures[i] = Some(capture),
                     Err(e) => {
+                        // A missing camera or microphone costs its own track only: it stays
+                        // published and silent, the other goes on, and the supervisor retries it.
+                        tracing::error!(
+                            "{:?} track {}: not capturing: {e:#}",
+                            p.settings_kind,
+                            p.sid.as_deref().unwrap_or("")
+                        );
                         p.started = true;
                         self.inputs.push_back(Input::MediaFailed {
                             track: p.which,

@@ -162,6 +162,6 @@ done
 # the static probe tool (optional; any static binary works)
 for a in $ARCHES; do
   CC=gcc; [ $a = arm64 ] && CC=aarch64-linux-gnu-gcc
-  [ -e "$HERE/labprobe.c" ] && $CC -O2 -static -o "$LAB/bin/labprobe.$a" "$HERE/labprobe.c"
+  [ -e "$HERE/labprobe.c" ] && $CC -O2 -static -o "$LAB/bin/labprobe.$a" "$HERE/labprobe.c" -lm
 done
 log "done"

@@ -19,7 +19,7 @@ fi
 [ -e "$LAB/initramfs-arm64.cpio.gz" ] || { echo "not ok - lab missing at $LAB: run scripts/install-cross-tools.sh --lab"; echo "lab: 0 passed, 1 failed"; exit 1; }
 export CARGO_NET_OFFLINE=${CARGO_NET_OFFLINE:-true}
 # ROOMCAST_BOARD_BIN: use an existing static aarch64 binary instead of (re)building it
-BOARD=${ROOMCAST_BOARD_BIN:-$(scripts/build-static.sh aarch64-unknown-linux-musl 2>/dev/null | tail -1)} \
+BOARD=${ROOMCAST_BOARD_BIN:-$(scripts/build-static.sh aarch64-unknown-linux-musl --alsa 2>/dev/null | tail -1)} \
   || { echo "not ok - board build"; echo "lab: 0 passed, 1 failed"; exit 1; }
 HOSTARGS=()
 HOSTBIN=${DEVROOM_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/devroom}   # scripts/test.sh exports DEVROOM_BIN

@@ -1,0 +1,861 @@
+//! V4L2 cameras: find one (by path, or by name or bus for a USB camera whose `/dev/videoN`
+//! moves), negotiate the configured size and rate, and stream it with mmap buffers.
+//!
+//! The camera is a [`VideoSource`]: the pipeline's capture thread calls `next_frame`, which
+//! polls the device together with the [`StopSignal`]'s eventfd, so a stop wakes it at once and
+//! the thread can be joined. Each frame is copied once out of the driver's buffer (which then
+//! goes straight back to the driver) and carries the buffer's CLOCK_MONOTONIC timestamp as its
+//! capture time.
+//!
+//! Formats, in order of preference: H.264 (the camera encodes; passed through), then YUYV,
+//! NV12 and YU12 (to the H.264 encoder). A camera that only offers MJPEG is refused with the
+//! reason: this build has no JPEG decoder.
+pub mod sys;
+
+use super::{clock, PixelFormat, Plane, StopSignal, VideoFormat, VideoFrame, VideoSource};
+use anyhow::Context as _;
+use bytes::Bytes;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How the config names a camera: `[video] device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `/dev/video0`, or a stable udev link such as `/dev/v4l/by-id/usb-...-video-index0`.
+    Path(PathBuf),
+    /// `name:HD Pro Webcam`: the first capture device whose card name contains this text.
+    Name(String),
+    /// `bus:usb-0000:01:00.0-1.2`: the capture device on this bus (`bus_info`).
+    Bus(String),
+}
+
+impl Selector {
+    pub fn parse(device: &str) -> Self {
+        if let Some(name) = device.strip_prefix("name:") {
+            Self::Name(name.trim().to_owned())
+        } else if let Some(bus) = device.strip_prefix("bus:") {
+            Self::Bus(bus.trim().to_owned())
+        } else {
+            Self::Path(PathBuf::from(device))
+        }
+    }
+}
+
+/// What QUERYCAP and the format enumeration say about one node.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub path: PathBuf,
+    pub driver: String,
+    pub card: String,
+    pub bus: String,
+    /// The node's own capabilities (`device_caps` where the driver reports it).
+    pub caps: u32,
+    /// Formats on the capture queue (single- or multi-planar).
+    pub capture_formats: Vec<FormatInfo>,
+    /// Formats on the output queue (an M2M device's input).
+    pub output_formats: Vec<FormatInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FormatInfo {
+    pub fourcc: u32,
+    pub description: String,
+    pub compressed: bool,
+    pub sizes: Vec<SizeInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SizeInfo {
+    /// A fixed size and the frame rates offered at it.
+    Discrete {
+        width: u32,
+        height: u32,
+        fps: Vec<f64>,
+    },
+    /// Any size in a range.
+    Range {
+        min: (u32, u32),
+        max: (u32, u32),
+        step: (u32, u32),
+    },
+}
+
+impl DeviceInfo {
+    pub fn is_capture(&self) -> bool {
+        self.caps & sys::CAP_STREAMING != 0
+            && self.caps & (sys::CAP_VIDEO_CAPTURE | sys::CAP_VIDEO_CAPTURE_MPLANE) != 0
+            && !self.is_m2m()
+    }
+
+    pub fn is_m2m(&self) -> bool {
+        self.caps & (sys::CAP_VIDEO_M2M | sys::CAP_VIDEO_M2M_MPLANE) != 0
+            || self.caps & (sys::CAP_VIDEO_CAPTURE | sys::CAP_VIDEO_CAPTURE_MPLANE) != 0
+                && self.caps & (sys::CAP_VIDEO_OUTPUT | sys::CAP_VIDEO_OUTPUT_MPLANE) != 0
+    }
+
+    /// An M2M device that turns a raw format into H.264: H264 on CAPTURE, a raw format we can
+    /// feed on OUTPUT.
+    pub fn is_h264_encoder(&self) -> bool {
+        self.is_m2m()
+            && self.caps & sys::CAP_STREAMING != 0
+            && self
+                .capture_formats
+                .iter()
+                .any(|f| f.fourcc == sys::fourcc(*b"H264"))
+            && self.output_formats.iter().any(|f| {
+                PixelFormat::from_fourcc(f.fourcc.to_le_bytes()).is_some_and(|p| !p.is_compressed())
+            })
+    }
+
+    /// An M2M device whose CAPTURE queue gives some compressed format (FWHT on vicodec).
+    pub fn is_encoder(&self) -> bool {
+        self.is_m2m()
+            && self.capture_formats.iter().any(|f| f.compressed)
+            && self.output_formats.iter().any(|f| !f.compressed)
+    }
+}
+
+fn open_node(path: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(file.into())
+}
+
+fn querycap(fd: &OwnedFd) -> std::io::Result<sys::v4l2_capability> {
+    let mut cap: sys::v4l2_capability = sys::zeroed();
+    sys::ioctl(fd.as_fd(), sys::VIDIOC_QUERYCAP, &mut cap)?;
+    Ok(cap)
+}
+
+fn device_caps(cap: &sys::v4l2_capability) -> u32 {
+    if cap.capabilities & sys::CAP_DEVICE_CAPS != 0 {
+        cap.device_caps
+    } else {
+        cap.capabilities
+    }
+}
+
+fn enum_formats(fd: &OwnedFd, buf_type: u32, with_sizes: bool) -> Vec<FormatInfo> {
+    let mut out = Vec::new();
+    for index in 0..64 {
+        let mut desc: sys::v4l2_fmtdesc = sys::zeroed();
+        desc.index = index;
+        desc.type_ = buf_type;
+        if sys::ioctl(fd.as_fd(), sys::VIDIOC_ENUM_FMT, &mut desc).is_err() {
+            break;
+        }
+        let sizes = if with_sizes {
+            enum_sizes(fd, desc.pixelformat)
+        } else {
+            Vec::new()
+        };
+        out.push(FormatInfo {
+            fourcc: desc.pixelformat,
+            description: sys::text(&desc.description),
+            compressed: desc.flags & sys::FMT_FLAG_COMPRESSED != 0,
+            sizes,
+        });
+    }
+    out
+}
+
+fn enum_sizes(fd: &OwnedFd, fourcc: u32) -> Vec<SizeInfo> {
+    let mut out = Vec::new();
+    for index in 0..64 {
+        let mut size: sys::v4l2_frmsizeenum = sys::zeroed();
+        size.index = index;
+        size.pixel_format = fourcc;
+        if sys::ioctl(fd.as_fd(), sys::VIDIOC_ENUM_FRAMESIZES, &mut size).is_err() {
+            break;
+        }
+        let s = size.size;
+        if size.type_ == sys::FRMSIZE_TYPE_DISCRETE {
+            out.push(SizeInfo::Discrete {
+                width: s[0],
+                height: s[1],
+                fps: enum_rates(fd, fourcc, s[0], s[1]),
+            });
+        } else {
+            out.push(SizeInfo::Range {
+                min: (s[0], s[3]),
+                max: (s[1], s[4]),
+                step: (s[2], s[5]),
+            });
+            break;
+        }
+    }
+    out
+}
+
+fn enum_rates(fd: &OwnedFd, fourcc: u32, width: u32, height: u32) -> Vec<f64> {
+    let mut out = Vec::new();
+    for index in 0..32 {
+        let mut ival: sys::v4l2_frmivalenum = sys::zeroed();
+        ival.index = index;
+        ival.pixel_format = fourcc;
+        ival.width = width;
+        ival.height = height;
+        if sys::ioctl(fd.as_fd(), sys::VIDIOC_ENUM_FRAMEINTERVALS, &mut ival).is_err()
+            || ival.type_ != sys::FRMIVAL_TYPE_DISCRETE
+        {
+            break;
+        }
+        let (num, den) = (ival.interval[0], ival.interval[1]);
+        if num > 0 {
+            out.push(f64::from(den) / f64::from(num));
+        }
+    }
+    out
+}
+
+/// QUERYCAP and the formats (with sizes and rates on a camera) of one node.
+pub fn query(path: &Path) -> std::io::Result<DeviceInfo> {
+    let fd = open_node(path)?;
+    let cap = querycap(&fd)?;
+    let caps = device_caps(&cap);
+    let mut info = DeviceInfo {
+        path: path.to_owned(),
+        driver: sys::text(&cap.driver),
+        card: sys::text(&cap.card),
+        bus: sys::text(&cap.bus_info),
+        caps,
+        capture_formats: Vec::new(),
+        output_formats: Vec::new(),
+    };
+    let m2m = info.is_m2m();
+    for (flag, ty) in [
+        (sys::CAP_VIDEO_CAPTURE, sys::BUF_TYPE_VIDEO_CAPTURE),
+        (sys::CAP_VIDEO_M2M, sys::BUF_TYPE_VIDEO_CAPTURE),
+        (
+            sys::CAP_VIDEO_CAPTURE_MPLANE,
+            sys::BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+        ),
+        (
+            sys::CAP_VIDEO_M2M_MPLANE,
+            sys::BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+        ),
+    ] {
+        if caps & flag != 0 && info.capture_formats.is_empty() {
+            info.capture_formats = enum_formats(&fd, ty, !m2m);
+        }
+    }
+    for (flag, ty) in [
+        (sys::CAP_VIDEO_OUTPUT, sys::BUF_TYPE_VIDEO_OUTPUT),
+        (sys::CAP_VIDEO_M2M, sys::BUF_TYPE_VIDEO_OUTPUT),
+        (
+            sys::CAP_VIDEO_OUTPUT_MPLANE,
+            sys::BUF_TYPE_VIDEO_OUTPUT_MPLANE,
+        ),
+        (sys::CAP_VIDEO_M2M_MPLANE, sys::BUF_TYPE_VIDEO_OUTPUT_MPLANE),
+    ] {
+        if caps & flag != 0 && info.output_formats.is_empty() {
+            info.output_formats = enum_formats(&fd, ty, false);
+        }
+    }
+    Ok(info)
+}
+
+/// Every `/dev/videoN`, in numeric order.
+pub fn video_nodes() -> Vec<PathBuf> {
+    let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let n = name.strip_prefix("video")?.parse().ok()?;
+                    Some((n, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    nodes.sort();
+    nodes.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Resolve a selector to a capture node.
+pub fn find(selector: &Selector) -> anyhow::Result<PathBuf> {
+    let matches = |info: &DeviceInfo| match selector {
+        Selector::Path(_) => false,
+        Selector::Name(name) => info.card.to_lowercase().contains(&name.to_lowercase()),
+        Selector::Bus(bus) => info.bus == *bus,
+    };
+    if let Selector::Path(path) = selector {
+        return Ok(path.clone());
+    }
+    let mut seen = Vec::new();
+    for node in video_nodes() {
+        let Ok(info) = query(&node) else { continue };
+        if !info.is_capture() {
+            continue;
+        }
+        if matches(&info) {
+            return Ok(node);
+        }
+        seen.push(format!(
+            "{} \"{}\" ({})",
+            node.display(),
+            info.card,
+            info.bus
+        ));
+    }
+    let what = match selector {
+        Selector::Name(n) => format!("named like {n:?}"),
+        Selector::Bus(b) => format!("on bus {b:?}"),
+        Selector::Path(_) => unreachable!(),
+    };
+    if seen.is_empty() {
+        anyhow::bail!("[video] no camera {what}: no V4L2 capture device is present (is it plugged in? `roomcast devices` lists what is there)")
+    }
+    anyhow::bail!(
+        "[video] no camera {what}; the cameras present are: {}. Fix `device` in [video] (`roomcast devices` lists them)",
+        seen.join(", ")
+    )
+}
+
+/// The format to capture in, from what the camera offers: its own H.264 first (nothing to
+/// encode), then the raw formats the encoder takes. MJPEG alone is refused with the reason.
+pub fn choose_format(offered: &[u32]) -> Result<PixelFormat, String> {
+    let has = |p: PixelFormat| offered.contains(&sys::fourcc(p.fourcc()));
+    for p in [
+        PixelFormat::H264,
+        PixelFormat::Yuyv,
+        PixelFormat::Nv12,
+        PixelFormat::Yu12,
+    ] {
+        if has(p) {
+            return Ok(p);
+        }
+    }
+    let list = offered
+        .iter()
+        .map(|&f| sys::fourcc_text(f))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if has(PixelFormat::Mjpeg) {
+        return Err(format!(
+            "the camera offers only compressed MJPEG ({list}), and this build has no JPEG decoder: \
+             use a camera (or a mode of it) that gives YUYV, NV12, YU12 or H.264"
+        ));
+    }
+    Err(format!(
+        "the camera offers none of the formats roomcast takes (H264, YUYV, NV12, YU12); it offers: {list}"
+    ))
+}
+
+/// Lay a captured buffer out as a frame: the planes follow each other, each row `bytesperline`
+/// bytes (chroma rows of YU12 half that).
+pub fn frame_from_buffer(
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    bytesperline: u32,
+    data: Bytes,
+    capture: Duration,
+) -> anyhow::Result<VideoFrame> {
+    if format.is_compressed() {
+        anyhow::ensure!(
+            !data.is_empty(),
+            "the camera delivered an empty {format} frame"
+        );
+        return Ok(VideoFrame::compressed(format, width, height, data, capture));
+    }
+    let (h, bpl) = (height as usize, bytesperline as usize);
+    let ch = h.div_ceil(2);
+    let layout: &[(usize, usize, usize)] = match format {
+        PixelFormat::Yuyv => &[(0, bpl * h, bpl)],
+        PixelFormat::Nv12 => &[(0, bpl * h, bpl), (bpl * h, bpl * ch, bpl)],
+        PixelFormat::Yu12 => &[
+            (0, bpl * h, bpl),
+            (bpl * h, bpl / 2 * ch, bpl / 2),
+            (bpl * h + bpl / 2 * ch, bpl / 2 * ch, bpl / 2),
+        ],
+        PixelFormat::Mjpeg | PixelFormat::H264 => unreachable!(),
+    };
+    let mut planes = heapless::Vec::new();
+    for &(at, len, stride) in layout {
+        anyhow::ensure!(
+            at < data.len(),
+            "{format} {width}x{height}: the buffer holds {} bytes, too few for its planes",
+            data.len()
+        );
+        let end = (at + len).min(data.len());
+        let _ = planes.push(Plane {
+            data: data.slice(at..end),
+            stride,
+        });
+    }
+    let frame = VideoFrame {
+        width,
+        height,
+        format,
+        planes,
+        capture,
+        dmabuf: None,
+    };
+    frame.validate()?;
+    Ok(frame)
+}
+
+/// A buffer timestamp as a capture time: the driver's own when it stamps on CLOCK_MONOTONIC
+/// (every driver since Linux 3.10), else the time it was dequeued.
+pub fn capture_time(flags: u32, timestamp: libc::timeval, dequeued: Duration) -> Duration {
+    let stamped = Duration::new(timestamp.tv_sec as u64, (timestamp.tv_usec as u32) * 1000);
+    if flags & sys::BUF_FLAG_TIMESTAMP_MASK == sys::BUF_FLAG_TIMESTAMP_MONOTONIC
+        && !stamped.is_zero()
+        && stamped <= dequeued
+    {
+        stamped
+    } else {
+        dequeued
+    }
+}
+
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is only read by the thread that owns the Camera.
+unsafe impl Send for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from a successful mmap and are unmapped once.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// A V4L2 camera, streaming with mmap buffers.
+pub struct Camera {
+    path: PathBuf,
+    fd: OwnedFd,
+    format: VideoFormat,
+    bytesperline: u32,
+    buffers: Vec<Mapping>,
+    streaming: bool,
+    /// How long a stalled camera may stay silent before capture fails.
+    timeout: Duration,
+}
+
+/// Buffers the driver cycles through: enough that one is always being filled while we copy.
+const BUFFERS: u32 = 4;
+
+impl Camera {
+    /// Open the camera `device` names and negotiate `width`×`height` at `fps`.
+    pub fn open(device: &str, width: u32, height: u32, fps: u32) -> anyhow::Result<Self> {
+        let path = find(&Selector::parse(device))?;
+        let shown = path.display().to_string();
+        let fd = open_node(&path).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "is the camera plugged in? `roomcast devices` lists the cameras present"
+                }
+                std::io::ErrorKind::PermissionDenied => "add the service user to the `video` group",
+                _ => "check the device and its driver (dmesg)",
+            };
+            anyhow::anyhow!("[video] camera {shown}: {e}; {hint}")
+        })?;
+        let cap = querycap(&fd)
+            .with_context(|| format!("[video] {shown} is not a V4L2 device (VIDIOC_QUERYCAP)"))?;
+        let caps = device_caps(&cap);
+        let card = sys::text(&cap.card);
+        if caps & sys::CAP_VIDEO_CAPTURE == 0 {
+            if caps & sys::CAP_VIDEO_CAPTURE_MPLANE != 0 {
+                anyhow::bail!("[video] {shown} ({card}) is a multi-planar capture device, which this build does not capture from yet");
+            }
+            anyhow::bail!("[video] {shown} ({card}) cannot capture video: it is not a camera node (`roomcast devices` lists the cameras)");
+        }
+        anyhow::ensure!(
+            caps & sys::CAP_STREAMING != 0,
+            "[video] {shown} ({card}) does not support streaming I/O"
+        );
+        let offered: Vec<u32> = enum_formats(&fd, sys::BUF_TYPE_VIDEO_CAPTURE, false)
+            .iter()
+            .map(|f| f.fourcc)
+            .collect();
+        let pixel = choose_format(&offered)
+            .map_err(|e| anyhow::anyhow!("[video] {shown} ({card}): {e}"))?;
+
+        let mut fmt: sys::v4l2_format = sys::zeroed();
+        fmt.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
+        fmt.fmt.pix = sys::v4l2_pix_format {
+            width,
+            height,
+            pixelformat: sys::fourcc(pixel.fourcc()),
+            field: sys::FIELD_NONE,
+            ..sys::zeroed()
+        };
+        sys::ioctl(fd.as_fd(), sys::VIDIOC_S_FMT, &mut fmt).with_context(|| {
+            format!("[video] {shown}: setting {pixel} {width}x{height} (VIDIOC_S_FMT)")
+        })?;
+        // SAFETY: S_FMT on a single-planar capture queue fills in `pix`.
+        let pix = unsafe { fmt.fmt.pix };
+        let got = PixelFormat::from_fourcc(pix.pixelformat.to_le_bytes()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "[video] {shown}: asked for {pixel}, the driver chose {}",
+                sys::fourcc_text(pix.pixelformat)
+            )
+        })?;
+        if (pix.width, pix.height) != (width, height) {
+            tracing::warn!(
+                "[video] {shown} cannot capture {width}x{height}; it gives {}x{}, which is used instead",
+                pix.width,
+                pix.height
+            );
+        }
+        let bytesperline = if got.is_compressed() {
+            0
+        } else {
+            pix.bytesperline.max(
+                got.plane_geometry(0, pix.width, pix.height)
+                    .map_or(0, |g| g.1),
+            )
+        };
+
+        // Frame rate: only where the driver lets us set it.
+        let mut parm: sys::v4l2_streamparm = sys::zeroed();
+        parm.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
+        let mut actual_fps = fps;
+        if sys::ioctl(fd.as_fd(), sys::VIDIOC_G_PARM, &mut parm).is_ok() {
+            // SAFETY: G_PARM on a capture queue fills in `capture`.
+            let capture = unsafe { parm.parm.capture };
+            if capture.capability & sys::CAP_TIMEPERFRAME != 0 {
+                parm.parm.capture.timeperframe = sys::v4l2_fract {
+                    numerator: 1,
+                    denominator: fps,
+                };
+                if sys::ioctl(fd.as_fd(), sys::VIDIOC_S_PARM, &mut parm).is_ok() {
+                    // SAFETY: as above.
+                    let t = unsafe { parm.parm.capture.timeperframe };
+                    if let Some(rounded) =
+                        (t.denominator + t.numerator / 2).checked_div(t.numerator)
+                    {
+                        actual_fps = rounded;
+                    }
+                }
+            }
+        }
+        if actual_fps != fps {
+            tracing::warn!("[video] {shown} runs at {actual_fps} fps, not the {fps} configured");
+        }
+        tracing::info!(
+            "camera {shown} ({card}): {got} {}x{} at {actual_fps} fps",
+            pix.width,
+            pix.height
+        );
+        Ok(Self {
+            path,
+            fd,
+            format: VideoFormat {
+                width: pix.width,
+                height: pix.height,
+                fps: actual_fps.max(1),
+                pixel: got,
+            },
+            bytesperline,
+            buffers: Vec::new(),
+            streaming: false,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn start(&mut self) -> anyhow::Result<()> {
+        let shown = self.path.display().to_string();
+        let mut req = sys::v4l2_requestbuffers {
+            count: BUFFERS,
+            type_: sys::BUF_TYPE_VIDEO_CAPTURE,
+            memory: sys::MEMORY_MMAP,
+            ..sys::zeroed()
+        };
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_REQBUFS, &mut req)
+            .with_context(|| format!("[video] {shown}: mmap buffers (VIDIOC_REQBUFS)"))?;
+        anyhow::ensure!(req.count > 0, "[video] {shown}: the driver gave no buffers");
+        for index in 0..req.count {
+            let mut buf = self.buffer(index);
+            sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QUERYBUF, &mut buf)
+                .with_context(|| format!("[video] {shown}: VIDIOC_QUERYBUF {index}"))?;
+            // SAFETY: maps the buffer the driver just described, shared and read-only.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    buf.length as usize,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    self.fd.as_raw_fd(),
+                    buf.m.offset as libc::off_t,
+                )
+            };
+            anyhow::ensure!(
+                ptr != libc::MAP_FAILED,
+                "[video] {shown}: mmap of buffer {index}: {}",
+                std::io::Error::last_os_error()
+            );
+            self.buffers.push(Mapping {
+                ptr,
+                len: buf.length as usize,
+            });
+            sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut buf)
+                .with_context(|| format!("[video] {shown}: VIDIOC_QBUF {index}"))?;
+        }
+        let mut ty = sys::BUF_TYPE_VIDEO_CAPTURE as i32;
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_STREAMON, &mut ty)
+            .with_context(|| format!("[video] {shown}: VIDIOC_STREAMON"))?;
+        self.streaming = true;
+        Ok(())
+    }
+
+    fn buffer(&self, index: u32) -> sys::v4l2_buffer {
+        let mut buf: sys::v4l2_buffer = sys::zeroed();
+        buf.index = index;
+        buf.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
+        buf.memory = sys::MEMORY_MMAP;
+        buf
+    }
+
+    /// Wait for the device or the stop fd. Ok(false) once stopped.
+    fn wait(&self, stop: &StopSignal) -> anyhow::Result<bool> {
+        let stop_fd = stop.fd()?;
+        let shown = self.path.display();
+        let mut fds = [
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop_fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            if stop.is_stopped() {
+                return Ok(false);
+            }
+            // SAFETY: `fds` is a live array of two pollfds.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, self.timeout.as_millis() as i32) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                anyhow::bail!("[video] {shown}: poll: {e}");
+            }
+            if rc == 0 {
+                anyhow::bail!(
+                    "[video] {shown}: no frame for {} s: the camera stalled",
+                    self.timeout.as_secs()
+                );
+            }
+            if fds[1].revents != 0 || stop.is_stopped() {
+                return Ok(false);
+            }
+            let ev = fds[0].revents;
+            if ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 && ev & libc::POLLIN == 0
+            {
+                anyhow::bail!("[video] {shown}: the camera went away (unplugged?)");
+            }
+            return Ok(true);
+        }
+    }
+}
+
+impl VideoSource for Camera {
+    fn format(&self) -> VideoFormat {
+        self.format
+    }
+
+    fn next_frame(&mut self, stop: &StopSignal) -> anyhow::Result<Option<VideoFrame>> {
+        if !self.streaming {
+            self.start()?;
+        }
+        loop {
+            if !self.wait(stop)? {
+                return Ok(None);
+            }
+            let mut buf = self.buffer(0);
+            match sys::ioctl(self.fd.as_fd(), sys::VIDIOC_DQBUF, &mut buf) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => anyhow::bail!(
+                    "[video] {}: VIDIOC_DQBUF: {e} (camera unplugged?)",
+                    self.path.display()
+                ),
+            }
+            let dequeued = clock::monotonic_now();
+            let index = buf.index as usize;
+            let frame = if buf.flags & sys::BUF_FLAG_ERROR != 0 || index >= self.buffers.len() {
+                None
+            } else {
+                let map = &self.buffers[index];
+                let used = (buf.bytesused as usize).min(map.len);
+                // SAFETY: the driver filled `used` bytes of this mapping and hands it to us
+                // until the QBUF below; the copy ends before that.
+                let data = Bytes::copy_from_slice(unsafe {
+                    std::slice::from_raw_parts(map.ptr as *const u8, used)
+                });
+                Some(data)
+            };
+            let capture = capture_time(buf.flags, buf.timestamp, dequeued);
+            let mut again = self.buffer(buf.index);
+            sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut again)
+                .with_context(|| format!("[video] {}: VIDIOC_QBUF", self.path.display()))?;
+            let Some(data) = frame else {
+                tracing::debug!(
+                    "[video] {}: a corrupted buffer, skipped",
+                    self.path.display()
+                );
+                continue;
+            };
+            let f = self.format;
+            return frame_from_buffer(f.pixel, f.width, f.height, self.bytesperline, data, capture)
+                .map(Some);
+        }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        if self.streaming {
+            let mut ty = sys::BUF_TYPE_VIDEO_CAPTURE as i32;
+            let _ = sys::ioctl(self.fd.as_fd(), sys::VIDIOC_STREAMOFF, &mut ty);
+        }
+        // The mappings are unmapped before the fd closes (fields drop after this).
+        self.buffers.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(list: &[&[u8; 4]]) -> Vec<u32> {
+        list.iter().map(|c| sys::fourcc(**c)).collect()
+    }
+
+    #[test]
+    fn selectors() {
+        assert_eq!(
+            Selector::parse("/dev/video2"),
+            Selector::Path("/dev/video2".into())
+        );
+        assert_eq!(
+            Selector::parse("name: HD Pro Webcam"),
+            Selector::Name("HD Pro Webcam".into())
+        );
+        assert_eq!(
+            Selector::parse("bus:usb-0000:01:00.0-1.2"),
+            Selector::Bus("usb-0000:01:00.0-1.2".into())
+        );
+    }
+
+    #[test]
+    fn format_preference_h264_then_raw_and_mjpeg_alone_is_refused() {
+        assert_eq!(
+            choose_format(&codes(&[b"MJPG", b"YUYV", b"H264"])),
+            Ok(PixelFormat::H264)
+        );
+        assert_eq!(
+            choose_format(&codes(&[b"MJPG", b"NV12", b"YUYV"])),
+            Ok(PixelFormat::Yuyv)
+        );
+        assert_eq!(
+            choose_format(&codes(&[b"YU12", b"NV12"])),
+            Ok(PixelFormat::Nv12)
+        );
+        let err = choose_format(&codes(&[b"MJPG"])).unwrap_err();
+        assert!(err.contains("MJPEG") && err.contains("YUYV"), "{err}");
+        let err = choose_format(&codes(&[b"RGB3", b"BA81"])).unwrap_err();
+        assert!(err.contains("RGB3, BA81"), "{err}");
+    }
+
+    #[test]
+    fn buffers_become_planes_with_the_driver_stride() {
+        let t = Duration::from_millis(5);
+        // NV12 640x480 with rows padded to 704.
+        let data = Bytes::from(vec![0u8; 704 * 480 * 3 / 2]);
+        let f = frame_from_buffer(PixelFormat::Nv12, 640, 480, 704, data, t).unwrap();
+        assert_eq!(f.planes.len(), 2);
+        assert_eq!(f.planes[0].stride, 704);
+        assert_eq!(f.planes[1].data.len(), 704 * 240);
+        assert_eq!(f.capture, t);
+        // YU12: chroma rows are half the luma stride.
+        let data = Bytes::from(vec![0u8; 640 * 480 * 3 / 2]);
+        let f = frame_from_buffer(PixelFormat::Yu12, 640, 480, 640, data, t).unwrap();
+        assert_eq!(
+            f.planes.iter().map(|p| p.stride).collect::<Vec<_>>(),
+            [640, 320, 320]
+        );
+        // YUYV, one plane.
+        let data = Bytes::from(vec![0u8; 1280 * 480]);
+        let f = frame_from_buffer(PixelFormat::Yuyv, 640, 480, 1280, data, t).unwrap();
+        assert_eq!(f.planes.len(), 1);
+        // A short buffer is an error naming the sizes, not a panic.
+        let err = frame_from_buffer(
+            PixelFormat::Yuyv,
+            640,
+            480,
+            1280,
+            Bytes::from(vec![0u8; 1000]),
+            t,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("640x480"), "{err:#}");
+    }
+
+    #[test]
+    fn capture_time_is_the_monotonic_buffer_stamp() {
+        let tv = libc::timeval {
+            tv_sec: 12,
+            tv_usec: 345_678,
+        };
+        let dq = Duration::from_secs(13);
+        assert_eq!(
+            capture_time(sys::BUF_FLAG_TIMESTAMP_MONOTONIC, tv, dq),
+            Duration::new(12, 345_678_000)
+        );
+        // Not monotonic (a realtime or unknown stamp), or zero: the dequeue time.
+        assert_eq!(capture_time(0, tv, dq), dq);
+        let zero = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        assert_eq!(
+            capture_time(sys::BUF_FLAG_TIMESTAMP_MONOTONIC, zero, dq),
+            dq
+        );
+    }
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel() {
+        // From linux/videodev2.h on a 64-bit target.
+        assert_eq!(sys::VIDIOC_QUERYCAP, 0x8068_5600);
+        assert_eq!(sys::VIDIOC_STREAMON, 0x4004_5612);
+        #[cfg(target_pointer_width = "64")]
+        {
+            assert_eq!(sys::VIDIOC_S_FMT, 0xc0d0_5605);
+            assert_eq!(sys::VIDIOC_DQBUF, 0xc058_5611);
+        }
+    }
+
+    #[test]
+    fn a_missing_camera_is_named_with_the_fix() {
+        let err = Camera::open("/dev/video-roomcast-absent", 640, 480, 30)
+            .err()
+            .unwrap();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("/dev/video-roomcast-absent") && msg.contains("roomcast devices"),
+            "{msg}"
+        );
+    }
+}

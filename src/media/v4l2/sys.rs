@@ -1,0 +1,291 @@
+//! The few V4L2 uAPI structures and ioctls roomcast uses (linux/videodev2.h), declared by hand.
+//!
+//! Why not the `v4l` or `v4l2r` crate: both generate these bindings with bindgen at build time,
+//! which needs libclang on the build host and the target's kernel headers for every cross
+//! target, and the static board build (cargo-zigbuild, aarch64/armv7 musl) has neither. The
+//! subset here is small and its layout is pinned by the size checks below, which fail the build
+//! on a target where a structure would not match the kernel's.
+#![allow(non_camel_case_types, dead_code)]
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+pub const BUF_TYPE_VIDEO_CAPTURE: u32 = 1;
+pub const BUF_TYPE_VIDEO_OUTPUT: u32 = 2;
+pub const BUF_TYPE_VIDEO_CAPTURE_MPLANE: u32 = 9;
+pub const BUF_TYPE_VIDEO_OUTPUT_MPLANE: u32 = 10;
+pub const MEMORY_MMAP: u32 = 1;
+pub const FIELD_ANY: u32 = 0;
+pub const FIELD_NONE: u32 = 1;
+
+pub const CAP_VIDEO_CAPTURE: u32 = 0x0000_0001;
+pub const CAP_VIDEO_OUTPUT: u32 = 0x0000_0002;
+pub const CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
+pub const CAP_VIDEO_OUTPUT_MPLANE: u32 = 0x0000_2000;
+pub const CAP_VIDEO_M2M_MPLANE: u32 = 0x0000_4000;
+pub const CAP_VIDEO_M2M: u32 = 0x0000_8000;
+pub const CAP_STREAMING: u32 = 0x0400_0000;
+pub const CAP_DEVICE_CAPS: u32 = 0x8000_0000;
+
+pub const FMT_FLAG_COMPRESSED: u32 = 0x0001;
+pub const FRMSIZE_TYPE_DISCRETE: u32 = 1;
+pub const FRMIVAL_TYPE_DISCRETE: u32 = 1;
+pub const CAP_TIMEPERFRAME: u32 = 0x1000;
+
+pub const BUF_FLAG_KEYFRAME: u32 = 0x0008;
+pub const BUF_FLAG_ERROR: u32 = 0x0040;
+pub const BUF_FLAG_TIMESTAMP_MASK: u32 = 0xe000;
+pub const BUF_FLAG_TIMESTAMP_MONOTONIC: u32 = 0x2000;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_capability {
+    pub driver: [u8; 16],
+    pub card: [u8; 32],
+    pub bus_info: [u8; 32],
+    pub version: u32,
+    pub capabilities: u32,
+    pub device_caps: u32,
+    pub reserved: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_fmtdesc {
+    pub index: u32,
+    pub type_: u32,
+    pub flags: u32,
+    pub description: [u8; 32],
+    pub pixelformat: u32,
+    pub mbus_code: u32,
+    pub reserved: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_pix_format {
+    pub width: u32,
+    pub height: u32,
+    pub pixelformat: u32,
+    pub field: u32,
+    pub bytesperline: u32,
+    pub sizeimage: u32,
+    pub colorspace: u32,
+    pub priv_: u32,
+    pub flags: u32,
+    pub ycbcr_enc: u32,
+    pub quantization: u32,
+    pub xfer_func: u32,
+}
+
+/// `fmt` is a union in the kernel whose largest member is 200 bytes and which holds pointers
+/// (`v4l2_window`), hence the pointer-sized alignment.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union v4l2_format_union {
+    pub pix: v4l2_pix_format,
+    pub raw_data: [u8; 200],
+    _align: [usize; 0],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct v4l2_format {
+    pub type_: u32,
+    pub fmt: v4l2_format_union,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_requestbuffers {
+    pub count: u32,
+    pub type_: u32,
+    pub memory: u32,
+    pub capabilities: u32,
+    pub flags: u8,
+    pub reserved: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_timecode {
+    pub type_: u32,
+    pub flags: u32,
+    pub frames: u8,
+    pub seconds: u8,
+    pub minutes: u8,
+    pub hours: u8,
+    pub userbits: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union v4l2_buffer_m {
+    pub offset: u32,
+    pub userptr: libc::c_ulong,
+    pub planes: *mut libc::c_void,
+    pub fd: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct v4l2_buffer {
+    pub index: u32,
+    pub type_: u32,
+    pub bytesused: u32,
+    pub flags: u32,
+    pub field: u32,
+    pub timestamp: libc::timeval,
+    pub timecode: v4l2_timecode,
+    pub sequence: u32,
+    pub memory: u32,
+    pub m: v4l2_buffer_m,
+    pub length: u32,
+    pub reserved2: u32,
+    pub request_fd: i32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_fract {
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_captureparm {
+    pub capability: u32,
+    pub capturemode: u32,
+    pub timeperframe: v4l2_fract,
+    pub extendedmode: u32,
+    pub readbuffers: u32,
+    pub reserved: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union v4l2_streamparm_union {
+    pub capture: v4l2_captureparm,
+    pub raw_data: [u8; 200],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct v4l2_streamparm {
+    pub type_: u32,
+    pub parm: v4l2_streamparm_union,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_frmsizeenum {
+    pub index: u32,
+    pub pixel_format: u32,
+    pub type_: u32,
+    /// discrete: width, height; stepwise: min_width, max_width, step_width, min_height,
+    /// max_height, step_height.
+    pub size: [u32; 6],
+    pub reserved: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_frmivalenum {
+    pub index: u32,
+    pub pixel_format: u32,
+    pub width: u32,
+    pub height: u32,
+    pub type_: u32,
+    /// discrete: numerator, denominator; stepwise: min, max, step fractions.
+    pub interval: [u32; 6],
+    pub reserved: [u32; 2],
+}
+
+// The kernel's sizes, which the ioctl numbers encode: a mismatch here would make every call
+// fail with ENOTTY, so catch it at build time.
+const _: () = assert!(std::mem::size_of::<v4l2_capability>() == 104);
+const _: () = assert!(std::mem::size_of::<v4l2_fmtdesc>() == 64);
+const _: () = assert!(std::mem::size_of::<v4l2_pix_format>() == 48);
+const _: () = assert!(std::mem::size_of::<v4l2_requestbuffers>() == 20);
+const _: () = assert!(std::mem::size_of::<v4l2_streamparm>() == 204);
+const _: () = assert!(std::mem::size_of::<v4l2_frmsizeenum>() == 44);
+const _: () = assert!(std::mem::size_of::<v4l2_frmivalenum>() == 52);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<v4l2_format>() == 208);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<v4l2_buffer>() == 88);
+
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | ((b'V' as u32) << 8) | nr
+}
+const W: u32 = 1;
+const R: u32 = 2;
+const RW: u32 = 3;
+
+pub const VIDIOC_QUERYCAP: u32 = ioc(R, 0, std::mem::size_of::<v4l2_capability>());
+pub const VIDIOC_ENUM_FMT: u32 = ioc(RW, 2, std::mem::size_of::<v4l2_fmtdesc>());
+pub const VIDIOC_G_FMT: u32 = ioc(RW, 4, std::mem::size_of::<v4l2_format>());
+pub const VIDIOC_S_FMT: u32 = ioc(RW, 5, std::mem::size_of::<v4l2_format>());
+pub const VIDIOC_REQBUFS: u32 = ioc(RW, 8, std::mem::size_of::<v4l2_requestbuffers>());
+pub const VIDIOC_QUERYBUF: u32 = ioc(RW, 9, std::mem::size_of::<v4l2_buffer>());
+pub const VIDIOC_QBUF: u32 = ioc(RW, 15, std::mem::size_of::<v4l2_buffer>());
+pub const VIDIOC_DQBUF: u32 = ioc(RW, 17, std::mem::size_of::<v4l2_buffer>());
+pub const VIDIOC_STREAMON: u32 = ioc(W, 18, std::mem::size_of::<i32>());
+pub const VIDIOC_STREAMOFF: u32 = ioc(W, 19, std::mem::size_of::<i32>());
+pub const VIDIOC_G_PARM: u32 = ioc(RW, 21, std::mem::size_of::<v4l2_streamparm>());
+pub const VIDIOC_S_PARM: u32 = ioc(RW, 22, std::mem::size_of::<v4l2_streamparm>());
+pub const VIDIOC_ENUM_FRAMESIZES: u32 = ioc(RW, 74, std::mem::size_of::<v4l2_frmsizeenum>());
+pub const VIDIOC_ENUM_FRAMEINTERVALS: u32 = ioc(RW, 75, std::mem::size_of::<v4l2_frmivalenum>());
+
+/// All-zero: every structure here is plain data for which zero is a valid value.
+pub fn zeroed<T: Copy>() -> T {
+    // SAFETY: only used with the repr(C) plain-data structures above (integers, arrays, unions
+    // of those, a nullable pointer), for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// One ioctl, retried on EINTR.
+pub fn ioctl<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> std::io::Result<()> {
+    loop {
+        // SAFETY: `arg` is a live, exclusively borrowed structure of the size `request` encodes.
+        let rc = unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                request as _,
+                arg as *mut T as *mut libc::c_void,
+            )
+        };
+        if rc >= 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// A NUL-padded C string field as text.
+pub fn text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).trim().to_owned()
+}
+
+pub const fn fourcc(code: [u8; 4]) -> u32 {
+    u32::from_le_bytes(code)
+}
+
+pub fn fourcc_text(code: u32) -> String {
+    let text: String = code
+        .to_le_bytes()
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    text.trim_end().to_owned()
+}
