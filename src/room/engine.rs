@@ -69,6 +69,9 @@ struct Opened {
     peer_rx: mpsc::UnboundedReceiver<PeerEvent>,
     peer_tx: mpsc::UnboundedSender<PeerEvent>,
     join: proto::JoinResponse,
+    /// v1: the first publisher offer, sent in join_request but not yet applied locally, so
+    /// nothing is gathered before the JoinResponse's ICE servers are known.
+    first_offer: Option<webrtc::peer_connection::RTCSessionDescription>,
 }
 
 async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
@@ -76,11 +79,13 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
     let udp_addrs = peer::udp_bind_addrs(server_ip(&base).await);
     let (peer_tx, peer_rx) = mpsc::unbounded_channel();
     let mut publisher = None;
+    let mut first_offer = None;
     let mut stream = None;
     let mut path = SignalPath::V0;
     if options.signal_path != PathChoice::V0 {
         // v1: the publisher PC exists before the join, its first offer rides in join_request.
         let peer_options = PeerOptions {
+            tcp_addrs: peer::tcp_bind_addrs(&udp_addrs),
             udp_addrs: udp_addrs.clone(),
             receive_vp8: true,
             ..Default::default()
@@ -99,8 +104,8 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
                 .add_receive_sections(INITIAL_RECV_AUDIO, INITIAL_RECV_VIDEO)
                 .await?;
         }
-        let offer = transport.create_offer().await?;
-        let url = signalurl::v1_url(&base, options.auto_subscribe, Some(offer));
+        let offer = transport.create_unapplied_offer().await?;
+        let url = signalurl::v1_url(&base, options.auto_subscribe, Some(offer.sdp.clone()));
         match ws::open(
             url.as_str(),
             &options.token,
@@ -112,6 +117,7 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
             Ok(ws) => {
                 stream = Some(ws);
                 publisher = Some(transport);
+                first_offer = Some(offer);
                 path = SignalPath::V1;
             }
             Err(ConnectError::Rejected { status: 404, .. })
@@ -189,6 +195,7 @@ async fn open(options: &RoomOptions) -> Result<Opened, JoinError> {
         peer_rx,
         peer_tx,
         join,
+        first_offer,
     })
 }
 
@@ -232,17 +239,15 @@ pub(crate) async fn start(
 ) -> Result<(), JoinError> {
     let opened = open(&options).await?;
     let join = opened.join;
-    let ice_servers = join.ice_servers.clone();
-    let force_relay = join
-        .client_configuration
-        .as_ref()
-        .map(|c| c.force_relay == proto::ClientConfigSetting::Enabled as i32)
-        .unwrap_or(false);
+    // turns: URLs go through a local TURN/TLS relay (webrtc-rs has no TURN over TLS).
+    let ice_servers = peer::turn_tls::localize(&join.ice_servers, options.ca_file.as_deref()).await;
+    let force_relay = peer::force_relay(join.client_configuration.as_ref(), options.force_relay);
     let base = signalurl::ws_base(&options.url)?;
     let udp_addrs = peer::udp_bind_addrs(server_ip(&base).await);
     let peer_options = PeerOptions {
         ice_servers,
         force_relay,
+        tcp_addrs: peer::tcp_bind_addrs(&udp_addrs),
         udp_addrs,
         receive_vp8: true,
     };
@@ -260,12 +265,16 @@ pub(crate) async fn start(
             (publisher, Some(subscriber))
         }
     };
-    if opened.path == SignalPath::V1 && !peer_options.ice_servers.is_empty() {
-        // The PC was built before JoinResponse; give it the server's TURN/STUN now.
-        let config = peer::rtc_configuration(&peer_options.ice_servers, peer_options.force_relay);
-        if let Err(e) = publisher.pc.set_configuration(config).await {
-            tracing::warn!("cannot apply the server's ICE servers: {e}");
-        }
+    if opened.path == SignalPath::V1 {
+        // The PC was built before JoinResponse; its first offer went out unapplied. Give it
+        // the server's TURN/STUN and relay policy, then apply the offer: gathering starts now.
+        publisher
+            .apply_ice_servers_then_gather(
+                &peer_options.ice_servers,
+                peer_options.force_relay,
+                opened.first_offer,
+            )
+            .await?;
     }
 
     let local = join.participant.clone().unwrap_or_default();
@@ -921,6 +930,7 @@ impl Engine {
                     match state {
                         RTCPeerConnectionState::Connected => {
                             self.publisher_connected = true;
+                            self.report_media_path().await;
                             self.set_state(ConnectionState::Connected);
                             self.start_media().await?;
                         }
@@ -941,6 +951,21 @@ impl Engine {
             PeerEvent::DataPacket { label, data, .. } => self.on_data(&label, &data),
         }
         Ok(None)
+    }
+
+    /// Say which path ICE selected (room event `media_path`, and STATUS=).
+    async fn report_media_path(&self) {
+        match peer::path::selected(&self.publisher.pc).await {
+            Some(p) => {
+                tracing::info!("media path {}: {} <-> {}", p.path, p.local, p.remote);
+                self.emit(RoomEvent::MediaPath {
+                    path: p.path.into(),
+                    local: p.local,
+                    remote: p.remote,
+                });
+            }
+            None => tracing::warn!("connected, but ICE reports no selected candidate pair"),
+        }
     }
 
     fn beat(&self) {

@@ -51,6 +51,8 @@ pub struct NotifyPolicy {
     ready_sent: bool,
     /// The server removed us (Leave DISCONNECT): we stay up on purpose, idle.
     removed: bool,
+    /// "via <path> (<local> <-> <remote>)", from the last `media_path` event.
+    media_path: Option<String>,
 }
 
 impl NotifyPolicy {
@@ -62,6 +64,7 @@ impl NotifyPolicy {
             connected: false,
             ready_sent: false,
             removed: false,
+            media_path: None,
         }
     }
 
@@ -77,9 +80,25 @@ impl NotifyPolicy {
                     ConnectionState::Reconnecting => "reconnecting",
                     ConnectionState::Disconnected => "disconnected",
                 };
-                out.push(Notice::Status(text.into()));
+                match (&self.media_path, state) {
+                    (Some(via), ConnectionState::Connected) => {
+                        out.push(Notice::Status(format!("{text} {via}")))
+                    }
+                    _ => out.push(Notice::Status(text.into())),
+                }
             }
             RoomEvent::LocalTrackPublished { .. } => self.tracks_published += 1,
+            RoomEvent::MediaPath {
+                path,
+                local,
+                remote,
+            } => {
+                let via = format!("via {path} ({local} <-> {remote})");
+                if self.connected {
+                    out.push(Notice::Status(format!("connected {via}")));
+                }
+                self.media_path = Some(via);
+            }
             RoomEvent::Disconnected {
                 reason,
                 kind,
@@ -164,6 +183,39 @@ mod tests {
         p.on_event(&state(ConnectionState::Connected));
         p.on_event(&published());
         assert_eq!(p.on_event(&published()), vec![Notice::Ready]);
+    }
+
+    #[test]
+    fn status_says_which_media_path_was_selected() {
+        let mut p = NotifyPolicy::new(0);
+        let path = RoomEvent::MediaPath {
+            path: "turn/tls".into(),
+            local: "relay udp 198.51.100.1:30007".into(),
+            remote: "host udp 198.51.100.1:7882".into(),
+        };
+        assert_eq!(p.on_event(&path), vec![]);
+        assert_eq!(
+            p.on_event(&state(ConnectionState::Connected)),
+            vec![
+                Notice::Status(
+                    "connected via turn/tls (relay udp 198.51.100.1:30007 <-> host udp 198.51.100.1:7882)"
+                        .into()
+                ),
+                Notice::Ready
+            ]
+        );
+        // A later report while connected (after an ICE restart) updates STATUS at once.
+        let tcp = RoomEvent::MediaPath {
+            path: "tcp".into(),
+            local: "host tcp 198.51.100.2:9".into(),
+            remote: "host tcp 198.51.100.1:7881".into(),
+        };
+        assert_eq!(
+            p.on_event(&tcp),
+            vec![Notice::Status(
+                "connected via tcp (host tcp 198.51.100.2:9 <-> host tcp 198.51.100.1:7881)".into()
+            )]
+        );
     }
 
     #[test]
