@@ -180,7 +180,8 @@ class World:
 
     def firewall(self, rules: list[str]) -> None:
         run("nft", "flush", "ruleset", ns=True)
-        body = "\n".join(f"    {r}" for r in rules)
+        # Loopback stays open: the TURN/TLS relay listens on 127.0.0.1 inside the device.
+        body = "\n".join(f"    {r}" for r in ['oifname "lo" accept'] + rules)
         text = (f"table inet roomcast_test {{\n  chain out {{\n    type filter hook output priority 0; "
                 f"policy accept;\n{body}\n  }}\n}}\n")
         run("nft", "-f", "-", ns=True, input=text)
@@ -199,6 +200,8 @@ def cases(lk_ports: dict) -> dict:
     http, udp, tcp = lk_ports["http"], lk_ports["udp"], lk_ports["tcp"]
     return {
         "udp": ("embedded", [], "udp"),
+        # Nothing blocked, but the config's force_relay: only relay candidates may be used.
+        "force-relay-config": ("embedded", [], "turn/udp"),
         "turn-udp-media-blocked": ("embedded", [f"ip daddr {IP} udp dport {udp} drop"], "turn/udp"),
         "turn-udp-only-443": ("embedded", ["meta l4proto udp udp dport != 443 drop"], "turn/udp"),
         "tcp-all-udp-blocked": ("embedded", ["meta l4proto udp drop"], "tcp"),
@@ -233,7 +236,8 @@ def one_case(world: World, lk: dict, name: str, rules: list[str], expect: str, t
         cfg = world.dir / f"{name}.toml"
         cfg.write_text(
             f'url = "{lk["LIVEKIT_URL"]}"\napi_key = "{key}"\napi_secret = "{secret}"\nroom = "{room}"\n'
-            f'identity = "dev"\nstate_dir = "{state}"\nca_file = "{world.dir / "ca.pem"}"\n\n'
+            f'identity = "dev"\nstate_dir = "{state}"\nca_file = "{world.dir / "ca.pem"}"\n'
+            f'force_relay = {"true" if name.startswith("force-relay") else "false"}\n\n'
             f'[video]\ndevice = "test-pattern"\nwidth = 320\nheight = 240\nfps = 15\nbitrate = 400\n\n'
             f'[audio]\ndevice = "tone"\n')
         t0 = time.monotonic()
