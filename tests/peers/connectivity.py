@@ -38,6 +38,7 @@ LK_RELAY = (30000, 30100)
 NS = f"rcdev{os.getpid()}"
 PYTHON = os.environ.get("ROOMCAST_VENV", str(ROOT / ".peers/venv")) + "/bin/python"
 ROOMCAST = os.environ.get("ROOMCAST_BIN", str(ROOT / "target/debug/roomcast"))
+DEVROOM = os.environ.get("DEVROOM_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug/devroom"))
 LOGS = Path(os.environ.get("ROOMCAST_TEST_LOGS", ROOT / "target/test-logs")) / "connectivity"
 
 
@@ -175,8 +176,29 @@ class World:
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line) | {"dir": str(d)}
 
     def stop_livekit(self, lk: dict) -> None:
+        if "proc" in lk:  # devroom
+            lk["proc"].terminate()
+            lk["proc"].wait(10)
+            return
         run(str(ROOT / "tests/servers/livekit-server.sh"), "stop", lk["dir"], check=False)
         shutil.copy(lk["LIVEKIT_LOG"], LOGS / f"{Path(lk['dir']).name}.log")
+
+    def start_devroom(self) -> dict:
+        """devroom with passive ICE-TCP, handing out coturn as its TURN server."""
+        proc = subprocess.Popen(
+            [DEVROOM, "--listen", f"{IP}:0", "--keys", "devkey:secret", "--media-ip", IP, "--ice-tcp",
+             "--ice-server", f"turn:{IP}:{COTURN_PORT}?transport=udp|{COTURN_USER}|{COTURN_PASS}",
+             "--frame-dir", str(self.dir / "frames")],
+            stdout=subprocess.PIPE, stderr=open(LOGS / "devroom.log", "w"), text=True)
+        line = proc.stdout.readline().strip()  # blocks until devroom says it listens (or exits)
+        if not line.startswith("devroom listening on "):
+            proc.kill()
+            raise AssertionError(f"devroom did not start: {line!r}")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        url = line.removeprefix("devroom listening on ")
+        return {"LIVEKIT_URL": url, "LIVEKIT_HTTP": url.replace("ws:", "http:"), "LIVEKIT_API_KEY": "devkey",
+                "LIVEKIT_API_SECRET": "secret", "LIVEKIT_UDP_PORT": "0", "LIVEKIT_TCP_PORT": "0",
+                "proc": proc}
 
     def firewall(self, rules: list[str]) -> None:
         run("nft", "flush", "ruleset", ns=True)
@@ -208,6 +230,10 @@ def cases(lk_ports: dict) -> dict:
         "turn-tls-only-tcp-443": ("embedded", ["meta l4proto udp drop",
                                                f"ip daddr {IP} tcp dport != {{ {http}, 443 }} drop"],
                                   "turn/tls"),
+        "devroom-tcp-all-udp-blocked": ("devroom", ["meta l4proto udp drop"], "tcp"),
+        "devroom-coturn-udp-only-turn": ("devroom", [f"meta l4proto udp udp dport != {COTURN_PORT} drop",
+                                                     "meta l4proto tcp tcp dport != " + http + " drop"],
+                                         "turn/udp"),
         "coturn-udp-media-blocked": ("coturn", [f"ip daddr {IP} udp dport {udp} drop",
                                                 f"ip daddr {IP} tcp dport {tcp} drop"], "turn/udp"),
     }
@@ -255,10 +281,12 @@ def one_case(world: World, lk: dict, name: str, rules: list[str], expect: str, t
         assert path["path"] == expect, f"{name}: expected {expect}, the device chose {path}"
         local = path["local"]
         if expect.startswith("turn/"):
-            lo, hi = COTURN_RELAY if turn == "coturn" else LK_RELAY
+            # devroom hands out coturn; livekit-server either its own TURN or coturn.
+            lo, hi = COTURN_RELAY if turn in ("coturn", "devroom") else LK_RELAY
             port = int(local.rsplit(":", 1)[1])
-            assert lo <= port <= hi, f"{name}: relay candidate {local} is not from {turn}'s relay range"
-        server_pair = server_side_pair(Path(lk["LIVEKIT_LOG"]), expect, local)
+            assert lo <= port <= hi, f"{name}: relay candidate {local} is not from the expected TURN server's relay range"
+        server_pair = (server_side_pair(Path(lk["LIVEKIT_LOG"]), expect, local) if "LIVEKIT_LOG" in lk
+                       else "(devroom does not log pairs)")
         return {"case": name, "path": path["path"], "local": local, "remote": path["remote"],
                 "ttfm_ms": int(ttfm * 1000), "server": server_pair}
     finally:
@@ -301,8 +329,14 @@ def main() -> int:
     world = World()
     results, failures = [], []
     try:
-        for setup in ("embedded", "coturn"):
-            lk = world.start_livekit(setup, tls=setup == "embedded", coturn=setup == "coturn")
+        for setup in ("embedded", "coturn", "devroom"):
+            setup_of = {n: c[0] for n, c in cases({"http": "0", "udp": "0", "tcp": "0"}).items()}
+            if wanted and setup not in {setup_of.get(n) for n in wanted}:
+                continue
+            if setup == "devroom":
+                lk = world.start_devroom()
+            else:
+                lk = world.start_livekit(setup, tls=setup == "embedded", coturn=setup == "coturn")
             try:
                 for name, (s, rules, expect) in cases(ports_of(lk)).items():
                     if s != setup or (wanted and name not in wanted):
