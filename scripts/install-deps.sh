@@ -22,10 +22,12 @@ START=$(date +%s)
 # host build links the system alsa-lib; the board build links a static one); file (tests inspect
 # built binaries); git, curl, ca-certificates (rustup on a fresh machine).
 # tests: iproute2 + util-linux (the network namespace), python3-venv (peers), chromium (browser peer),
-# nodejs/npm only when the machine has no node at all.
+# nodejs/npm only when the machine has no node at all; nftables (the connectivity suite's firewall
+# inside the device's namespace), coturn (its second, independent TURN server) and openssl (the
+# test CA for TURN over TLS).
 APT_PKGS=(build-essential cmake pkg-config libasound2-dev file git curl ca-certificates)
 if [ "$MODE" = all ]; then
-  APT_PKGS+=(iproute2 util-linux python3 python3-venv chromium)
+  APT_PKGS+=(iproute2 util-linux python3 python3-venv chromium nftables coturn openssl)
   command -v node >/dev/null 2>&1 || APT_PKGS+=(nodejs)
   command -v npm >/dev/null 2>&1 || APT_PKGS+=(npm)
 fi

@@ -302,6 +302,8 @@ pub struct Config {
     pub metadata: Option<String>,
     pub auto_subscribe: bool,
     pub signal_path: SignalPathChoice,
+    /// Use only TURN relay candidates, whatever the server says.
+    pub force_relay: bool,
     pub ca_file: Option<PathBuf>,
     /// Where the refreshed-token cache lives; None disables the cache.
     pub state_dir: Option<PathBuf>,
@@ -570,6 +572,7 @@ fn build(ctx: &Ctx, index: &KeyIndex, raw: Raw) -> Result<Config, ConfigError> {
         metadata: raw.metadata.map(|v| v.into_inner()),
         auto_subscribe: raw.auto_subscribe.map(|v| v.into_inner()).unwrap_or(true),
         signal_path: raw.signal_path.map(|v| v.into_inner()).unwrap_or_default(),
+        force_relay: raw.force_relay.map(|v| v.into_inner()).unwrap_or(false),
         ca_file,
         state_dir,
         video,
@@ -967,6 +970,7 @@ impl Config {
         }
         t.insert("auto_subscribe".into(), self.auto_subscribe.into());
         t.insert("signal_path".into(), self.signal_path.as_str().into());
+        t.insert("force_relay".into(), self.force_relay.into());
         if let Some(ca) = &self.ca_file {
             t.insert("ca_file".into(), ca.display().to_string().into());
         }

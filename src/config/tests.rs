@@ -315,6 +315,17 @@ fn wrong_type_names_key_line_and_expected_value() {
     let e = err("url = \"wss://x\"\ntoken = \"a\"\nauto_subscribe = \"yes\"\n");
     assert_eq!((e.key.as_str(), e.line), ("auto_subscribe", Some(3)));
     assert!(e.fix.contains("true or false"));
+
+    let e = err("url = \"wss://x\"\ntoken = \"a\"\n\nforce_relay = 1\n");
+    assert_eq!((e.key.as_str(), e.line), ("force_relay", Some(4)), "{e:?}");
+    assert!(e.fix.contains("true or false"), "{}", e.fix);
+}
+
+#[test]
+fn force_relay_defaults_off_and_can_be_switched_on() {
+    assert!(!parse_str(MINIMAL).unwrap().force_relay);
+    let cfg = parse_str(&format!("{MINIMAL}force_relay = true\n")).unwrap();
+    assert!(cfg.force_relay);
 }
 
 #[test]

@@ -3,6 +3,8 @@
 pub mod codecs;
 pub mod keyframe;
 pub mod local_track;
+pub mod path;
+pub mod turn_tls;
 
 use livekit_protocol as proto;
 use rtc::ice::mdns::MulticastDnsMode;
@@ -69,6 +71,10 @@ pub struct PcSettings {
     pub force_relay: bool,
     /// The local addresses the ICE agent binds (host candidates come only from these).
     pub udp_addrs: Vec<SocketAddr>,
+    /// TCP listeners for ICE over TCP. Each gives a passive candidate (its port) and an active
+    /// one (port 9); webrtc-rs dials every trickled remote passive TCP candidate (LiveKit's
+    /// `rtc.tcp_port`, 7881), so the active side is what reaches a server when UDP is blocked.
+    pub tcp_addrs: Vec<SocketAddr>,
     /// Offer loopback host candidates (tests and devroom on 127.0.0.1).
     pub include_loopback: bool,
 }
@@ -139,6 +145,7 @@ pub async fn build_peer_connection(
         .with_include_loopback_candidate(settings.include_loopback)
         .with_discard_local_candidates_during_ice_restart(true)
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+        .with_relay_acceptance_min_wait(Some(path::RELAY_MIN_WAIT))
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(rtc_configuration(
@@ -150,6 +157,7 @@ pub async fn build_peer_connection(
         .with_interceptor_registry(registry)
         .with_handler(handler)
         .with_udp_addrs(settings.udp_addrs.clone())
+        .with_tcp_addrs(settings.tcp_addrs.clone())
         .build()
         .await
         .map_err(|e| {
@@ -182,6 +190,21 @@ pub fn udp_bind_addrs(server: Option<IpAddr>) -> Vec<SocketAddr> {
         Some(ip) if ip.is_loopback() => vec![SocketAddr::new(ip, 0)],
         _ => vec![SocketAddr::from(([0, 0, 0, 0], 0))],
     }
+}
+
+/// The TCP listeners for ICE over TCP: the same local addresses as UDP, any free port.
+pub fn tcp_bind_addrs(udp_addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    udp_addrs
+        .iter()
+        .map(|a| SocketAddr::new(a.ip(), 0))
+        .collect()
+}
+
+/// Relay only: when the config says so, or the server's `client_configuration.force_relay`
+/// (LiveKit sets it once its own ICE fallback has settled on TURN/TLS).
+pub fn force_relay(client: Option<&proto::ClientConfiguration>, configured: bool) -> bool {
+    configured
+        || client.is_some_and(|c| c.force_relay == proto::ClientConfigSetting::Enabled as i32)
 }
 
 /// Something a PeerConnection reports, tagged with the PC it came from.
@@ -285,6 +308,7 @@ pub struct PeerOptions {
     pub ice_servers: Vec<proto::IceServer>,
     pub force_relay: bool,
     pub udp_addrs: Vec<SocketAddr>,
+    pub tcp_addrs: Vec<SocketAddr>,
     /// Register VP8 for receiving (v1 publisher PC that also subscribes, v0 subscriber PC).
     pub receive_vp8: bool,
 }
@@ -307,6 +331,7 @@ impl Transport {
             ice_servers: options.ice_servers.clone(),
             force_relay: options.force_relay,
             udp_addrs: options.udp_addrs.clone(),
+            tcp_addrs: options.tcp_addrs.clone(),
             include_loopback: options.udp_addrs.iter().any(|a| a.ip().is_loopback()),
         };
         let pc = build_peer_connection(
@@ -337,6 +362,22 @@ impl Transport {
             return Ok(());
         }
         drop(pending);
+        self.apply_remote_candidate(init).await
+    }
+
+    /// Hand a remote candidate to the ICE agent; TCP ones after [`path::TCP_DEFER`], so ICE/TCP
+    /// comes after TURN/UDP (see [`path`]).
+    async fn apply_remote_candidate(&self, init: RTCIceCandidateInit) -> anyhow::Result<()> {
+        if path::is_tcp_candidate(&init.candidate) {
+            let pc = self.pc.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(path::TCP_DEFER).await;
+                if let Err(e) = pc.add_ice_candidate(init).await {
+                    tracing::debug!("deferred TCP candidate rejected: {e}");
+                }
+            });
+            return Ok(());
+        }
         self.pc
             .add_ice_candidate(init)
             .await
@@ -350,7 +391,7 @@ impl Transport {
             .map_err(|e| anyhow::anyhow!("set remote description: {e}"))?;
         let queued = self.pending.lock().await.take().unwrap_or_default();
         for init in queued {
-            if let Err(e) = self.pc.add_ice_candidate(init).await {
+            if let Err(e) = self.apply_remote_candidate(init).await {
                 tracing::warn!("queued ICE candidate rejected: {e}");
             }
         }
@@ -365,19 +406,57 @@ impl Transport {
     /// Create an offer (with new ICE credentials when `ice_restart`), apply it locally and
     /// return its SDP.
     pub async fn create_offer_with(&self, ice_restart: bool) -> anyhow::Result<String> {
+        let offer = self.create_unapplied_offer_with(ice_restart).await?;
+        let sdp = offer.sdp.clone();
+        self.apply_local_offer(offer).await?;
+        Ok(sdp)
+    }
+
+    /// Create an offer without applying it. webrtc-rs starts gathering when the local
+    /// description is set, with the ICE servers and relay policy it has at that moment; the
+    /// first v1 offer rides in join_request (no candidates yet) and is applied only once
+    /// JoinResponse has given the ICE servers ([`Transport::apply_ice_servers_then_gather`]).
+    pub async fn create_unapplied_offer(&self) -> anyhow::Result<RTCSessionDescription> {
+        self.create_unapplied_offer_with(false).await
+    }
+
+    async fn create_unapplied_offer_with(
+        &self,
+        ice_restart: bool,
+    ) -> anyhow::Result<RTCSessionDescription> {
         let options = ice_restart
             .then_some(rtc::peer_connection::configuration::RTCOfferOptions { ice_restart });
-        let offer = self
-            .pc
+        self.pc
             .create_offer(options)
             .await
-            .map_err(|e| anyhow::anyhow!("create offer: {e}"))?;
-        let sdp = offer.sdp.clone();
+            .map_err(|e| anyhow::anyhow!("create offer: {e}"))
+    }
+
+    /// Apply an offer from [`Transport::create_unapplied_offer`]; gathering starts now.
+    pub async fn apply_local_offer(&self, offer: RTCSessionDescription) -> anyhow::Result<()> {
         self.pc
             .set_local_description(offer)
             .await
-            .map_err(|e| anyhow::anyhow!("set local offer: {e}"))?;
-        Ok(sdp)
+            .map_err(|e| anyhow::anyhow!("set local offer: {e}"))
+    }
+
+    /// Give the PC the server's ICE servers and relay policy, then apply `offer` (if any),
+    /// which starts gathering — so TURN is gathered and `force_relay` holds from the first
+    /// candidate on.
+    pub async fn apply_ice_servers_then_gather(
+        &self,
+        ice_servers: &[proto::IceServer],
+        force_relay: bool,
+        offer: Option<RTCSessionDescription>,
+    ) -> anyhow::Result<()> {
+        self.pc
+            .set_configuration(rtc_configuration(ice_servers, force_relay))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot apply the server's ICE servers: {e}"))?;
+        if let Some(offer) = offer {
+            self.apply_local_offer(offer).await?;
+        }
+        Ok(())
     }
 
     pub async fn apply_answer(&self, sdp: String) -> anyhow::Result<()> {

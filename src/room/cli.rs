@@ -95,6 +95,7 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
         crate::config::SignalPathChoice::V0 => PathChoice::V0,
     };
     options.auto_subscribe = config.auto_subscribe;
+    options.force_relay = config.force_relay;
     options.ca_file = config.ca_file.clone();
     options.video = video_settings(&config);
     options.video_bitrate_limits = video_bitrate_limits(&config, &options.video);

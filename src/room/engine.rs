@@ -107,6 +107,9 @@ struct Opened {
     peer_rx: mpsc::UnboundedReceiver<PeerEvent>,
     peer_tx: mpsc::UnboundedSender<PeerEvent>,
     join: proto::JoinResponse,
+    /// v1: the first publisher offer, sent in join_request but not yet applied locally, so
+    /// nothing is gathered before the JoinResponse's ICE servers are known.
+    first_offer: Option<webrtc::peer_connection::RTCSessionDescription>,
 }
 
 /// Wait for the first message of a fresh session (`JoinResponse`) or a resumed one
@@ -155,11 +158,13 @@ async fn open(options: &RoomOptions, token: &str) -> Result<Opened, JoinError> {
     let udp_addrs = peer::udp_bind_addrs(server_ip(&base).await);
     let (peer_tx, peer_rx) = mpsc::unbounded_channel();
     let mut publisher = None;
+    let mut first_offer = None;
     let mut stream = None;
     let mut path = SignalPath::V0;
     if options.signal_path != PathChoice::V0 {
         // v1: the publisher PC exists before the join, its first offer rides in join_request.
         let peer_options = PeerOptions {
+            tcp_addrs: peer::tcp_bind_addrs(&udp_addrs),
             udp_addrs: udp_addrs.clone(),
             receive_vp8: true,
             ..Default::default()
@@ -178,8 +183,8 @@ async fn open(options: &RoomOptions, token: &str) -> Result<Opened, JoinError> {
                 .add_receive_sections(INITIAL_RECV_AUDIO, INITIAL_RECV_VIDEO)
                 .await?;
         }
-        let offer = transport.create_offer().await?;
-        let url = signalurl::v1_url(&base, options.auto_subscribe, Some(offer));
+        let offer = transport.create_unapplied_offer().await?;
+        let url = signalurl::v1_url(&base, options.auto_subscribe, Some(offer.sdp.clone()));
         match ws::open(
             url.as_str(),
             token,
@@ -191,6 +196,7 @@ async fn open(options: &RoomOptions, token: &str) -> Result<Opened, JoinError> {
             Ok(ws) => {
                 stream = Some(ws);
                 publisher = Some(transport);
+                first_offer = Some(offer);
                 path = SignalPath::V1;
             }
             Err(ConnectError::Rejected { status: 404, .. })
@@ -244,6 +250,7 @@ async fn open(options: &RoomOptions, token: &str) -> Result<Opened, JoinError> {
         peer_rx,
         peer_tx,
         join,
+        first_offer,
     })
 }
 
@@ -255,16 +262,15 @@ async fn join(
 ) -> Result<Joined, JoinError> {
     let opened = open(&options, &token).await?;
     let join = opened.join;
-    let force_relay = join
-        .client_configuration
-        .as_ref()
-        .map(|c| c.force_relay == proto::ClientConfigSetting::Enabled as i32)
-        .unwrap_or(false);
+    // turns: URLs go through a local TURN/TLS relay (webrtc-rs has no TURN over TLS).
+    let ice_servers = peer::turn_tls::localize(&join.ice_servers, options.ca_file.as_deref()).await;
+    let force_relay = peer::force_relay(join.client_configuration.as_ref(), options.force_relay);
     let base = signalurl::ws_base(&options.url)?;
     let udp_addrs = peer::udp_bind_addrs(server_ip(&base).await);
     let peer_options = PeerOptions {
-        ice_servers: join.ice_servers.clone(),
+        ice_servers,
         force_relay,
+        tcp_addrs: peer::tcp_bind_addrs(&udp_addrs),
         udp_addrs,
         receive_vp8: true,
     };
@@ -282,12 +288,16 @@ async fn join(
             (publisher, Some(subscriber))
         }
     };
-    if opened.path == SignalPath::V1 && !peer_options.ice_servers.is_empty() {
-        // The PC was built before JoinResponse; give it the server's TURN/STUN now.
-        let config = peer::rtc_configuration(&peer_options.ice_servers, peer_options.force_relay);
-        if let Err(e) = publisher.pc.set_configuration(config).await {
-            tracing::warn!("cannot apply the server's ICE servers: {e}");
-        }
+    if opened.path == SignalPath::V1 {
+        // The PC was built before JoinResponse; its first offer went out unapplied. Give it
+        // the server's TURN/STUN and relay policy, then apply the offer: gathering starts now.
+        publisher
+            .apply_ice_servers_then_gather(
+                &peer_options.ice_servers,
+                peer_options.force_relay,
+                opened.first_offer,
+            )
+            .await?;
     }
     let local = join.participant.clone().unwrap_or_default();
     let conn = Conn {
@@ -1203,6 +1213,25 @@ impl Shell {
         }
     }
 
+    /// Say which path ICE selected (room event `media_path`, and the log): udp, turn/udp, tcp
+    /// or turn/tls, with the pair's candidates.
+    async fn report_media_path(
+        &self,
+        publisher: &Arc<dyn webrtc::peer_connection::PeerConnection>,
+    ) {
+        match peer::path::selected(publisher).await {
+            Some(p) => {
+                tracing::info!("media path {}: {} <-> {}", p.path, p.local, p.remote);
+                self.emit(RoomEvent::MediaPath {
+                    path: p.path.into(),
+                    local: p.local,
+                    remote: p.remote,
+                });
+            }
+            None => tracing::warn!("connected, but ICE reports no selected candidate pair"),
+        }
+    }
+
     fn emit(&self, event: RoomEvent) {
         let _ = self.shared.events.send(event);
     }
@@ -1399,7 +1428,13 @@ impl Shell {
         };
         if let Some(response) = self.reconnect_response.take() {
             if !response.ice_servers.is_empty() {
-                let config = peer::rtc_configuration(&response.ice_servers, conn.force_relay);
+                // turns: URLs again through the local TURN/TLS relay (webrtc-rs has none).
+                let servers = peer::turn_tls::localize(
+                    &response.ice_servers,
+                    self.options.ca_file.as_deref(),
+                )
+                .await;
+                let config = peer::rtc_configuration(&servers, conn.force_relay);
                 for transport in std::iter::once(&conn.publisher).chain(conn.subscriber.as_ref()) {
                     if let Err(e) = transport.pc.set_configuration(config.clone()).await {
                         tracing::warn!("cannot apply the resumed ICE servers: {e}");
@@ -1896,11 +1931,16 @@ impl Shell {
             PeerEvent::ConnectionState { target, state } => {
                 tracing::debug!("{target:?} PC {state}");
                 let pc = pc_kind(conn.path, target);
+                let mut newly_connected = None;
                 if pc == PeerConnectionKind::Publisher {
                     conn.publisher_connected = state == RTCPeerConnectionState::Connected;
                     if conn.publisher_connected {
+                        newly_connected = Some(conn.publisher.pc.clone());
                         conn.ice_restarting = false;
                     }
+                }
+                if let Some(publisher) = newly_connected {
+                    self.report_media_path(&publisher).await;
                 }
                 if let Some(state) = pc_state(state) {
                     self.inputs.push_back(Input::PeerState { pc, state });

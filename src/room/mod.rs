@@ -43,6 +43,8 @@ pub struct RoomOptions {
     pub signal_path: PathChoice,
     pub auto_subscribe: bool,
     pub ca_file: Option<PathBuf>,
+    /// Relay candidates only (config `force_relay`); the server can also ask for it.
+    pub force_relay: bool,
     pub video: VideoSettings,
     /// Where congestion feedback may move the video bitrate; `None` derives it from
     /// `video.bitrate` ([`VideoSettings::bitrate_limits`]).
@@ -73,6 +75,7 @@ impl RoomOptions {
             signal_path: PathChoice::Auto,
             auto_subscribe: true,
             ca_file: None,
+            force_relay: false,
             video: VideoSettings::default(),
             video_bitrate_limits: None,
             audio: AudioSettings::default(),
@@ -216,6 +219,14 @@ pub enum RoomEvent {
     },
     ConnectionStateChanged {
         state: ConnectionState,
+    },
+    /// The media path ICE selected, once the publisher PC is connected: `path` is `udp`,
+    /// `turn/udp`, `tcp` or `turn/tls`; `local`/`remote` are the pair's candidates
+    /// (`<type> <protocol> <address>:<port>`).
+    MediaPath {
+        path: String,
+        local: String,
+        remote: String,
     },
     /// A connection that worked broke; resuming the same session (same participant sid).
     Resuming,

@@ -1,4 +1,5 @@
-//! `devroom --listen ADDR --keys KEY:SECRET [--media-ip IP] [--frame-dir DIR]`.
+//! `devroom --listen ADDR --keys KEY:SECRET [--media-ip IP] [--frame-dir DIR] [--ice-tcp]
+//! [--ice-server URL|USERNAME|CREDENTIAL ...]`.
 use super::{DevRoom, DevRoomConfig};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,13 @@ pub struct Args {
     /// Where PNG snapshots are written.
     #[arg(long)]
     pub frame_dir: Option<PathBuf>,
+    /// Passive ICE over TCP on the media IP (a free port per PeerConnection).
+    #[arg(long)]
+    pub ice_tcp: bool,
+    /// An ICE server handed out in JoinResponse/ReconnectResponse, as URL or
+    /// URL|USERNAME|CREDENTIAL (e.g. "turn:198.51.100.1:3479?transport=udp|user|pass"); repeatable.
+    #[arg(long)]
+    pub ice_server: Vec<String>,
     /// JoinResponse.ping_interval in seconds.
     #[arg(long, default_value_t = 5)]
     pub ping_interval: u32,
@@ -40,6 +48,27 @@ pub fn parse_keys(keys: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `URL` or `URL|USERNAME|CREDENTIAL` as a JoinResponse ICE server.
+pub fn parse_ice_server(text: &str) -> anyhow::Result<livekit_protocol::IceServer> {
+    let mut parts = text.split('|');
+    let url = parts.next().unwrap_or_default();
+    let (username, credential) = (parts.next(), parts.next());
+    let scheme_ok = ["stun:", "turn:", "turns:"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if !scheme_ok || parts.next().is_some() || username.is_some() != credential.is_some() {
+        anyhow::bail!(
+            "--ice-server {text:?} is not URL or URL|USERNAME|CREDENTIAL with a stun:, turn: or \
+             turns: URL (example: \"turn:198.51.100.1:3479?transport=udp|user|pass\")"
+        );
+    }
+    Ok(livekit_protocol::IceServer {
+        urls: vec![url.to_string()],
+        username: username.unwrap_or_default().to_string(),
+        credential: credential.unwrap_or_default().to_string(),
+    })
+}
+
 pub fn config_from(args: &Args) -> anyhow::Result<DevRoomConfig> {
     let listen: SocketAddr = args.listen.parse().map_err(|e| {
         anyhow::anyhow!(
@@ -55,6 +84,12 @@ pub fn config_from(args: &Args) -> anyhow::Result<DevRoomConfig> {
     if let Some(dir) = &args.frame_dir {
         cfg.frame_dir = dir.clone();
     }
+    cfg.ice_tcp = args.ice_tcp;
+    cfg.ice_servers = args
+        .ice_server
+        .iter()
+        .map(|s| parse_ice_server(s))
+        .collect::<anyhow::Result<_>>()?;
     if args.ping_interval == 0 || args.ping_timeout <= args.ping_interval {
         anyhow::bail!(
             "--ping-interval {} / --ping-timeout {}: need 0 < interval < timeout (LiveKit: 5 and 15)",
@@ -104,12 +139,29 @@ mod tests {
     }
 
     #[test]
+    fn ice_servers_are_parsed_and_bad_ones_named() {
+        let s = parse_ice_server("turn:198.51.100.1:3479?transport=udp|u|p").unwrap();
+        assert_eq!(s.urls, vec!["turn:198.51.100.1:3479?transport=udp"]);
+        assert_eq!((s.username.as_str(), s.credential.as_str()), ("u", "p"));
+        assert!(parse_ice_server("stun:198.51.100.1:3478")
+            .unwrap()
+            .username
+            .is_empty());
+        for bad in ["198.51.100.1:3478", "turn:x|user", "turn:x|u|p|q"] {
+            let err = parse_ice_server(bad).unwrap_err().to_string();
+            assert!(err.contains("--ice-server"), "{err}");
+        }
+    }
+
+    #[test]
     fn listen_and_ping_settings_are_checked() {
         let args = |listen: &str, ping_interval: u32, ping_timeout: u32| Args {
             listen: listen.into(),
             keys: vec!["a:b".into()],
             media_ip: None,
             frame_dir: None,
+            ice_tcp: false,
+            ice_server: Vec::new(),
             ping_interval,
             ping_timeout,
         };

@@ -56,8 +56,11 @@ pub struct DevRoomConfig {
     pub keys: Vec<(String, String)>,
     /// UDP bind + advertised host-candidate address for the SFU.
     pub media_ip: IpAddr,
-    /// Sent in JoinResponse and ReconnectResponse (default empty).
+    /// Sent in JoinResponse and ReconnectResponse (default empty): TURN servers for the
+    /// connectivity tests and the demo.
     pub ice_servers: Vec<livekit_protocol::IceServer>,
+    /// Passive ICE over TCP next to UDP (default off).
+    pub ice_tcp: bool,
     /// Where PNG snapshots go.
     pub frame_dir: PathBuf,
     /// JoinResponse.ping_interval in seconds (LiveKit: 5).
@@ -79,6 +82,7 @@ impl DevRoomConfig {
                 listen.ip()
             },
             ice_servers: Vec::new(),
+            ice_tcp: false,
             frame_dir: std::env::temp_dir().join("devroom-frames"),
             ping_interval: 5,
             ping_timeout: 15,
@@ -116,6 +120,7 @@ impl DevRoom {
         let (sfu, mut sfu_events) = sfu::Sfu::with_epoch(
             sfu::SfuConfig {
                 media_ip: cfg.media_ip,
+                ice_tcp: cfg.ice_tcp,
                 frame_dir: cfg.frame_dir.clone(),
             },
             started,

@@ -1583,6 +1583,7 @@ mod tests {
         let (sfu, _events) = Sfu::with_epoch(
             super::super::sfu::SfuConfig {
                 media_ip: cfg.media_ip,
+                ice_tcp: cfg.ice_tcp,
                 frame_dir: cfg.frame_dir.clone(),
             },
             started,

@@ -135,6 +135,9 @@ impl TrackKind {
 pub struct SfuConfig {
     /// UDP sockets bind here (port 0 each), and host candidates carry this address.
     pub media_ip: IpAddr,
+    /// Also listen on TCP (media_ip, a free port per PeerConnection): passive ICE-TCP
+    /// candidates, which a client whose UDP is blocked dials.
+    pub ice_tcp: bool,
     /// Where [`Sfu::write_png`] puts its files (created on demand).
     pub frame_dir: PathBuf,
 }
@@ -395,7 +398,8 @@ impl Sfu {
             inner: Arc::downgrade(&self.inner),
             peer: id,
         });
-        let pc = build_peer_connection(self.inner.cfg.media_ip, handler).await?;
+        let pc =
+            build_peer_connection(self.inner.cfg.media_ip, self.inner.cfg.ice_tcp, handler).await?;
         let peer = Arc::new(Peer {
             id,
             role,
@@ -1652,19 +1656,26 @@ fn h264_params_match(a: &str, b: &str) -> bool {
 /// request interceptor.
 pub(crate) async fn build_peer_connection(
     media_ip: IpAddr,
+    ice_tcp: bool,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
-    build_peer_connection_with(media_ip, handler, media_engine()?).await
+    build_peer_connection_with(media_ip, ice_tcp, handler, media_engine()?).await
 }
 
 /// [`build_peer_connection`] with a given media engine (tests use other payload types).
 pub(crate) async fn build_peer_connection_with(
     media_ip: IpAddr,
+    ice_tcp: bool,
     handler: Arc<dyn PeerConnectionEventHandler>,
     engine: MediaEngine,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let settings = PcSettings {
         udp_addrs: vec![SocketAddr::new(media_ip, 0)],
+        tcp_addrs: if ice_tcp {
+            vec![SocketAddr::new(media_ip, 0)]
+        } else {
+            Vec::new()
+        },
         include_loopback: true,
         ..PcSettings::default()
     };

@@ -235,7 +235,7 @@ impl Client {
             sfu_peer,
             tx,
         });
-        let pc = build_peer_connection_with(LOOPBACK, handler, engine)
+        let pc = build_peer_connection_with(LOOPBACK, false, handler, engine)
             .await
             .expect("client PC");
         hub.attach(sfu_peer, pc.clone());
@@ -534,6 +534,7 @@ fn assert_close(got: [u8; 3], want: [u8; 3], what: &str) {
 fn new_sfu(dir: &std::path::Path) -> (Sfu, Arc<Hub>) {
     let (sfu, events) = Sfu::new(SfuConfig {
         media_ip: LOOPBACK,
+        ice_tcp: false,
         frame_dir: dir.to_path_buf(),
     });
     (sfu, Hub::start(events))

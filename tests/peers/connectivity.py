@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Connectivity cases (issue 12): LiveKit's four media paths, each forced by nftables rules in the
+device's own network namespace, against the real livekit-server's embedded TURN (UDP and TLS, with
+a test CA made here by openssl) and against coturn as a second, independent TURN server.
+
+Runs inside tests/netns.sh (the server's namespace, 198.51.100.1 on lk0). The device gets a
+namespace of its own (`ip netns`, so /etc/netns/<ns>/hosts maps the TURN/TLS domain) joined to
+the server's by a veth pair on 203.0.113.0/24; its firewall rules only ever name 198.51.100.1 and
+ports. Per case: the official Python SDK subscribes and must decode the device's video and audio;
+the device's `media_path` event must name the expected path; livekit-server's debug log must show
+the matching pair on its side. Prints one line per case with the time to first media.
+
+usage: connectivity.py [CASE ...]    (default: every case)
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+IP = "198.51.100.1"
+DEV_IP, GW_IP = "203.0.113.2", "203.0.113.1"
+DOMAIN = "turn.lk.test"
+COTURN_PORT, COTURN_USER, COTURN_PASS = 3479, "coturn", "coturn-test-pass"
+COTURN_RELAY = (40000, 40100)
+LK_RELAY = (30000, 30100)
+NS = f"rcdev{os.getpid()}"
+PYTHON = os.environ.get("ROOMCAST_VENV", str(ROOT / ".peers/venv")) + "/bin/python"
+ROOMCAST = os.environ.get("ROOMCAST_BIN", str(ROOT / "target/debug/roomcast"))
+DEVROOM = os.environ.get("DEVROOM_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug/devroom"))
+LOGS = Path(os.environ.get("ROOMCAST_TEST_LOGS", ROOT / "target/test-logs")) / "connectivity"
+
+
+def run(*cmd: str, ns: bool = False, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    if ns:
+        cmd = ("ip", "netns", "exec", NS) + cmd
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+
+
+class Lines:
+    """A process's stdout read line by line on a thread; wait_for() blocks on the next lines."""
+
+    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
+        self.q: queue.Queue = queue.Queue()
+        self.seen: list[tuple[float, str]] = []
+        self.log = open(log, "w")
+
+        def pump() -> None:
+            for line in proc.stdout:
+                self.log.write(line)
+                self.log.flush()
+                self.q.put((time.monotonic(), line.rstrip("\n")))
+            self.q.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(self, pred, timeout: float, what: str) -> tuple[float, dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            try:
+                item = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if item is None:
+                raise AssertionError(f"the process ended while waiting for {what}")
+            t, line = item
+            self.seen.append(item)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if pred(obj):
+                return t, obj
+
+
+def stun_answers(port: int, timeout: float) -> bool:
+    """A STUN Binding request to IP:port gets an answer (the TURN server is up)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.2)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            s.sendto(struct.pack("!HHI12s", 0x0001, 0, 0x2112A442, os.urandom(12)), (IP, port))
+            try:
+                data, _ = s.recvfrom(2048)
+                if data[:2] == b"\x01\x01":
+                    return True
+            except socket.timeout:
+                pass  # retransmit, like any STUN client
+        return False
+    finally:
+        s.close()
+
+
+class World:
+    def __init__(self) -> None:
+        shutil.rmtree(LOGS, ignore_errors=True)
+        LOGS.mkdir(parents=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="roomcast-conn-"))
+        self.coturn = None
+        try:
+            # The server's address first (livekit-server.sh would add it too): coturn binds it.
+            if f"inet {IP}/" not in run("ip", "-4", "addr", "show", "dev", "lk0").stdout:
+                run("ip", "addr", "add", f"{IP}/24", "dev", "lk0")
+            self.make_ca()
+            self.make_device_ns()
+            self.start_coturn()
+        except BaseException:
+            self.close()
+            raise
+
+    def make_ca(self) -> None:
+        d = self.dir
+        ossl = lambda *a: run("openssl", *a, cwd=d)  # noqa: E731
+        ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=roomcast test CA")
+        ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", "turn.key", "-out", "turn.csr", "-subj", f"/CN={DOMAIN}")
+        (d / "ext").write_text(f"subjectAltName=DNS:{DOMAIN}\n")
+        ossl("x509", "-req", "-in", "turn.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "turn.crt", "-days", "1", "-extfile", "ext")
+
+    def make_device_ns(self) -> None:
+        run("ip", "netns", "add", NS)
+        run("ip", "link", "add", "rcd0", "type", "veth", "peer", "name", "rcd1", "netns", NS)
+        run("ip", "addr", "add", f"{GW_IP}/24", "dev", "rcd0")
+        run("ip", "link", "set", "rcd0", "up")
+        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{DEV_IP}/24", "dev", "rcd1"],
+                    ["ip", "link", "set", "rcd1", "up"], ["ip", "route", "add", "default", "via", GW_IP]):
+            run(*cmd, ns=True)
+        run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=True, check=False)
+        hosts = Path("/etc/netns") / NS
+        hosts.mkdir(parents=True, exist_ok=True)
+        (hosts / "hosts").write_text(f"127.0.0.1 localhost\n{IP} {DOMAIN}\n")
+
+    def start_coturn(self) -> None:
+        log = open(LOGS / "coturn.log", "w")
+        self.coturn = subprocess.Popen(
+            ["turnserver", "-n", "--listening-ip", IP, "--listening-port", str(COTURN_PORT),
+             "--relay-ip", IP, "--min-port", str(COTURN_RELAY[0]), "--max-port", str(COTURN_RELAY[1]),
+             "--lt-cred-mech", "--user", f"{COTURN_USER}:{COTURN_PASS}", "--realm", "lk.test",
+             "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay", "--log-file", "stdout", "--simple-log",
+             "--allowed-peer-ip", IP, "--pidfile", str(self.dir / "coturn.pid")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if not stun_answers(COTURN_PORT, 10):
+            raise AssertionError("coturn does not answer STUN on its port")
+
+    def start_livekit(self, name: str, tls: bool, coturn: bool) -> dict:
+        d = self.dir / f"lk-{name}"
+        env = dict(os.environ, LIVEKIT_LOG_LEVEL="debug")
+        args = []
+        if coturn:
+            env["LIVEKIT_TURN_SERVERS"] = (f"[{{host: {IP}, port: {COTURN_PORT}, protocol: udp, "
+                                           f"username: {COTURN_USER}, credential: {COTURN_PASS}}}]")
+        else:
+            args = ["--turn"]
+            env["LIVEKIT_TURN_UDP_PORT"] = "443"
+            if tls:
+                env.update(LIVEKIT_TURN_DOMAIN=DOMAIN, LIVEKIT_TURN_CERT=str(self.dir / "turn.crt"),
+                           LIVEKIT_TURN_KEY=str(self.dir / "turn.key"))
+        out = run(str(ROOT / "tests/servers/livekit-server.sh"), "start", str(d), *args, env=env).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line) | {"dir": str(d)}
+
+    def stop_livekit(self, lk: dict) -> None:
+        if "proc" in lk:  # devroom
+            lk["proc"].terminate()
+            lk["proc"].wait(10)
+            return
+        run(str(ROOT / "tests/servers/livekit-server.sh"), "stop", lk["dir"], check=False)
+        shutil.copy(lk["LIVEKIT_LOG"], LOGS / f"{Path(lk['dir']).name}.log")
+
+    def start_devroom(self) -> dict:
+        """devroom with passive ICE-TCP, handing out coturn as its TURN server."""
+        proc = subprocess.Popen(
+            [DEVROOM, "--listen", f"{IP}:0", "--keys", "devkey:secret", "--media-ip", IP, "--ice-tcp",
+             "--ice-server", f"turn:{IP}:{COTURN_PORT}?transport=udp|{COTURN_USER}|{COTURN_PASS}",
+             "--frame-dir", str(self.dir / "frames")],
+            stdout=subprocess.PIPE, stderr=open(LOGS / "devroom.log", "w"), text=True)
+        line = proc.stdout.readline().strip()  # blocks until devroom says it listens (or exits)
+        if not line.startswith("devroom listening on "):
+            proc.kill()
+            raise AssertionError(f"devroom did not start: {line!r}")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        url = line.removeprefix("devroom listening on ")
+        return {"LIVEKIT_URL": url, "LIVEKIT_HTTP": url.replace("ws:", "http:"), "LIVEKIT_API_KEY": "devkey",
+                "LIVEKIT_API_SECRET": "secret", "LIVEKIT_UDP_PORT": "0", "LIVEKIT_TCP_PORT": "0",
+                "proc": proc}
+
+    def firewall(self, rules: list[str]) -> None:
+        run("nft", "flush", "ruleset", ns=True)
+        # Loopback stays open: the TURN/TLS relay listens on 127.0.0.1 inside the device.
+        body = "\n".join(f"    {r}" for r in ['oifname "lo" accept'] + rules)
+        text = (f"table inet roomcast_test {{\n  chain out {{\n    type filter hook output priority 0; "
+                f"policy accept;\n{body}\n  }}\n}}\n")
+        run("nft", "-f", "-", ns=True, input=text)
+
+    def close(self) -> None:
+        if self.coturn and self.coturn.poll() is None:
+            self.coturn.terminate()
+            self.coturn.wait(10)
+        run("ip", "netns", "del", NS, check=False)
+        shutil.rmtree(Path("/etc/netns") / NS, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# name: (server setup, nft rules given the server's ports, expected path, TURN server in use)
+def cases(lk_ports: dict) -> dict:
+    http, udp, tcp = lk_ports["http"], lk_ports["udp"], lk_ports["tcp"]
+    return {
+        "udp": ("embedded", [], "udp"),
+        # Nothing blocked, but the config's force_relay: only relay candidates may be used.
+        "force-relay-config": ("embedded", [], "turn/udp"),
+        "turn-udp-media-blocked": ("embedded", [f"ip daddr {IP} udp dport {udp} drop"], "turn/udp"),
+        "turn-udp-only-443": ("embedded", ["meta l4proto udp udp dport != 443 drop"], "turn/udp"),
+        "tcp-all-udp-blocked": ("embedded", ["meta l4proto udp drop"], "tcp"),
+        "turn-tls-only-tcp-443": ("embedded", ["meta l4proto udp drop",
+                                               f"ip daddr {IP} tcp dport != {{ {http}, 443 }} drop"],
+                                  "turn/tls"),
+        "devroom-tcp-all-udp-blocked": ("devroom", ["meta l4proto udp drop"], "tcp"),
+        "devroom-coturn-udp-only-turn": ("devroom", [f"meta l4proto udp udp dport != {COTURN_PORT} drop",
+                                                     "meta l4proto tcp tcp dport != " + http + " drop"],
+                                         "turn/udp"),
+        "coturn-udp-media-blocked": ("coturn", [f"ip daddr {IP} udp dport {udp} drop",
+                                                f"ip daddr {IP} tcp dport {tcp} drop"], "turn/udp"),
+    }
+
+
+def ports_of(lk: dict) -> dict:
+    return {"http": lk["LIVEKIT_HTTP"].rsplit(":", 1)[1], "udp": lk["LIVEKIT_UDP_PORT"],
+            "tcp": lk["LIVEKIT_TCP_PORT"]}
+
+
+def one_case(world: World, lk: dict, name: str, rules: list[str], expect: str, turn: str) -> dict:
+    world.firewall(rules)
+    room = f"conn-{name}"
+    key, secret = lk["LIVEKIT_API_KEY"], lk["LIVEKIT_API_SECRET"]
+    sub = subprocess.Popen(
+        [PYTHON, str(ROOT / "tests/peers/py_peer.py"), "--url", lk["LIVEKIT_URL"], "--key", key,
+         "--secret", secret, "--room", room, "--identity", "sub", "--publish", "none",
+         "--expect-video", "20", "--expect-audio", "20", "--expect-from", "dev", "--stay", "60"],
+        stdout=subprocess.PIPE, stderr=open(LOGS / f"{name}.sub.stderr", "w"), text=True)
+    dev = None
+    try:
+        sub_out = Lines(sub, LOGS / f"{name}.sub.jsonl")
+        sub_out.wait_for(lambda e: e.get("event") == "connected", 30, "the subscriber to connect")
+        state = world.dir / f"state-{name}"
+        state.mkdir()
+        cfg = world.dir / f"{name}.toml"
+        cfg.write_text(
+            f'url = "{lk["LIVEKIT_URL"]}"\napi_key = "{key}"\napi_secret = "{secret}"\nroom = "{room}"\n'
+            f'identity = "dev"\nstate_dir = "{state}"\nca_file = "{world.dir / "ca.pem"}"\n'
+            f'force_relay = {"true" if name.startswith("force-relay") else "false"}\n\n'
+            f'[video]\ndevice = "test-pattern"\nwidth = 320\nheight = 240\nfps = 15\nbitrate = 400\n\n'
+            f'[audio]\ndevice = "tone"\n')
+        t0 = time.monotonic()
+        dev = subprocess.Popen(
+            ["ip", "netns", "exec", NS, ROOMCAST, "run", "--config", str(cfg)],
+            stdout=subprocess.PIPE, stderr=open(LOGS / f"{name}.dev.stderr", "w"), text=True,
+            env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"))
+        dev_out = Lines(dev, LOGS / f"{name}.dev.jsonl")
+        _, path = dev_out.wait_for(lambda e: e.get("event") == "media_path", 40, "the device's media_path event")
+        t_video, _ = sub_out.wait_for(lambda e: e.get("event") == "first_frame" and e.get("kind") == "video",
+                                      40, "the subscriber's first decoded video frame")
+        sub_out.wait_for(lambda e: e.get("event") == "expectations_met", 40,
+                         "20 decoded video and 20 audio frames at the subscriber")
+        ttfm = t_video - t0
+        assert path["path"] == expect, f"{name}: expected {expect}, the device chose {path}"
+        local = path["local"]
+        if expect.startswith("turn/"):
+            # devroom hands out coturn; livekit-server either its own TURN or coturn.
+            lo, hi = COTURN_RELAY if turn in ("coturn", "devroom") else LK_RELAY
+            port = int(local.rsplit(":", 1)[1])
+            assert lo <= port <= hi, f"{name}: relay candidate {local} is not from the expected TURN server's relay range"
+        server_pair = (server_side_pair(Path(lk["LIVEKIT_LOG"]), expect, local) if "LIVEKIT_LOG" in lk
+                       else "(devroom does not log pairs)")
+        return {"case": name, "path": path["path"], "local": local, "remote": path["remote"],
+                "ttfm_ms": int(ttfm * 1000), "server": server_pair}
+    finally:
+        for p in (dev, sub):
+            if p and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def server_side_pair(log: Path, expect: str, device_local: str) -> str:
+    """livekit-server's 'selected ICE candidate pair changed' (debug) for the device, checked
+    against the expected path: its remote candidate is the device's relay address for TURN, a TCP
+    candidate for ICE/TCP, a UDP host candidate on the device's address for UDP."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines()
+             if "selected ICE candidate pair" in ln and '"dev"' in ln]
+    if not lines:
+        return "(no 'selected ICE candidate pair' line for dev in the server log)"
+    last = lines[-1]
+    m = re.search(r'"pair": (\{[^}]*\})', last)
+    if not m:
+        return "(unreadable pair: " + last[-200:] + ")"
+    pair = json.loads(m.group(1))
+    # livekit-server shortens addresses in its logs ("203.0.11..."), so ports and types are compared.
+    dev_port = int(device_local.rsplit(":", 1)[1])
+    shown = (f"{pair.get('remoteCandidateType')} {pair.get('remoteProtocol')} "
+             f"{pair.get('remoteAddress')}:{pair.get('remotePort')}")
+    if expect == "tcp":
+        assert pair.get("remoteProtocol") == "tcp", f"server's pair {pair} is not TCP"
+    else:
+        assert pair.get("remoteProtocol") == "udp" and pair.get("remotePort") == dev_port, \
+            f"server's pair {pair} does not end at the device's {device_local}"
+    return shown
+
+
+def main() -> int:
+    wanted = sys.argv[1:]
+    world = World()
+    results, failures = [], []
+    try:
+        for setup in ("embedded", "coturn", "devroom"):
+            setup_of = {n: c[0] for n, c in cases({"http": "0", "udp": "0", "tcp": "0"}).items()}
+            if wanted and setup not in {setup_of.get(n) for n in wanted}:
+                continue
+            if setup == "devroom":
+                lk = world.start_devroom()
+            else:
+                lk = world.start_livekit(setup, tls=setup == "embedded", coturn=setup == "coturn")
+            try:
+                for name, (s, rules, expect) in cases(ports_of(lk)).items():
+                    if s != setup or (wanted and name not in wanted):
+                        continue
+                    print(f"--- {name}: rules {rules or '(none)'}; expect {expect}", flush=True)
+                    try:
+                        r = one_case(world, lk, name, rules, expect, setup)
+                        results.append(r)
+                        print(json.dumps(r), flush=True)
+                    except AssertionError as e:
+                        failures.append(name)
+                        print(f"FAIL {name}: {e}", flush=True)
+                        tail = (LOGS / f"{name}.dev.stderr").read_text(errors="replace").splitlines()[-15:]
+                        print("\n".join(f"  dev.stderr| {ln}" for ln in tail), flush=True)
+            finally:
+                world.stop_livekit(lk)
+    finally:
+        world.close()
+    print("\n=== connectivity: one line per case (time to first media = device start -> first decoded "
+          "video frame at the SDK subscriber)")
+    for r in results:
+        print(f"PASS {r['case']:<26} path={r['path']:<9} ttfm={r['ttfm_ms']:>5} ms  "
+              f"device: {r['local']} <-> {r['remote']}  server: {r['server']}")
+    for name in failures:
+        print(f"FAIL {name}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
