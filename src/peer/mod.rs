@@ -267,12 +267,6 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
 
-    // Debug level: with timestamps, these split a connection's set-up into ICE and DTLS
-    // (`RUST_LOG=roomcast::peer=debug`); the engine logs the PeerConnection state (ICE and DTLS up) at debug too.
-    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
-        tracing::debug!("{:?} ICE {state}", self.target);
-    }
-
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let _ = self.events.send(PeerEvent::ConnectionState {
             target: self.target,
@@ -280,6 +274,8 @@ impl PeerConnectionEventHandler for Handler {
         });
     }
 
+    // The room task logs ICE and PeerConnection states at debug: with timestamps they split a
+    // connection's set-up into ICE and DTLS (`RUST_LOG=roomcast::room=debug`).
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
         let _ = self.events.send(PeerEvent::IceConnectionState {
             target: self.target,

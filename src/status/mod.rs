@@ -42,6 +42,46 @@ pub fn media_live(status: &Status) -> bool {
     matches!(status, Status::Publishing)
 }
 
+/// The board's status LEDs following the supervisor: opened from `[leds]`, shown each state
+/// change, switched off and released by `stop`.
+pub struct StatusLeds {
+    driver: LedDriver,
+}
+
+impl StatusLeds {
+    /// Opens the configured LEDs; None when `[leds]` names none. An LED that cannot be opened
+    /// is an error naming it and the fix; the caller decides whether that stops the board (it
+    /// should not: media matters more than a light).
+    pub fn start(
+        config: Option<&crate::config::LedConfig>,
+    ) -> Result<Option<StatusLeds>, LedError> {
+        let Some(config) = config else {
+            return Ok(None);
+        };
+        let lights = Lights::open(config)?;
+        if lights.is_empty() {
+            return Ok(None);
+        }
+        let what = lights.describe();
+        let driver = LedDriver::start(lights, config.patterns.clone()).map_err(|err| LedError {
+            led: what,
+            problem: format!("cannot start the LED thread: {err}"),
+            fix: "check the process limits (threads, memory)".into(),
+        })?;
+        Ok(Some(StatusLeds { driver }))
+    }
+
+    pub fn show(&self, status: &Status) {
+        self.driver.set_state(LedState::from(status));
+        self.driver.set_media_live(media_live(status));
+    }
+
+    /// Every LED off and released; joins the LED thread.
+    pub fn stop(self) -> Result<(), LedError> {
+        self.driver.stop()
+    }
+}
+
 #[cfg(test)]
 mod supervisor_mapping_tests {
     use super::*;
@@ -85,45 +125,5 @@ mod supervisor_mapping_tests {
                 track: Track::Audio
             }
         )));
-    }
-}
-
-/// The board's status LEDs following the supervisor: opened from `[leds]`, shown each state
-/// change, switched off and released by `stop`.
-pub struct StatusLeds {
-    driver: LedDriver,
-}
-
-impl StatusLeds {
-    /// Opens the configured LEDs; None when `[leds]` names none. An LED that cannot be opened
-    /// is an error naming it and the fix; the caller decides whether that stops the board (it
-    /// should not: media matters more than a light).
-    pub fn start(
-        config: Option<&crate::config::LedConfig>,
-    ) -> Result<Option<StatusLeds>, LedError> {
-        let Some(config) = config else {
-            return Ok(None);
-        };
-        let lights = Lights::open(config)?;
-        if lights.is_empty() {
-            return Ok(None);
-        }
-        let what = lights.describe();
-        let driver = LedDriver::start(lights, config.patterns.clone()).map_err(|err| LedError {
-            led: what,
-            problem: format!("cannot start the LED thread: {err}"),
-            fix: "check the process limits (threads, memory)".into(),
-        })?;
-        Ok(Some(StatusLeds { driver }))
-    }
-
-    pub fn show(&self, status: &Status) {
-        self.driver.set_state(LedState::from(status));
-        self.driver.set_media_live(media_live(status));
-    }
-
-    /// Every LED off and released; joins the LED thread.
-    pub fn stop(self) -> Result<(), LedError> {
-        self.driver.stop()
     }
 }
