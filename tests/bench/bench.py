@@ -310,13 +310,14 @@ def board_size() -> dict:
 
 
 NA = {
-    "recovery_to_media_ms": "n/a: needs the connection supervisor wired into the engine (supervisor issue, "
-                            "in progress): uplink switch, WebSocket drop and server restart are not recovered yet",
+    "recovery_to_media_ms": "n/a: not built yet. The supervisor is wired and suite 55 prints single runs (uplink "
+                            "switch, 30 s outage, 20 % loss) against devroom; the >=5-run rows with the Python SDK "
+                            "in the same namespaces are the supervisor issue's remaining work",
     "capture_to_rtp_latency_ms": "n/a: capture-timestamp to RTP-send p50/p99 needs the media pipeline's "
                                  "per-frame timing hooks (media issue, not landed)",
-    "rss_drift_soak": "n/a: the soak switches the uplink every 30 s, which needs the supervisor (supervisor issue)",
-    "first_media_per_connectivity_path_ms": "n/a: per-path (direct UDP, TCP, TURN) first media needs the "
-                                            "connectivity issue, not landed",
+    "rss_drift_soak": "n/a: not built yet (a soak with an uplink switch every 30 s, on suite 55's topology)",
+    "first_media_per_connectivity_path_ms": "n/a: not in this table yet; suite 45 (tests/peers/connectivity.py) "
+                                            "prints time to first media per path (udp, turn/udp, tcp, turn/tls)",
 }
 
 
