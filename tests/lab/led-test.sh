@@ -9,8 +9,8 @@
 # chip by path with configured timings; a kernel LED (uleds, built out-of-tree like gpio-sim) whose trigger is
 # parked and restored; a missing line and a line already in use (errors, with fixes); and the lines are
 # released on exit (debugfs shows no consumer).
-# The states do not yet follow a real connection (connect / cut off / recover / bad token): that needs the
-# supervisor, which will set them. Prints "lab-leds: N passed, N failed"; exit 0 only if nothing failed.
+# One state per run, set by hand; tests/lab/led-states-test.sh (suite 65) follows a real connection through
+# connect, cut-off, recovery and a refused token. Prints "lab-leds: N passed, N failed"; exit 0 only if nothing failed.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

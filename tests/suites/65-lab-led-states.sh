@@ -10,19 +10,8 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-LAB=${LAB:-${ROOMCAST_LAB:-$HOME/.cache/roomcast-lab}}
-MODE=${ROOMCAST_TEST_LAB:-auto}
-if [ "$MODE" = 0 ] || { [ "$MODE" = auto ] && [ ! -e "$LAB/initramfs-arm64.cpio.gz" ]; }; then
-  echo "ok - # SKIP lab: not installed (scripts/install-cross-tools.sh --lab) or ROOMCAST_TEST_LAB=0"
-  echo "lab-led-states: 0 passed, 0 failed, 1 skipped"; exit 0
-fi
-[ -e "$LAB/initramfs-arm64.cpio.gz" ] || { echo "not ok - lab missing at $LAB: run scripts/install-cross-tools.sh --lab"; echo "lab-led-states: 0 passed, 1 failed"; exit 1; }
-export CARGO_NET_OFFLINE=${CARGO_NET_OFFLINE:-true}
-. tests/lib/devroom.sh
-DEVROOM=$(devroom_bin)
-[ -x "$DEVROOM" ] || nice cargo build -q -p devroom --bin devroom >&2 \
-  || { echo "not ok - devroom build"; echo "lab-led-states: 0 passed, 1 failed"; exit 1; }
-# ROOMCAST_BOARD_BIN: use an existing static aarch64 binary instead of (re)building it
-BOARD=${ROOMCAST_BOARD_BIN:-$(scripts/build-static.sh aarch64-unknown-linux-musl --alsa 2>/dev/null | tail -1)} \
-  || { echo "not ok - board build"; echo "lab-led-states: 0 passed, 1 failed"; exit 1; }
+. tests/lab/suite.sh
+lab_suite lab-led-states
+lab_devroom_bin
+lab_board_bin
 exec tests/lab/led-states-test.sh --board "$BOARD" --host "$DEVROOM"
