@@ -85,6 +85,10 @@ pub async fn wait_until_notified<T>(
     }
 }
 
+/// How often a subscriber that has not had a key picture yet asks again (LiveKit's forwarder
+/// retries at a similar pace).
+const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
+
 /// Identifies one PeerConnection on the SFU.
 pub type PeerId = u64;
 
@@ -348,6 +352,9 @@ struct Forward {
     payload_type: Mutex<Option<u8>>,
     sequence: Mutex<SequenceState>,
     closed: AtomicBool,
+    /// A key picture reached this subscriber (always true for audio): until then the SFU keeps
+    /// asking the publisher for one (see `activate_forward`).
+    key_forwarded: AtomicBool,
 }
 
 #[derive(Default)]
@@ -1003,6 +1010,7 @@ impl Inner {
         ssrc: u32,
         codec: RTCRtpCodec,
     ) {
+        let audio = kind_of_mime(&codec.mime_type) == TrackKind::Audio;
         let forward = Arc::new(Forward {
             track: track.clone(),
             to: peer.id,
@@ -1011,12 +1019,32 @@ impl Inner {
             ssrc,
             codec,
             payload_type: Mutex::new(None),
-            sequence: Mutex::new(SequenceState::default()),
             closed: AtomicBool::new(false),
+            key_forwarded: AtomicBool::new(audio),
+            sequence: Mutex::new(SequenceState::default()),
         });
         lock(&peer.forwards).insert(track.track_sid.clone(), forward.clone());
         let entry = self.track_entry(track.peer, &track.mid);
         lock(&entry.forwards).push(forward.clone());
+        // As LiveKit's forwarder does: keep asking the publisher for a key picture until one has
+        // reached this subscriber. The first one can arrive before the subscriber's negotiation
+        // is done (it is dropped then), and the subscriber's own PLIs may come late or never.
+        if !forward.key_forwarded.load(Ordering::SeqCst) {
+            let (weak, forward) = (Arc::downgrade(self), forward.clone());
+            tokio::spawn(async move {
+                let mut retry = tokio::time::interval(KEYFRAME_RETRY);
+                loop {
+                    retry.tick().await;
+                    if forward.closed.load(Ordering::SeqCst)
+                        || forward.key_forwarded.load(Ordering::SeqCst)
+                    {
+                        break;
+                    }
+                    let Some(inner) = weak.upgrade() else { break };
+                    inner.request_keyframe_for(&forward.track);
+                }
+            });
+        }
         // Relay the subscriber's keyframe requests to the publisher.
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -1390,16 +1418,24 @@ impl Inner {
         };
         let forwards: Vec<Arc<Forward>> = lock(&entry.forwards).clone();
         let pause_generation = self.pause_generation.load(Ordering::SeqCst);
+        let key_start =
+            format != PayloadFormat::Audio && starts_key_picture(format, &packet.payload);
         for forward in forwards {
             forward
-                .write(&packet, pause_generation, layer_generation)
+                .write(&packet, pause_generation, layer_generation, key_start)
                 .await;
         }
     }
 }
 
 impl Forward {
-    async fn write(&self, packet: &rtc::rtp::Packet, pause_generation: u64, layer_generation: u64) {
+    async fn write(
+        &self,
+        packet: &rtc::rtp::Packet,
+        pause_generation: u64,
+        layer_generation: u64,
+        key_start: bool,
+    ) {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
@@ -1463,12 +1499,14 @@ impl Forward {
             out.header.sequence_number = outgoing;
             out.header.timestamp = timestamp;
         }
-        if let Err(err) = self.local.write_rtp(out).await {
-            tracing::trace!(
+        match self.local.write_rtp(out).await {
+            Ok(()) if key_start => self.key_forwarded.store(true, Ordering::SeqCst),
+            Ok(()) => {}
+            Err(err) => tracing::trace!(
                 "forward {} -> peer {}: {err}",
                 self.track.track_sid,
                 self.to
-            );
+            ),
         }
     }
 
