@@ -245,19 +245,6 @@ impl DevRoom {
         }
     }
 
-    /// The snapshot (as [`DevRoom::snapshot`]) once `pred` holds on it; None after `timeout`.
-    pub async fn wait_snapshot(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> Option<serde_json::Value> {
-        self.wait_until(timeout, || {
-            let snapshot = self.snapshot();
-            pred(&snapshot).then_some(snapshot)
-        })
-        .await
-    }
-
     pub fn faults(&self) -> Faults {
         Faults {
             shared: self.shared.clone(),

@@ -229,7 +229,7 @@ struct Inner {
     pause_generation: AtomicU64,
     peers: Mutex<HashMap<PeerId, Arc<Peer>>>,
     tracks: Mutex<HashMap<(PeerId, String), Arc<PubTrack>>>,
-    /// Woken on every counted packet, so waiters on counters never poll (see `wait_stats`).
+    /// Woken on every counted packet, so waiters on counters never poll (see `counters_changed`).
     counters_changed: Arc<tokio::sync::Notify>,
 }
 
@@ -701,22 +701,6 @@ impl Sfu {
     /// condition) instead of polling the counters.
     pub fn counters_changed(&self) -> Arc<tokio::sync::Notify> {
         self.inner.counters_changed.clone()
-    }
-
-    /// The track's counters once `pred` holds; None after `timeout`. Woken by each counted
-    /// packet, never by a timer.
-    pub async fn wait_stats(
-        &self,
-        track: &TrackKey,
-        timeout: Duration,
-        pred: impl Fn(&TrackStats) -> bool,
-    ) -> Option<TrackStats> {
-        let changed = self.counters_changed();
-        wait_until_notified(&changed, timeout, || {
-            let stats = self.stats(track);
-            pred(&stats).then_some(stats)
-        })
-        .await
     }
 
     /// Counters of a track (all zero for an unknown key).
