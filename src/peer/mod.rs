@@ -146,6 +146,7 @@ pub async fn build_peer_connection(
         .with_discard_local_candidates_during_ice_restart(true)
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
         .with_relay_acceptance_min_wait(Some(path::RELAY_MIN_WAIT))
+        .with_prflx_acceptance_min_wait(Some(path::PRFLX_MIN_WAIT))
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(rtc_configuration(

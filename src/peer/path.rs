@@ -28,6 +28,18 @@ use webrtc::peer_connection::PeerConnection;
 
 /// How long relay pairs wait before they may be nominated (rtc-ice's default is 2 s).
 pub const RELAY_MIN_WAIT: Duration = Duration::from_millis(500);
+/// How long pairs with a peer-reflexive candidate wait before they may be nominated
+/// (rtc-ice's default is 1 s).
+///
+/// Why zero: the server trickles its candidates after its answer, and its first connectivity
+/// check often arrives before them. The device then knows the server's address only as a
+/// peer-reflexive candidate, and with the default the nomination waited a full second: that was
+/// the 1 s uplink switch (the resume and the checks took about 20 ms, then nothing happened for
+/// 1000 ms, in every run where the check beat the trickle). A peer-reflexive remote is the
+/// server's own address seen on a path that already works; the local candidate's type still
+/// gates the pair, so a relayed local candidate keeps its [`RELAY_MIN_WAIT`] and the fallback
+/// order below is unchanged.
+pub const PRFLX_MIN_WAIT: Duration = Duration::ZERO;
 /// How long the server's TCP candidates are held back before ICE sees them.
 pub const TCP_DEFER: Duration = Duration::from_millis(1000);
 /// How long the TURN/TLS relay holds a client's first allocation.
