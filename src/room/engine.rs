@@ -607,6 +607,7 @@ fn failure_input(err: &JoinError, resuming: bool) -> Input {
     match err {
         JoinError::Connect(ConnectError::Rejected { status, .. }) => Input::JoinFailed {
             http_status: Some(*status),
+            refused: false,
             detail: err.to_string(),
         },
         JoinError::Refused { reason, action } => match leave_action_named(action) {
@@ -624,6 +625,7 @@ fn failure_input(err: &JoinError, resuming: bool) -> Input {
         },
         _ => Input::JoinFailed {
             http_status: None,
+            refused: matches!(err, JoinError::Connect(e) if e.is_refused()),
             detail: err.to_string(),
         },
     }
@@ -1314,6 +1316,7 @@ impl Shell {
         let Some(conn) = self.conn.as_mut() else {
             self.inputs.push_back(Input::JoinFailed {
                 http_status: None,
+                refused: false,
                 detail: "nothing to resume".into(),
             });
             return;

@@ -38,6 +38,18 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// The server's host answered the TCP connect with a reset: it is up, but nothing listens on
+    /// the port (yet): the server is restarting.
+    pub fn is_refused(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Transport {
+                source: tungstenite::Error::Io(err),
+                ..
+            } if err.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    }
+
     /// 401/403: the token is wrong; retrying with the same one cannot help.
     pub fn is_auth_failure(&self) -> bool {
         matches!(

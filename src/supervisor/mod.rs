@@ -51,6 +51,10 @@
 //!   reconnect goes in LiveKit's documented order: ParticipantDisconnected, LocalTrackUnpublished,
 //!   Reconnecting, rejoin with a fresh token, Reconnected, ParticipantConnected, republish with
 //!   LocalTrackPublished, then a keyframe as soon as the new publisher connects.
+//! - A server that refuses connections (its host answers with a TCP reset, or a proxy with
+//!   502-504) is restarting: it is polled every [`SERVER_RESTART_POLL`] for up to
+//!   [`SERVER_RESTART_WINDOW`] instead of backing off, and when it answers that it no longer
+//!   knows us, the full reconnect's join goes out at once.
 //! - 401/403 retry in minutes (`auth_retry`), or at once when the clock jumps. Leave DISCONNECT
 //!   never rejoins unless `rejoin_after_removal` is set. Nothing network-related ever exits.
 //! - READY=1 once media first flows; WATCHDOG=1 every `watchdog_interval` from `handle_timeout`,
@@ -73,6 +77,16 @@ pub const ACTION_QUEUE_CAP: usize = 64;
 /// after that it waits its turn in the backoff, so a server that keeps saying RECONNECT cannot
 /// spin us.
 const URGENT_RETRIES: u32 = 3;
+
+/// While the server's host answers "connection refused" (or a proxy in front of it 502/503/504),
+/// retry about this often (±[`SERVER_RESTART_JITTER`]) instead of backing off: the server is
+/// being restarted, and the backoff's next step (up to 2 s) would land long after it is back.
+/// Refused attempts cost the server one SYN and one RST. The fast polling lasts
+/// [`SERVER_RESTART_WINDOW`] from the first refusal; a server down longer than that is not
+/// restarting, and the ordinary backoff takes over.
+pub const SERVER_RESTART_POLL: Duration = Duration::from_millis(200);
+pub const SERVER_RESTART_JITTER: Duration = Duration::from_millis(50);
+pub const SERVER_RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// One of the two media tracks a board publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -208,6 +222,9 @@ pub enum Input {
     /// upgrade's HTTP status; None when the server was not reached or did not answer in time.
     JoinFailed {
         http_status: Option<u16>,
+        /// The server's host answered with a TCP reset: nothing listens on the port (the server
+        /// is restarting). See [`SERVER_RESTART_POLL`].
+        refused: bool,
         detail: String,
     },
     /// The signalling WebSocket closed or errored after the first message.
@@ -495,6 +512,11 @@ pub struct Supervisor {
     ever_connected: bool,
     /// Consecutive losses of connections that had worked for less than `stable_after`.
     quick_losses: u32,
+    /// Immediate retries granted to urgent escalations since the last loss of a connection
+    /// that had been stable (see [`URGENT_RETRIES`]).
+    urgent_retries: u32,
+    /// Since when every attempt has found the server restarting (see [`SERVER_RESTART_POLL`]).
+    server_restarting_since: Option<Instant>,
     /// Why we are (re)trying, for STATUS=.
     cause: String,
     auth_rejected: Option<u16>,
@@ -545,6 +567,8 @@ impl Supervisor {
             reconnecting_announced: false,
             ever_connected: false,
             quick_losses: 0,
+            urgent_retries: 0,
+            server_restarting_since: None,
             cause: String::new(),
             auth_rejected: None,
             removed_reason: None,
@@ -587,8 +611,13 @@ impl Supervisor {
             Input::ResumeSucceeded => self.on_resumed(now),
             Input::JoinFailed {
                 http_status,
+                refused,
                 detail,
-            } => self.on_attempt_failed(http_status, detail, now),
+            } => {
+                let restarting = refused || matches!(http_status, Some(502..=504));
+                self.note_server_restarting(restarting, now);
+                self.on_attempt_failed(http_status, detail, now)
+            }
             Input::SignalClosed { detail } => {
                 self.on_signal_lost(format!("signalling closed: {detail}"), now)
             }
@@ -603,6 +632,7 @@ impl Supervisor {
                     Phase::Opening { .. } | Phase::Joined { .. } | Phase::IceRestarting { .. }
                 ) {
                     self.cause = format!("the server refused the resume ({reason})");
+                    self.server_restarting_since = None;
                     self.note_loss(now);
                     self.escalate(now, true);
                 }
@@ -733,8 +763,19 @@ impl Supervisor {
     /// escalation) goes at once unless the streak is already long.
     fn retry(&mut self, kind: AttemptKind, now: Instant, urgent: bool) {
         let mut delay = self.backoff.next_delay(now);
-        if urgent && self.backoff.attempts() <= URGENT_RETRIES {
+        if urgent && self.urgent_retries < URGENT_RETRIES {
+            // The server answered and said what to do (RECONNECT, STATE_MISMATCH, an HTTP
+            // error to a resume): a fresh join now, however long the outage's streak was.
+            self.urgent_retries += 1;
             delay = Duration::ZERO;
+        } else if self
+            .server_restarting_since
+            .is_some_and(|since| now.saturating_duration_since(since) < SERVER_RESTART_WINDOW)
+        {
+            let spread = SERVER_RESTART_JITTER.as_nanos() as u64;
+            let poll = SERVER_RESTART_POLL - SERVER_RESTART_JITTER
+                + Duration::from_nanos(self.rng.below_inclusive(spread * 2));
+            delay = delay.min(poll);
         }
         if kind == AttemptKind::Resume && !delay.is_zero() && self.resume_window_over(now + delay) {
             // Waiting would only end in a full reconnect: start it now.
@@ -834,6 +875,7 @@ impl Supervisor {
     // ---- connection outcomes --------------------------------------------------------------
 
     fn on_joined(&mut self, participant_sid: String, now: Instant) {
+        self.server_restarting_since = None;
         let Phase::Opening {
             attempt: AttemptKind::Join,
             ..
@@ -866,6 +908,7 @@ impl Supervisor {
     }
 
     fn on_resumed(&mut self, now: Instant) {
+        self.server_restarting_since = None;
         let Phase::Opening {
             attempt: AttemptKind::Resume,
             ..
@@ -1057,6 +1100,16 @@ impl Supervisor {
         }
         if self.quick_losses <= 1 {
             self.backoff.reset();
+            self.urgent_retries = 0;
+        }
+    }
+
+    /// Whether the last attempt found the server restarting (refused, or a proxy's 502-504).
+    fn note_server_restarting(&mut self, restarting: bool, now: Instant) {
+        if restarting {
+            self.server_restarting_since.get_or_insert(now);
+        } else {
+            self.server_restarting_since = None;
         }
     }
 

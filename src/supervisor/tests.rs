@@ -143,13 +143,15 @@ fn publisher(state: PeerConnectionState) -> Input {
 fn unreachable() -> Input {
     Input::JoinFailed {
         http_status: None,
-        detail: "connection refused".into(),
+        refused: false,
+        detail: "no answer".into(),
     }
 }
 
 fn http(status: u16) -> Input {
     Input::JoinFailed {
         http_status: Some(status),
+        refused: false,
         detail: "rejected".into(),
     }
 }
@@ -471,9 +473,7 @@ fn status_text_says_why_which_attempt_and_when_the_next_comes() {
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     assert!(
-        line.starts_with(
-            "connecting: server unreachable: connection refused (attempt 3, next in 0."
-        ),
+        line.starts_with("connecting: server unreachable: no answer (attempt 3, next in 0."),
         "{line}"
     );
     assert!(line.ends_with(" s)"), "{line}");
@@ -1664,4 +1664,88 @@ fn a_watchdog_tick_goes_on_in_every_state_but_stopped() {
     assert_eq!(pings(&sim.advance(secs(30))), 3, "while publishing");
     sim.input(Input::Shutdown);
     assert_eq!(sim.sup.poll_timeout(), None);
+}
+
+// ---- a server restart ------------------------------------------------------------------------
+
+fn refused() -> Input {
+    Input::JoinFailed {
+        http_status: None,
+        refused: true,
+        detail: "connection refused".into(),
+    }
+}
+
+/// Times of the next `OpenSignal` after each failure, until `end`.
+fn attempts_while(sim: &mut Sim, failure: fn() -> Input, end: Duration) -> Vec<Duration> {
+    let mut times = Vec::new();
+    while sim.at() < end {
+        sim.input(failure());
+        let (at, _) = sim.until(end + secs(10), is_open);
+        times.push(at);
+    }
+    times
+}
+
+fn gaps(times: &[Duration]) -> Vec<Duration> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn a_restarting_server_is_polled_every_200_ms_and_rejoined_at_once() {
+    // The signalling drops and the server's port refuses connections while it restarts: the
+    // resume is retried every 150-250 ms (not on the backoff, which would be at 2 s by now).
+    // The restarted server knows nothing of us (STATE_MISMATCH): the full reconnect's join goes
+    // out at once, however many resumes the outage took.
+    let mut sim = Sim::publishing(config());
+    sim.input(Input::SignalClosed {
+        detail: "eof".into(),
+    });
+    let times = attempts_while(&mut sim, refused, secs(5));
+    assert!(times.len() >= 20, "{times:?}");
+    for gap in gaps(&times) {
+        assert!(gap >= ms(150) && gap <= ms(250), "{gap:?} in {times:?}");
+    }
+    let rejected = sim.input(Input::ResumeRejected {
+        reason: "STATE_MISMATCH".into(),
+    });
+    assert!(rejected.contains(&JOIN), "no delay: {rejected:?}");
+    let mut all = rejected;
+    all.extend(sim.join_and_publish("PA_2"));
+    assert_seven_steps(&all);
+}
+
+#[test]
+fn refused_connections_fall_back_to_the_backoff_after_a_minute() {
+    let mut sim = Sim::new(config());
+    sim.input(Input::Start);
+    let times = attempts_while(&mut sim, refused, secs(120));
+    let (fast, slow): (Vec<Duration>, Vec<Duration>) =
+        times.iter().partition(|t| **t < SERVER_RESTART_WINDOW);
+    assert!(
+        gaps(&fast).iter().all(|g| *g <= ms(250)),
+        "{:?}",
+        gaps(&fast)
+    );
+    assert!(
+        gaps(&slow).iter().all(|g| *g >= ms(500)),
+        "a minute of refusals is not a restart: {:?}",
+        gaps(&slow)
+    );
+    // An unreachable server (no answer at all) is never polled fast.
+    let mut sim = Sim::new(config());
+    sim.input(Input::Start);
+    let times = attempts_while(&mut sim, unreachable, secs(30));
+    assert!(
+        gaps(&times).iter().skip(3).all(|g| *g >= ms(500)),
+        "{times:?}"
+    );
+}
+
+#[test]
+fn a_proxys_502_counts_as_a_restarting_server() {
+    let mut sim = Sim::new(config());
+    sim.input(Input::Start);
+    let times = attempts_while(&mut sim, || http(502), secs(10));
+    assert!(gaps(&times).iter().all(|g| *g <= ms(250)), "{times:?}");
 }

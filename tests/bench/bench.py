@@ -310,15 +310,49 @@ def board_size() -> dict:
 
 
 NA = {
-    "recovery_to_media_ms": "n/a: not built yet. The supervisor is wired and suite 55 prints single runs (uplink "
-                            "switch, 30 s outage, 20 % loss) against devroom; the >=5-run rows with the Python SDK "
-                            "in the same namespaces are the supervisor issue's remaining work",
     "capture_to_rtp_latency_ms": "n/a: capture-timestamp to RTP-send p50/p99 needs the media pipeline's "
                                  "per-frame timing hooks (media issue, not landed)",
     "rss_drift_soak": "n/a: not built yet (a soak with an uplink switch every 30 s, on suite 55's topology)",
-    "first_media_per_connectivity_path_ms": "n/a: not in this table yet; suite 45 (tests/peers/connectivity.py) "
-                                            "prints time to first media per path (udp, turn/udp, tcp, turn/tls)",
 }
+
+RECOVERY_ROWS = {
+    "switch_ms": "uplink switch: new uplink up -> next decoded frame (ms)",
+    "drop_gap_ms": "WebSocket drop (ss -K): longest frame gap (ms)",
+    "restart_reconnected_ms": "server restart: server up -> reconnected (ms)",
+    "restart_media_ms": "server restart: server up -> frame at subscriber (ms)",
+}
+
+
+def driver_json(script: str, args: list[str], workdir: Path, python: str, name: str) -> dict:
+    """Run one of the namespace drivers in tests/peers (recovery.py, connectivity.py) with
+    --json; its figures, or {"na": why}. Their own output goes to the bench's log directory."""
+    out = workdir / f"{name}.json"
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "w") as logf:
+        done = subprocess.run([python, str(ROOT / "tests/peers" / script), *args, "--json", str(out)],
+                              stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if not out.exists():
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        return {"na": f"n/a: {script} exited {done.returncode} without figures: {' | '.join(tail)}"}
+    return json.loads(out.read_text())
+
+
+def recovery_rows(runs: int, who: list[str], workdir: Path, python: str) -> dict:
+    """tests/peers/recovery.py: switch, drop and restart at livekit-server, each publisher `runs` times."""
+    r = driver_json("recovery.py", ["--runs", str(runs), "--peers", ",".join(who)], workdir, python, "recovery")
+    if "na" in r:
+        return r
+    return {"by_publisher": {w: {k: stats(v) for k, v in rows.items()} for w, rows in r["recovery"].items()},
+            "failures": r["failures"]}
+
+
+def path_rows(workdir: Path, python: str) -> dict:
+    """tests/peers/connectivity.py: start -> first decoded video per path, one run per case."""
+    r = driver_json("connectivity.py", [], workdir, python, "paths")
+    if "na" in r:
+        return r
+    return {"by_case": {c["case"]: {"path": c["path"], **stats([c["ttfm_ms"]])} for c in r["results"]},
+            "failures": r["failures"]}
 
 
 def machine() -> dict:
@@ -357,6 +391,23 @@ def table(result: dict) -> list[str]:
             add("RSS steady MiB, 720p30+Opus", name, d["rss_steady_mib"], "")
     elif pub:
         rows.append(("CPU/RSS 720p30+Opus", "-", "n/a: " + pub["na"], "", "", ""))
+    rec = result.get("recovery_ms")
+    if isinstance(rec, dict) and "na" not in rec:
+        for w, rows_of in rec["by_publisher"].items():
+            for k, d in rows_of.items():
+                add(RECOVERY_ROWS.get(k, k), WHO[w], d, "ms")
+        for f in rec["failures"]:
+            rows.append(("recovery", "-", f"n/a: failed: {f}", "", "", ""))
+    elif rec:
+        rows.append(("recovery @livekit-server", "-", rec["na"], "", "", ""))
+    paths = result.get("first_media_per_path_ms")
+    if isinstance(paths, dict) and "na" not in paths:
+        for case, d in paths["by_case"].items():
+            add(f"start -> first video, {d['path']} ({case}) (ms)", "roomcast", d, "ms")
+        for f in paths["failures"]:
+            rows.append(("connectivity path", "-", f"n/a: failed: {f}", "", "", ""))
+    elif paths:
+        rows.append(("start -> first video per path", "-", paths["na"], "", "", ""))
     bs = result["board_binary"]
     if "na" in bs:
         rows.append(("static aarch64 binary", "roomcast", "n/a: " + bs["na"], "", "", ""))
@@ -385,7 +436,9 @@ def main() -> int:
     p.add_argument("--cpu-window", type=float, default=10.0, help="seconds measured while publishing 720p30")
     p.add_argument("--soak-minutes", type=float, default=2.0, help="RSS drift soak length (row n/a for now)")
     p.add_argument("--no-sdk", action="store_true", help="roomcast only")
-    p.add_argument("--only", default="", help="comma list of row groups: devroom,livekit,cpu")
+    p.add_argument("--recovery-runs", type=int, default=5, help="runs per publisher of switch/drop/restart")
+    p.add_argument("--only", default="",
+                   help="comma list of row groups: devroom,livekit,cpu,recovery,paths")
     a = p.parse_args()
     if os.environ.get("ROOMCAST_IN_NETNS") != "1":
         log("bench.py: run me through tests/bench/run.sh (it enters the network namespace)")
@@ -424,8 +477,17 @@ def main() -> int:
                     lk.close()
         if a.quick:
             result["publish_720p30"] = {"na": "not run with --quick"}
-        elif want("cpu"):
-            result["publish_720p30"] = publish_rows(dev, pubs, a.cpu_runs, a.cpu_window, who)
+            result["recovery_ms"] = {"na": "n/a: not run with --quick"}
+            result["first_media_per_path_ms"] = {"na": "n/a: not run with --quick"}
+        else:
+            if want("cpu"):
+                result["publish_720p30"] = publish_rows(dev, pubs, a.cpu_runs, a.cpu_window, who)
+            if want("recovery"):
+                log(f"bench: recovery, {a.recovery_runs} runs per publisher (tests/peers/recovery.py)")
+                result["recovery_ms"] = recovery_rows(a.recovery_runs, who, workdir, python)
+            if want("paths"):
+                log("bench: first media per connectivity path (tests/peers/connectivity.py)")
+                result["first_media_per_path_ms"] = path_rows(workdir, python)
     finally:
         dev.close()
     # The quick smoke test's contract: first_rtp_ms.{roomcast,python_sdk} (video/audio at devroom).
@@ -443,6 +505,13 @@ def main() -> int:
         "second half (steady) of the window. roomcast_passthrough_h264 is device = test-pattern-h264, a synthetic "
         "camera that runs openh264 in-process the way a UVC H.264 camera would in hardware, so its CPU includes "
         "that camera-side encode")
+    result["recovery_measures"] = (
+        "tests/peers/recovery.py at livekit-server, timed at an official Python SDK subscriber; the publisher "
+        "(roomcast, or the Python SDK) in a namespace of its own with two uplinks. Switch: SWITCH_GAP (0.3 s) "
+        "between the old uplink down and the new one up, timed from up")
+    result["first_media_per_path_measures"] = (
+        "tests/peers/connectivity.py: roomcast start -> first decoded video at the SDK subscriber, each path "
+        "forced by nftables in the device's namespace (one run per case)")
     result["board_binary"] = board_size()
     na = dict(NA)
     na["rss_drift_soak"] += f" (--soak-minutes {a.soak_minutes:g} asked)"

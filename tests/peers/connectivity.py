@@ -10,13 +10,12 @@ ports. Per case: the official Python SDK subscribes and must decode the device's
 the device's `media_path` event must name the expected path; livekit-server's debug log must show
 the matching pair on its side. Prints one line per case with the time to first media.
 
-usage: connectivity.py [CASE ...]    (default: every case)
+usage: connectivity.py [CASE ...] [--json FILE]    (default: every case)
 """
 from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shutil
 import socket
@@ -28,7 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import netlab
+from netlab import DEVROOM, PY_PEER, PYTHON, ROOMCAST, ROOT, Lines
+
 IP = "198.51.100.1"
 DEV_IP, GW_IP = "203.0.113.2", "203.0.113.1"
 DOMAIN = "turn.lk.test"
@@ -36,55 +37,12 @@ COTURN_PORT, COTURN_USER, COTURN_PASS = 3479, "coturn", "coturn-test-pass"
 COTURN_RELAY = (40000, 40100)
 LK_RELAY = (30000, 30100)
 NS = f"rcdev{os.getpid()}"
-PYTHON = os.environ.get("ROOMCAST_VENV", str(ROOT / ".peers/venv")) + "/bin/python"
-ROOMCAST = os.environ.get("ROOMCAST_BIN", str(ROOT / "target/debug/roomcast"))
-DEVROOM = os.environ.get("DEVROOM_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug/devroom"))
 LOGS = Path(os.environ.get("ROOMCAST_TEST_LOGS", ROOT / "target/test-logs")) / "connectivity"
 
 
 def run(*cmd: str, ns: bool = False, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    if ns:
-        cmd = ("ip", "netns", "exec", NS) + cmd
-    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
-
-
-class Lines:
-    """A process's stdout read line by line on a thread; wait_for() blocks on the next lines."""
-
-    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
-        self.q: queue.Queue = queue.Queue()
-        self.seen: list[tuple[float, str]] = []
-        self.log = open(log, "w")
-
-        def pump() -> None:
-            for line in proc.stdout:
-                self.log.write(line)
-                self.log.flush()
-                self.q.put((time.monotonic(), line.rstrip("\n")))
-            self.q.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def wait_for(self, pred, timeout: float, what: str) -> tuple[float, dict]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-            try:
-                item = self.q.get(timeout=left)
-            except queue.Empty:
-                continue
-            if item is None:
-                raise AssertionError(f"the process ended while waiting for {what}")
-            t, line = item
-            self.seen.append(item)
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if pred(obj):
-                return t, obj
+    """A command here (the server's namespace) or, with ns=True, in the device's."""
+    return netlab.run(*cmd, ns=NS if ns else None, check=check, **kw)
 
 
 def stun_answers(port: int, timeout: float) -> bool:
@@ -172,16 +130,14 @@ class World:
             if tls:
                 env.update(LIVEKIT_TURN_DOMAIN=DOMAIN, LIVEKIT_TURN_CERT=str(self.dir / "turn.crt"),
                            LIVEKIT_TURN_KEY=str(self.dir / "turn.key"))
-        out = run(str(ROOT / "tests/servers/livekit-server.sh"), "start", str(d), *args, env=env).stdout
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line) | {"dir": str(d)}
+        return netlab.livekit_start(d, *args, env=env)
 
     def stop_livekit(self, lk: dict) -> None:
         if "proc" in lk:  # devroom
             lk["proc"].terminate()
             lk["proc"].wait(10)
             return
-        run(str(ROOT / "tests/servers/livekit-server.sh"), "stop", lk["dir"], check=False)
-        shutil.copy(lk["LIVEKIT_LOG"], LOGS / f"{Path(lk['dir']).name}.log")
+        netlab.livekit_stop(lk, keep_log_in=LOGS)
 
     def start_devroom(self) -> dict:
         """devroom with passive ICE-TCP, handing out coturn as its TURN server."""
@@ -249,7 +205,7 @@ def one_case(world: World, lk: dict, name: str, rules: list[str], expect: str, t
     room = f"conn-{name}"
     key, secret = lk["LIVEKIT_API_KEY"], lk["LIVEKIT_API_SECRET"]
     sub = subprocess.Popen(
-        [PYTHON, str(ROOT / "tests/peers/py_peer.py"), "--url", lk["LIVEKIT_URL"], "--key", key,
+        [PYTHON, PY_PEER, "--url", lk["LIVEKIT_URL"], "--key", key,
          "--secret", secret, "--room", room, "--identity", "sub", "--publish", "none",
          "--expect-video", "20", "--expect-audio", "20", "--expect-from", "dev", "--stay", "60"],
         stdout=subprocess.PIPE, stderr=open(LOGS / f"{name}.sub.stderr", "w"), text=True)
@@ -257,15 +213,10 @@ def one_case(world: World, lk: dict, name: str, rules: list[str], expect: str, t
     try:
         sub_out = Lines(sub, LOGS / f"{name}.sub.jsonl")
         sub_out.wait_for(lambda e: e.get("event") == "connected", 30, "the subscriber to connect")
-        state = world.dir / f"state-{name}"
-        state.mkdir()
-        cfg = world.dir / f"{name}.toml"
-        cfg.write_text(
-            f'url = "{lk["LIVEKIT_URL"]}"\napi_key = "{key}"\napi_secret = "{secret}"\nroom = "{room}"\n'
-            f'identity = "dev"\nstate_dir = "{state}"\nca_file = "{world.dir / "ca.pem"}"\n'
-            f'force_relay = {"true" if name.startswith("force-relay") else "false"}\n\n'
-            f'[video]\ndevice = "test-pattern"\nwidth = 320\nheight = 240\nfps = 15\nbitrate = 400\n\n'
-            f'[audio]\ndevice = "tone"\n')
+        cfg = netlab.roomcast_config(
+            world.dir, name, lk, room, "dev", fps=15,
+            extra=f'ca_file = "{world.dir / "ca.pem"}"\n'
+                  f'force_relay = {"true" if name.startswith("force-relay") else "false"}\n')
         t0 = time.monotonic()
         dev = subprocess.Popen(
             ["ip", "netns", "exec", NS, ROOMCAST, "run", "--config", str(cfg)],
@@ -325,7 +276,13 @@ def server_side_pair(log: Path, expect: str, device_local: str) -> str:
 
 
 def main() -> int:
-    wanted = sys.argv[1:]
+    args = sys.argv[1:]
+    json_out = None
+    if "--json" in args:  # the benchmark's way in (tests/bench/bench.py): the figures in a file too
+        i = args.index("--json")
+        json_out = Path(args[i + 1])
+        del args[i:i + 2]
+    wanted = args
     world = World()
     results, failures = [], []
     try:
@@ -362,6 +319,8 @@ def main() -> int:
               f"device: {r['local']} <-> {r['remote']}  server: {r['server']}")
     for name in failures:
         print(f"FAIL {name}")
+    if json_out:
+        json_out.write_text(json.dumps({"results": results, "failures": failures}))
     return 1 if failures else 0
 
 

@@ -16,7 +16,7 @@ Audio: the SDK's playout keeps producing (silent) frames when no packets arrive,
 usage: py_peer.py --url URL [--token T | --identity ID --room R] [--publish audio,video|none]
                   [--spc 0|1] [--stay S] [--expect-video N] [--expect-audio N] [--expect-from ID]
                   [--expect-connect-error TEXT] [--expect-disconnect REASON] [--expect-resume]
-                  [--hold] [--progress-ms N] [--codec vp8|h264] [--width W --height H --fps F]
+                  [--hold] [--frame-events] [--progress-ms N] [--codec vp8|h264] [--width W --height H --fps F]
 """
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ def now_ms() -> int:
 
 def emit(obj: dict) -> None:
     obj.setdefault("t_ms", now_ms())
+    # CLOCK_MONOTONIC seconds: one clock for every process on the machine, so a driver can
+    # compare our events with its own fault times (tests/peers/recovery.py).
+    obj.setdefault("mono", round(time.monotonic(), 4))
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
     sys.stdout.flush()
 
@@ -73,6 +76,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--expect-resume", action="store_true",
                    help="also require a reconnect that kept our participant sid (a resume)")
     p.add_argument("--hold", action="store_true", help="keep going after expectations are met")
+    p.add_argument("--frame-events", action="store_true",
+                   help="emit a frame event for every decoded video frame (recovery timing)")
     p.add_argument("--progress-ms", type=int, default=0, help="emit a progress event with the counts this often")
     p.add_argument("--log-level", default=os.environ.get("PY_PEER_LOG", "WARNING"),
                    help="Python/SDK logging to stderr (DEBUG shows the FFI's signalling)")
@@ -233,6 +238,8 @@ class Peer:
                 if rec["frames"] == 1:
                     emit({"event": "first_frame", "key": key, "kind": "video",
                           "width": ev.frame.width, "height": ev.frame.height})
+                if self.args.frame_events:
+                    emit({"event": "frame", "key": key, "identity": rec["identity"]})
                 self.check()
         finally:
             await stream.aclose()

@@ -9,6 +9,8 @@
 #                                                       LIVEKIT_UDP_PORT LIVEKIT_TCP_PORT (media)
 #                                                       (and LIVEKIT_TURN_PORT with --turn)
 #        tests/servers/livekit-server.sh stop DIR       SIGTERM, wait (bounded), then SIGKILL
+#        tests/servers/livekit-server.sh crash DIR      SIGKILL at once (a crash: nobody is told)
+#        tests/servers/livekit-server.sh restart DIR    the same server again: same config and ports
 # Environment: LIVEKIT_SERVER_BIN (default: the cached build), LIVEKIT_IP (default 198.51.100.1),
 #              LIVEKIT_LOG_LEVEL (default info), LIVEKIT_READY_S (default 30).
 #   With --turn: LIVEKIT_TURN_UDP_PORT (default: a free port), and for TURN over TLS
@@ -33,6 +35,43 @@ import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM)
 s.bind((sys.argv[2], 0)); print(s.getsockname()[1])
 PY
+}
+
+# launch DIR HTTP_PORT: run livekit-server on DIR/livekit.yaml (log appended to DIR/livekit.log)
+# and wait, with a deadline, until its HTTP port answers.
+launch() {
+  local dir=$1 http=$2
+  "$BIN" --config "$dir/livekit.yaml" >>"$dir/livekit.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$dir/pid"
+  local deadline=$(( $(date +%s) + ${LIVEKIT_READY_S:-30} ))
+  # Readiness: GET / answers "OK" once the HTTP listener (and so the room service) is up.
+  until [ "$(curl -s --max-time 1 "http://$IP:$http/" 2>/dev/null)" = OK ]; do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/livekit.log" >&2; die "livekit-server exited at start-up"; }
+    [ "$(date +%s)" -lt "$deadline" ] || { tail -20 "$dir/livekit.log" >&2; stop "$dir"; die "not ready within ${LIVEKIT_READY_S:-30}s"; }
+    sleep 0.02   # polling interval of a readiness check with a deadline (restart timing reads it)
+  done
+}
+
+# restart DIR: the server of an earlier `start DIR` again, same config and ports (after `crash`).
+restart() {
+  local dir=$1 http
+  [ -f "$dir/env" ] || die "restart: no $dir/env (start it first)"
+  http=$(sed -n 's/^LIVEKIT_HTTP=.*://p' "$dir/env")
+  launch "$dir" "$http"
+  local pid
+  pid=$(cat "$dir/pid")
+  sed -i "s/^LIVEKIT_PID=.*/LIVEKIT_PID=$(cat "$dir/pid")/" "$dir/env"
+  cat "$dir/env"
+}
+
+# crash DIR: SIGKILL, as a crash or power loss: the server says goodbye to no one.
+crash() {
+  local dir=$1 pid
+  pid=$(cat "$dir/pid" 2>/dev/null) || return 0
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done   # bounded wait for exit
+  rm -f "$dir/pid"
 }
 
 start() {
@@ -88,16 +127,9 @@ YAML
 YAML
     fi
   fi
-  "$BIN" --config "$dir/livekit.yaml" >"$dir/livekit.log" 2>&1 </dev/null &
-  local pid=$!
-  echo "$pid" >"$dir/pid"
-  local deadline=$(( $(date +%s) + ${LIVEKIT_READY_S:-30} ))
-  # Readiness: GET / answers "OK" once the HTTP listener (and so the room service) is up.
-  until [ "$(curl -s --max-time 1 "http://$IP:$http/" 2>/dev/null)" = OK ]; do
-    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/livekit.log" >&2; die "livekit-server exited at start-up"; }
-    [ "$(date +%s)" -lt "$deadline" ] || { tail -20 "$dir/livekit.log" >&2; stop "$dir"; die "not ready within ${LIVEKIT_READY_S:-30}s"; }
-    sleep 0.1   # polling interval of a readiness check with a deadline
-  done
+  launch "$dir" "$http"
+  local pid
+  pid=$(cat "$dir/pid")
   {
     echo "LIVEKIT_URL=ws://$IP:$http"
     echo "LIVEKIT_HTTP=http://$IP:$http"
@@ -123,6 +155,8 @@ stop() {
 
 case "${1:-}" in
   start) [ $# -ge 2 ] || die "usage: $0 start DIR [--turn]"; start "$2" "${3:-}" ;;
+  restart) [ $# -ge 2 ] || die "usage: $0 restart DIR"; restart "$2" ;;
+  crash) [ $# -ge 2 ] || die "usage: $0 crash DIR"; crash "$2" ;;
   stop) [ $# -ge 2 ] || die "usage: $0 stop DIR"; stop "$2" ;;
-  *) die "usage: $0 start DIR [--turn] | stop DIR" ;;
+  *) die "usage: $0 start DIR [--turn] | stop DIR | crash DIR | restart DIR" ;;
 esac

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Recovery against the real livekit-server (issue 9): an uplink switch, a WebSocket drop and a
+server crash-and-restart, each timed at an official Python SDK subscriber, for roomcast and, in
+the same namespaces and the same run, for the official Python SDK as the publisher.
+
+Runs inside tests/netns.sh: that namespace is the server's side (livekit-server on 198.51.100.1,
+the subscriber next to it). The publisher gets a namespace of its own with two uplinks, each a
+veth pair into the server's namespace:
+    wifi 203.0.113.2/26  ── 203.0.113.1/26  ┐
+    cell 203.0.113.66/26 ── 203.0.113.65/26 ┴ server namespace: livekit-server on 198.51.100.1
+The server is reached only through the publisher's default route, so a switch moves signalling
+and media alike.
+
+Faults, per run and publisher:
+  switch   the uplink in use loses its address and goes down; SWITCH_GAP later the other comes up
+           with the default route (a real modem is never instant, and the gap keeps frames decoded
+           after "up" from being ones sent before "down"). Measured: uplink up -> the first video
+           frame the subscriber decodes afterwards. Asserted: the publisher kept its track (a resume,
+           not a rejoin: the subscriber sees no participant_disconnected).
+  drop     the publisher's signalling TCP connection is killed (ss -K); the media path is untouched.
+           Measured: the longest gap between decoded frames at the subscriber from 0.2 s before the
+           drop until 1 s after the publisher says it has resumed (33 ms at 30 fps is no gap). Asserted: a resume, the same track.
+  restart  livekit-server is SIGKILLed and started again on the same ports. Measured: server up ->
+           the publisher's reconnected event, and server up -> the first frame of its new track at
+           the subscriber (which has to rejoin as well). Asserted for roomcast: a new participant
+           sid, republished tracks, and its full-reconnect events in LiveKit's documented order.
+
+usage: recovery.py [--runs N] [--peers roomcast,sdk] [--cases switch,drop,restart] [--json FILE]
+                   [--max-drop-gap-ms MS]
+Prints one line per measurement, then a table with median and max per publisher and case, then
+one JSON line. Exit status 1 if an assertion failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import netlab
+from netlab import PY_PEER, PYTHON, ROOMCAST, Lines
+
+NS = f"rcrec{os.getpid()}"
+SERVER_IP = "198.51.100.1"
+UPLINKS = {  # device interface: (device address/prefix, gateway, server-side interface)
+    "wifi": ("203.0.113.2/26", "203.0.113.1", f"rw{os.getpid()}"),
+    "cell": ("203.0.113.66/26", "203.0.113.65", f"rc{os.getpid()}"),
+}
+SWITCH_GAP = 0.3  # seconds between the old uplink going down and the new one coming up
+ROOM = "recovery"
+SUB = "sub"
+LOGS = netlab.logs_dir("recovery")
+
+
+def dev(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return netlab.run(*cmd, ns=NS, check=check)
+
+
+class World:
+    """The two namespaces, livekit-server and the subscriber."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="roomcast-recovery-"))
+        self.sub = None
+        self.lk: dict = {}
+        self.uplink = "wifi"
+        netlab.run("ip", "netns", "add", NS)
+        try:
+            dev("ip", "link", "set", "lo", "up")
+            dev("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
+            for name, (_, gw, outside) in UPLINKS.items():
+                netlab.run("ip", "link", "add", outside, "type", "veth", "peer", "name", name, "netns", NS)
+                netlab.run("ip", "addr", "add", f"{gw}/26", "dev", outside)
+                netlab.run("ip", "link", "set", outside, "up")
+            self.lk = netlab.livekit_start(self.dir / "lk", env=dict(os.environ, LIVEKIT_LOG_LEVEL="debug"))
+            self.up("wifi")
+            self.start_subscriber()
+        except BaseException:
+            self.close()
+            raise
+
+    def up(self, name: str) -> None:
+        addr, gw, _ = UPLINKS[name]
+        dev("ip", "addr", "add", addr, "dev", name)
+        dev("ip", "link", "set", name, "up")
+        dev("ip", "route", "replace", "default", "via", gw, "dev", name)
+        self.uplink = name
+
+    def down(self, name: str) -> None:
+        dev("ip", "addr", "flush", "dev", name)
+        dev("ip", "link", "set", name, "down")
+
+    def start_subscriber(self) -> None:
+        key, secret = self.lk["LIVEKIT_API_KEY"], self.lk["LIVEKIT_API_SECRET"]
+        self.sub = subprocess.Popen(
+            [PYTHON, PY_PEER, "--url", self.lk["LIVEKIT_URL"], "--key", key, "--secret", secret,
+             "--room", ROOM, "--identity", SUB, "--publish", "none", "--frame-events", "--hold",
+             "--stay", "3600"],
+            stdout=subprocess.PIPE, stderr=open(LOGS / "sub.stderr", "w"), text=True)
+        self.sub_out = Lines(self.sub, LOGS / "sub.jsonl")
+        self.sub_out.wait_for(lambda e: e.get("event") == "connected", 30, "the subscriber to connect")
+
+    def close(self) -> None:
+        netlab.stop(self.sub)
+        if self.lk:
+            netlab.livekit_stop(self.lk, keep_log_in=LOGS)
+        netlab.run("ip", "netns", "del", NS, check=False)
+        for _, _, outside in UPLINKS.values():
+            netlab.run("ip", "link", "del", outside, check=False)
+
+
+class Publisher:
+    """roomcast or the SDK in the device's namespace, publishing video as `identity`."""
+
+    def __init__(self, world: World, kind: str, identity: str) -> None:
+        self.world, self.kind, self.identity = world, kind, identity
+        lk = world.lk
+        key, secret = lk["LIVEKIT_API_KEY"], lk["LIVEKIT_API_SECRET"]
+        if kind == "roomcast":
+            cfg = netlab.roomcast_config(world.dir, identity, lk, ROOM, identity, fps=30)
+            cmd = [ROOMCAST, "run", "--config", str(cfg)]
+            env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
+        else:
+            cmd = [PYTHON, PY_PEER, "--url", lk["LIVEKIT_URL"], "--key", key, "--secret", secret,
+                   "--room", ROOM, "--identity", identity, "--publish", "video", "--fps", "30",
+                   "--hold", "--stay", "3600"]
+            env = dict(os.environ)
+        self.proc = subprocess.Popen(["ip", "netns", "exec", NS, *cmd], stdout=subprocess.PIPE,
+                                     stderr=open(LOGS / f"{identity}.stderr", "w"), text=True, env=env)
+        self.out = Lines(self.proc, LOGS / f"{identity}.jsonl")
+        self.track, _ = self.wait_track(time.monotonic() - 1, 40)
+
+    def wait_track(self, after: float, timeout: float) -> tuple[str, float]:
+        """The key of this publisher's video track at the subscriber and the time of its first
+        frame decoded at or after `after`."""
+        _, e = self.world.sub_out.wait_for(
+            lambda e: e.get("event") == "frame" and e.get("identity") == self.identity
+            and e["mono"] >= after, timeout, f"a decoded frame from {self.identity}")
+        return e["key"], e["mono"]
+
+    def wait_event(self, names: set[str], timeout: float, what: str) -> tuple[float, dict]:
+        """The publisher's next event named one of `names` (roomcast: its room events; SDK: py_peer's)."""
+        return self.out.wait_for(lambda e: e.get("event") in names, timeout, f"{self.identity}: {what}")
+
+    def close(self) -> None:
+        netlab.stop(self.proc)
+
+
+def frames_after(world: World, identity: str, key: str, after: float, timeout: float, what: str) -> float:
+    """Time of the first frame of `key` decoded at the subscriber at or after `after`."""
+    _, e = world.sub_out.wait_for(
+        lambda e: e.get("event") == "frame" and e.get("key") == key and e["mono"] >= after, timeout, what)
+    return e["mono"]
+
+
+def no_disconnect_of(world: World, identity: str, since: float) -> None:
+    for _, e in world.sub_out.events(since):
+        if e.get("event") == "participant_disconnected" and e.get("identity") == identity:
+            raise AssertionError(f"the subscriber saw {identity} leave: a rejoin, not a resume")
+
+
+def case_switch(world: World, pub: Publisher) -> float:
+    old = world.uplink
+    new = "cell" if old == "wifi" else "wifi"
+    since = time.monotonic()
+    world.down(old)
+    # The gap between the two uplinks is the fault's shape (see SWITCH_GAP), not a wait for an event.
+    time.sleep(SWITCH_GAP)
+    world.up(new)
+    t_up = time.monotonic()
+    t_frame = frames_after(world, pub.identity, pub.track, t_up, 20,
+                           f"{pub.identity}'s video after the {old}->{new} switch")
+    if pub.kind == "roomcast":
+        pub.wait_event({"resumed"}, 10, "resumed after the switch")
+    no_disconnect_of(world, pub.identity, since)
+    return (t_frame - t_up) * 1000
+
+
+def signalling_port(world: World) -> str:
+    return world.lk["LIVEKIT_HTTP"].rsplit(":", 1)[1]
+
+
+def case_drop(world: World, pub: Publisher) -> float:
+    # A second of media first, so that the gap measured below is the drop's, not the last case's.
+    frames_after(world, pub.identity, pub.track, time.monotonic() + 1.0, 10, "video before the drop")
+    t_drop = time.monotonic()
+    killed = dev("ss", "-K", "-t", "state", "established", "dst", SERVER_IP, "dport", "=", signalling_port(world))
+    assert SERVER_IP in killed.stdout, f"ss -K found no signalling connection to kill: {killed.stdout!r}"
+    if pub.kind == "roomcast":
+        pub.wait_event({"resuming"}, 10, "resuming after the drop")
+        t_back, _ = pub.wait_event({"resumed", "reconnected"}, 20, "resumed after the drop")
+    else:
+        pub.wait_event({"reconnecting"}, 20, "reconnecting after the drop")
+        t_back, _ = pub.wait_event({"reconnected"}, 20, "reconnected after the drop")
+    # Frames up to a second after the publisher says it is back: the gap must have closed by then.
+    end = frames_after(world, pub.identity, pub.track, t_back + 1.0, 10, "video after the drop")
+    times = [e["mono"] for _, e in world.sub_out.events(t_drop - 0.2)
+             if e.get("event") == "frame" and e.get("key") == pub.track and t_drop - 0.2 <= e["mono"] <= end]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    no_disconnect_of(world, pub.identity, t_drop)
+    return max(gaps) * 1000
+
+
+FULL_RECONNECT = ["participant_disconnected", "local_track_unpublished", "reconnecting", "reconnected",
+                  "participant_connected", "local_track_published"]
+
+
+def assert_full_reconnect_order(events: list[dict]) -> None:
+    """roomcast's full-reconnect events in LiveKit's documented order: ParticipantDisconnected
+    for the others, LocalTrackUnpublished, Reconnecting, Reconnected, ParticipantConnected for
+    those present, LocalTrackPublished. The subscriber rejoins the restarted server on its own
+    schedule, so its ParticipantConnected may come after the republish; everything else is
+    strict."""
+    names = [e["event"] for e in events if e["event"] in FULL_RECONNECT]
+    sub_connected = [i for i, e in enumerate(events) if e["event"] == "participant_connected"]
+    strict = [n for n in names if n != "participant_connected"]
+    expected = ["participant_disconnected", "local_track_unpublished", "local_track_unpublished",
+                "reconnecting", "reconnected", "local_track_published", "local_track_published"]
+    assert strict[:len(expected)] == expected, f"full reconnect out of order: {names}"
+    if sub_connected:
+        first_reconnected = next(i for i, e in enumerate(events) if e["event"] == "reconnected")
+        assert sub_connected[0] > first_reconnected, f"participant_connected before reconnected: {names}"
+
+
+def case_restart(world: World, pub: Publisher) -> tuple[float, float]:
+    frames_after(world, pub.identity, pub.track, time.monotonic(), 10, "video before the restart")
+    seen = len(pub.out.seen)
+    netlab.run(netlab.LIVEKIT_SH, "crash", world.lk["dir"])
+    world.sub_out.wait_for(lambda e: e.get("event") in ("reconnecting", "disconnected"), 30,
+                           "the subscriber to notice the server is gone")
+    pub.wait_event({"reconnecting", "resuming"}, 30, "noticing the server is gone")
+    netlab.run(netlab.LIVEKIT_SH, "restart", world.lk["dir"])
+    t_up = time.monotonic()
+    t_rec, _ = pub.wait_event({"reconnected"}, 60, "reconnected after the restart")
+    key, t_frame = pub.wait_track(t_up, 60)
+    assert key != pub.track, f"{pub.identity}'s track key did not change across a full reconnect: {key}"
+    pub.track = key
+    if pub.kind == "roomcast":
+        pub.wait_event({"local_track_published"}, 20, "the republish")
+        pub.wait_event({"local_track_published"}, 20, "the second republish")
+        events = [json.loads(line) for _, line in pub.out.seen[seen:] if line.startswith("{")]
+        assert_full_reconnect_order(events)
+    return (t_rec - t_up) * 1000, (t_frame - t_up) * 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--peers", default="roomcast,sdk")
+    ap.add_argument("--cases", default="switch,drop,restart")
+    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--max-drop-gap-ms", type=float,
+                    help="fail when a WebSocket drop leaves a longer gap between decoded frames")
+    args = ap.parse_args()
+    peers = [p for p in args.peers.split(",") if p]
+    cases = [c for c in args.cases.split(",") if c]
+    figures: dict = {p: {} for p in peers}
+    failures: list[str] = []
+    world = World()
+    try:
+        for peer in peers:
+            pub = None
+            try:
+                pub = Publisher(world, peer, f"pub-{peer}")
+                for run in range(1, args.runs + 1):
+                    for case in cases:
+                        if case == "switch":
+                            rows = {"switch_ms": case_switch(world, pub)}
+                        elif case == "drop":
+                            gap = case_drop(world, pub)
+                            rows = {"drop_gap_ms": gap}
+                            limit = args.max_drop_gap_ms
+                            assert limit is None or gap <= limit, \
+                                f"the WebSocket drop left a {gap:.0f} ms gap in the media (limit {limit:.0f} ms)"
+                        else:
+                            rec, frame = case_restart(world, pub)
+                            rows = {"restart_reconnected_ms": rec, "restart_media_ms": frame}
+                        for name, v in rows.items():
+                            figures[peer].setdefault(name, []).append(round(v))
+                            print(f"{peer} run {run} {name} {v:.0f}", flush=True)
+            except AssertionError as e:
+                failures.append(f"{peer}: {e}")
+                print(f"FAIL {peer}: {e}", flush=True)
+                tail = (LOGS / f"pub-{peer}.stderr").read_text(errors="replace").splitlines()[-20:]
+                print("\n".join(f"  {peer}.stderr| {ln}" for ln in tail), flush=True)
+            finally:
+                if pub:
+                    pub.close()
+    finally:
+        world.close()
+    print("\n=== recovery at livekit-server, timed at an official Python SDK subscriber (ms)")
+    print(f"{'publisher':<10} {'figure':<24} {'runs':>4} {'median':>7} {'max':>7}  values")
+    for peer, rows in figures.items():
+        for name, vals in rows.items():
+            print(f"{peer:<10} {name:<24} {len(vals):>4} {statistics.median(vals):>7.0f} {max(vals):>7}  {vals}")
+    summary = {"recovery": figures, "failures": failures}
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary))
+    print(json.dumps(summary))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
