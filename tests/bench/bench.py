@@ -346,12 +346,15 @@ def recovery_rows(runs: int, who: list[str], workdir: Path, python: str) -> dict
             "failures": r["failures"]}
 
 
-def path_rows(workdir: Path, python: str) -> dict:
-    """tests/peers/connectivity.py: start -> first decoded video per path, one run per case."""
-    r = driver_json("connectivity.py", [], workdir, python, "paths")
+def path_rows(runs: int, workdir: Path, python: str) -> dict:
+    """tests/peers/connectivity.py: start -> first decoded video per path, `runs` runs per case."""
+    r = driver_json("connectivity.py", ["--repeat", str(runs)], workdir, python, "paths")
     if "na" in r:
         return r
-    return {"by_case": {c["case"]: {"path": c["path"], **stats([c["ttfm_ms"]])} for c in r["results"]},
+    by_case: dict = {}
+    for c in r["results"]:
+        by_case.setdefault(c["case"], {"path": c["path"], "values": []})["values"].append(c["ttfm_ms"])
+    return {"by_case": {k: {"path": v["path"], **stats(v["values"])} for k, v in by_case.items()},
             "failures": r["failures"]}
 
 
@@ -437,6 +440,7 @@ def main() -> int:
     p.add_argument("--soak-minutes", type=float, default=2.0, help="RSS drift soak length (row n/a for now)")
     p.add_argument("--no-sdk", action="store_true", help="roomcast only")
     p.add_argument("--recovery-runs", type=int, default=5, help="runs per publisher of switch/drop/restart")
+    p.add_argument("--path-runs", type=int, default=3, help="runs per connectivity case")
     p.add_argument("--only", default="",
                    help="comma list of row groups: devroom,livekit,cpu,recovery,paths")
     a = p.parse_args()
@@ -487,7 +491,7 @@ def main() -> int:
                 result["recovery_ms"] = recovery_rows(a.recovery_runs, who, workdir, python)
             if want("paths"):
                 log("bench: first media per connectivity path (tests/peers/connectivity.py)")
-                result["first_media_per_path_ms"] = path_rows(workdir, python)
+                result["first_media_per_path_ms"] = path_rows(a.path_runs, workdir, python)
     finally:
         dev.close()
     # The quick smoke test's contract: first_rtp_ms.{roomcast,python_sdk} (video/audio at devroom).
@@ -511,7 +515,8 @@ def main() -> int:
         "between the old uplink down and the new one up, timed from up")
     result["first_media_per_path_measures"] = (
         "tests/peers/connectivity.py: roomcast start -> first decoded video at the SDK subscriber, each path "
-        "forced by nftables in the device's namespace (one run per case)")
+        "forced by nftables in the device's namespace; udp-v0 is the udp case over /rtc (PeerConnection built at the "
+        "JoinResponse) against /rtc/v1 (first offer in join_request, gathering after the JoinResponse)")
     result["board_binary"] = board_size()
     na = dict(NA)
     na["rss_drift_soak"] += f" (--soak-minutes {a.soak_minutes:g} asked)"

@@ -10,7 +10,7 @@ ports. Per case: the official Python SDK subscribes and must decode the device's
 the device's `media_path` event must name the expected path; livekit-server's debug log must show
 the matching pair on its side. Prints one line per case with the time to first media.
 
-usage: connectivity.py [CASE ...] [--json FILE]    (default: every case)
+usage: connectivity.py [CASE ...] [--json FILE] [--repeat N]    (default: every case, once)
 """
 from __future__ import annotations
 
@@ -178,6 +178,10 @@ def cases(lk_ports: dict) -> dict:
     http, udp, tcp = lk_ports["http"], lk_ports["udp"], lk_ports["tcp"]
     return {
         "udp": ("embedded", [], "udp"),
+        # The same over /rtc, where the PeerConnection is built when the JoinResponse is in: against
+        # "udp" (/rtc/v1: the first offer rides in join_request and gathering waits for the
+        # JoinResponse), what each gathering order costs in time to first media.
+        "udp-v0": ("embedded", [], "udp"),
         # Nothing blocked, but the config's force_relay: only relay candidates may be used.
         "force-relay-config": ("embedded", [], "turn/udp"),
         "turn-udp-media-blocked": ("embedded", [f"ip daddr {IP} udp dport {udp} drop"], "turn/udp"),
@@ -200,29 +204,32 @@ def ports_of(lk: dict) -> dict:
             "tcp": lk["LIVEKIT_TCP_PORT"]}
 
 
-def one_case(world: World, lk: dict, name: str, rules: list[str], expect: str, turn: str) -> dict:
+def one_case(world: World, lk: dict, name: str, rules: list[str], expect: str, turn: str,
+             run: int = 0) -> dict:
     world.firewall(rules)
-    room = f"conn-{name}"
+    tag = f"{name}.{run}" if run else name  # files and room of this run
+    room = f"conn-{tag}"
     key, secret = lk["LIVEKIT_API_KEY"], lk["LIVEKIT_API_SECRET"]
     sub = subprocess.Popen(
         [PYTHON, PY_PEER, "--url", lk["LIVEKIT_URL"], "--key", key,
          "--secret", secret, "--room", room, "--identity", "sub", "--publish", "none",
          "--expect-video", "20", "--expect-audio", "20", "--expect-from", "dev", "--stay", "60"],
-        stdout=subprocess.PIPE, stderr=open(LOGS / f"{name}.sub.stderr", "w"), text=True)
+        stdout=subprocess.PIPE, stderr=open(LOGS / f"{tag}.sub.stderr", "w"), text=True)
     dev = None
     try:
-        sub_out = Lines(sub, LOGS / f"{name}.sub.jsonl")
+        sub_out = Lines(sub, LOGS / f"{tag}.sub.jsonl")
         sub_out.wait_for(lambda e: e.get("event") == "connected", 30, "the subscriber to connect")
         cfg = netlab.roomcast_config(
-            world.dir, name, lk, room, "dev", fps=15,
+            world.dir, tag, lk, room, "dev", fps=15,
             extra=f'ca_file = "{world.dir / "ca.pem"}"\n'
-                  f'force_relay = {"true" if name.startswith("force-relay") else "false"}\n')
+                  f'force_relay = {"true" if name.startswith("force-relay") else "false"}\n'
+                  f'signal_path = "{"v0" if name.endswith("-v0") else "v1"}"\n')
         t0 = time.monotonic()
         dev = subprocess.Popen(
             ["ip", "netns", "exec", NS, ROOMCAST, "run", "--config", str(cfg)],
-            stdout=subprocess.PIPE, stderr=open(LOGS / f"{name}.dev.stderr", "w"), text=True,
+            stdout=subprocess.PIPE, stderr=open(LOGS / f"{tag}.dev.stderr", "w"), text=True,
             env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"))
-        dev_out = Lines(dev, LOGS / f"{name}.dev.jsonl")
+        dev_out = Lines(dev, LOGS / f"{tag}.dev.jsonl")
         _, path = dev_out.wait_for(lambda e: e.get("event") == "media_path", 40, "the device's media_path event")
         t_video, _ = sub_out.wait_for(lambda e: e.get("event") == "first_frame" and e.get("kind") == "video",
                                       40, "the subscriber's first decoded video frame")
@@ -277,10 +284,14 @@ def server_side_pair(log: Path, expect: str, device_local: str) -> str:
 
 def main() -> int:
     args = sys.argv[1:]
-    json_out = None
+    json_out, repeat = None, 1
     if "--json" in args:  # the benchmark's way in (tests/bench/bench.py): the figures in a file too
         i = args.index("--json")
         json_out = Path(args[i + 1])
+        del args[i:i + 2]
+    if "--repeat" in args:  # each case this many times (the benchmark's medians)
+        i = args.index("--repeat")
+        repeat = int(args[i + 1])
         del args[i:i + 2]
     wanted = args
     world = World()
@@ -298,16 +309,18 @@ def main() -> int:
                 for name, (s, rules, expect) in cases(ports_of(lk)).items():
                     if s != setup or (wanted and name not in wanted):
                         continue
-                    print(f"--- {name}: rules {rules or '(none)'}; expect {expect}", flush=True)
-                    try:
-                        r = one_case(world, lk, name, rules, expect, setup)
-                        results.append(r)
-                        print(json.dumps(r), flush=True)
-                    except AssertionError as e:
-                        failures.append(name)
-                        print(f"FAIL {name}: {e}", flush=True)
-                        tail = (LOGS / f"{name}.dev.stderr").read_text(errors="replace").splitlines()[-15:]
-                        print("\n".join(f"  dev.stderr| {ln}" for ln in tail), flush=True)
+                    for run in range(repeat):
+                        print(f"--- {name}: rules {rules or '(none)'}; expect {expect}", flush=True)
+                        try:
+                            r = one_case(world, lk, name, rules, expect, setup, run)
+                            results.append(r)
+                            print(json.dumps(r), flush=True)
+                        except AssertionError as e:
+                            failures.append(name)
+                            print(f"FAIL {name}: {e}", flush=True)
+                            tag = f"{name}.{run}" if run else name
+                            tail = (LOGS / f"{tag}.dev.stderr").read_text(errors="replace").splitlines()[-15:]
+                            print("\n".join(f"  dev.stderr| {ln}" for ln in tail), flush=True)
             finally:
                 world.stop_livekit(lk)
     finally:

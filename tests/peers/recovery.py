@@ -12,7 +12,7 @@ The server is reached only through the publisher's default route, so a switch mo
 and media alike.
 
 Faults, per run and publisher:
-  switch   the uplink in use loses its address and goes down; SWITCH_GAP later the other comes up
+  switch   both ways (wifi->cell, then cell->wifi): the uplink in use loses its address and goes down; SWITCH_GAP later the other comes up
            with the default route (a real modem is never instant, and the gap keeps frames decoded
            after "up" from being ones sent before "down"). Measured: uplink up -> the first video
            frame the subscriber decodes afterwards. Asserted: the publisher kept its track (a resume,
@@ -269,20 +269,21 @@ def main() -> int:
                 pub = Publisher(world, peer, f"pub-{peer}")
                 for run in range(1, args.runs + 1):
                     for case in cases:
-                        if case == "switch":
-                            rows = {"switch_ms": case_switch(world, pub)}
+                        if case == "switch":  # both ways: wifi->cell, then cell->wifi
+                            rows = {"switch_ms": [case_switch(world, pub), case_switch(world, pub)]}
                         elif case == "drop":
                             gap = case_drop(world, pub)
-                            rows = {"drop_gap_ms": gap}
+                            rows = {"drop_gap_ms": [gap]}
                             limit = args.max_drop_gap_ms
                             assert limit is None or gap <= limit, \
                                 f"the WebSocket drop left a {gap:.0f} ms gap in the media (limit {limit:.0f} ms)"
                         else:
                             rec, frame = case_restart(world, pub)
-                            rows = {"restart_reconnected_ms": rec, "restart_media_ms": frame}
-                        for name, v in rows.items():
-                            figures[peer].setdefault(name, []).append(round(v))
-                            print(f"{peer} run {run} {name} {v:.0f}", flush=True)
+                            rows = {"restart_reconnected_ms": [rec], "restart_media_ms": [frame]}
+                        for name, values in rows.items():
+                            for v in values:
+                                figures[peer].setdefault(name, []).append(round(v))
+                                print(f"{peer} run {run} {name} {v:.0f}", flush=True)
             except AssertionError as e:
                 failures.append(f"{peer}: {e}")
                 print(f"FAIL {peer}: {e}", flush=True)
@@ -294,7 +295,7 @@ def main() -> int:
     finally:
         world.close()
     print("\n=== recovery at livekit-server, timed at an official Python SDK subscriber (ms)")
-    print(f"{'publisher':<10} {'figure':<24} {'runs':>4} {'median':>7} {'max':>7}  values")
+    print(f"{'publisher':<10} {'figure':<24} {'n':>4} {'median':>7} {'max':>7}  values")
     for peer, rows in figures.items():
         for name, vals in rows.items():
             print(f"{peer:<10} {name:<24} {len(vals):>4} {statistics.median(vals):>7.0f} {max(vals):>7}  {vals}")

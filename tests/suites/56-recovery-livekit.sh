@@ -2,8 +2,9 @@
 # timeout: 300
 # Issue 9 acceptance against the real livekit-server (tests/peers/recovery.py): the device in a namespace of
 # its own with two uplinks (wifi, cell), an official Python SDK subscriber next to the server. One run of:
-#   switch   wifi loses its address and goes down, cell comes up with the default route: media resumes with the
-#            same participant and track (a resume, no rejoin), timed from cell-up to the next decoded frame;
+#   switch   wifi loses its address and goes down, cell comes up with the default route, then back the other way:
+#            media resumes with the same participant and track (a resume, no rejoin), timed from uplink-up to the
+#            next decoded frame;
 #   drop     the signalling TCP connection is killed with `ss -K`: roomcast resumes, and the longest gap between
 #            decoded frames stays under 500 ms (no media gap beyond the drop);
 #   restart  livekit-server is SIGKILLed and started again on the same ports: a full reconnect with a new
