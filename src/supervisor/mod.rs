@@ -73,10 +73,13 @@ use std::time::{Duration, Instant};
 /// more than about a dozen; on overflow superseded ones (SetStatus, STATUS=, WATCHDOG=1) go first.
 pub const ACTION_QUEUE_CAP: usize = 64;
 
-/// A server Leave or a failed-resume escalation retries at once this many times in a streak;
-/// after that it waits its turn in the backoff, so a server that keeps saying RECONNECT cannot
-/// spin us.
-const URGENT_RETRIES: u32 = 3;
+/// A server Leave or a failed-resume escalation retries at once, at most this many times within
+/// [`URGENT_WINDOW`]; beyond that it waits its turn in the backoff, so a server that keeps saying
+/// RECONNECT cannot spin us. A window, not a count per failure streak: a streak can outlive
+/// many separate incidents (each shorter than `stable_after`), and a restarted server must not
+/// wait seconds because an earlier, unrelated restart used the budget up.
+const URGENT_RETRIES: usize = 3;
+const URGENT_WINDOW: Duration = Duration::from_secs(10);
 
 /// While the server's host answers "connection refused" (or a proxy in front of it 502/503/504),
 /// retry about this often (±[`SERVER_RESTART_JITTER`]) instead of backing off: the server is
@@ -512,9 +515,8 @@ pub struct Supervisor {
     ever_connected: bool,
     /// Consecutive losses of connections that had worked for less than `stable_after`.
     quick_losses: u32,
-    /// Immediate retries granted to urgent escalations since the last loss of a connection
-    /// that had been stable (see [`URGENT_RETRIES`]).
-    urgent_retries: u32,
+    /// When the last [`URGENT_RETRIES`] immediate urgent retries were granted.
+    urgent_granted: [Option<Instant>; URGENT_RETRIES],
     /// Since when every attempt has found the server restarting (see [`SERVER_RESTART_POLL`]).
     server_restarting_since: Option<Instant>,
     /// Why we are (re)trying, for STATUS=.
@@ -567,7 +569,7 @@ impl Supervisor {
             reconnecting_announced: false,
             ever_connected: false,
             quick_losses: 0,
-            urgent_retries: 0,
+            urgent_granted: [None; URGENT_RETRIES],
             server_restarting_since: None,
             cause: String::new(),
             auth_rejected: None,
@@ -763,10 +765,9 @@ impl Supervisor {
     /// escalation) goes at once unless the streak is already long.
     fn retry(&mut self, kind: AttemptKind, now: Instant, urgent: bool) {
         let mut delay = self.backoff.next_delay(now);
-        if urgent && self.urgent_retries < URGENT_RETRIES {
+        if urgent && !delay.is_zero() && self.grant_urgent(now) {
             // The server answered and said what to do (RECONNECT, STATE_MISMATCH, an HTTP
             // error to a resume): a fresh join now, however long the outage's streak was.
-            self.urgent_retries += 1;
             delay = Duration::ZERO;
         } else if self
             .server_restarting_since
@@ -1100,7 +1101,22 @@ impl Supervisor {
         }
         if self.quick_losses <= 1 {
             self.backoff.reset();
-            self.urgent_retries = 0;
+        }
+    }
+
+    /// An immediate urgent retry, unless [`URGENT_RETRIES`] were granted within [`URGENT_WINDOW`].
+    fn grant_urgent(&mut self, now: Instant) -> bool {
+        let oldest = self
+            .urgent_granted
+            .iter_mut()
+            .min_by_key(|granted| **granted)
+            .expect("URGENT_RETRIES > 0");
+        match oldest {
+            Some(at) if now.saturating_duration_since(*at) < URGENT_WINDOW => false,
+            _ => {
+                *oldest = Some(now);
+                true
+            }
         }
     }
 

@@ -1051,14 +1051,14 @@ fn the_keyframe_waits_for_the_new_publisher_to_connect() {
 #[test]
 fn repeated_server_reconnects_stop_being_immediate() {
     let mut sim = Sim::publishing(config());
-    let mut immediate = 0;
-    for round in 0..6 {
+    let mut immediate = Vec::new();
+    for round in 0..8 {
         let leave = sim.input(Input::Leave {
             action: LeaveAction::Reconnect,
             reason: "STATE_MISMATCH".into(),
         });
         if leave.contains(&JOIN) {
-            immediate += 1;
+            immediate.push((round, sim.at()));
         } else {
             sim.until(secs(10), is_open);
         }
@@ -1067,7 +1067,18 @@ fn repeated_server_reconnects_stop_being_immediate() {
             participant_sid: format!("PA_{round}"),
         });
     }
-    assert_eq!(immediate, 3, "URGENT_RETRIES");
+    // The loss's own first retry is immediate (a new backoff streak), then URGENT_RETRIES more;
+    // after that the backoff, and never more than that many within URGENT_WINDOW.
+    let burst = URGENT_RETRIES + 1;
+    let rounds: Vec<usize> = immediate.iter().map(|(round, _)| *round).collect();
+    assert_eq!(&rounds[..burst], &[0, 1, 2, 3], "{immediate:?}");
+    assert!(!rounds.contains(&burst), "then the backoff: {immediate:?}");
+    for (i, (_, at)) in immediate.iter().enumerate().skip(burst) {
+        assert!(
+            *at - immediate[i - URGENT_RETRIES].1 >= URGENT_WINDOW,
+            "more than URGENT_RETRIES within URGENT_WINDOW: {immediate:?}"
+        );
+    }
 }
 
 // ---- removal -------------------------------------------------------------------------------
@@ -1748,4 +1759,25 @@ fn a_proxys_502_counts_as_a_restarting_server() {
     sim.input(Input::Start);
     let times = attempts_while(&mut sim, || http(502), secs(10));
     assert!(gaps(&times).iter().all(|g| *g <= ms(250)), "{times:?}");
+}
+
+#[test]
+fn each_of_several_server_restarts_is_rejoined_at_once() {
+    // Restarts a few seconds apart (each connection shorter than stable_after, so the backoff
+    // streak carries on): every one is still rejoined at once when the server answers.
+    let mut sim = Sim::publishing(config());
+    for round in 0..5 {
+        sim.advance(secs(6));
+        sim.input(Input::SignalClosed {
+            detail: "eof".into(),
+        });
+        sim.input(refused());
+        let limit = sim.at() + secs(5);
+        sim.until(limit, is_open);
+        let rejected = sim.input(Input::ResumeRejected {
+            reason: "STATE_MISMATCH".into(),
+        });
+        assert!(rejected.contains(&JOIN), "round {round}: {rejected:?}");
+        sim.join_and_publish(&format!("PA_{round}"));
+    }
 }
