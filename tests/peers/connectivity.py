@@ -265,13 +265,18 @@ def server_side_pair(log: Path, expect: str, device_local: str) -> str:
              if "selected ICE candidate pair" in ln and '"dev"' in ln]
     if not lines:
         return "(no 'selected ICE candidate pair' line for dev in the server log)"
-    last = lines[-1]
-    m = re.search(r'"pair": (\{[^}]*\})', last)
-    if not m:
-        return "(unreadable pair: " + last[-200:] + ")"
-    pair = json.loads(m.group(1))
+    pairs = []
+    for line in lines:
+        m = re.search(r'"pair": (\{[^}]*\})', line)
+        if m:
+            pairs.append(json.loads(m.group(1)))
+    if not pairs:
+        return "(unreadable pair: " + lines[-1][-200:] + ")"
     # livekit-server shortens addresses in its logs ("203.0.11..."), so ports and types are compared.
     dev_port = int(device_local.rsplit(":", 1)[1])
+    # On /rtc the device has two PeerConnections, and the server logs a pair for each: the
+    # publisher's is the one that ends at the device's reported (publisher) candidate.
+    pair = next((p for p in reversed(pairs) if p.get("remotePort") == dev_port), pairs[-1])
     shown = (f"{pair.get('remoteCandidateType')} {pair.get('remoteProtocol')} "
              f"{pair.get('remoteAddress')}:{pair.get('remotePort')}")
     if expect == "tcp":
