@@ -75,9 +75,11 @@ class Lines:
 
         threading.Thread(target=pump, daemon=True).start()
 
-    def wait_for(self, pred: Callable[[dict], bool], timeout: float, what: str) -> tuple[float, dict]:
-        """The next JSON line (after those already consumed) for which pred is true, with the
-        time it was read; AssertionError naming `what` after `timeout` seconds or at EOF."""
+    def wait_for(self, pred: Callable[[dict], bool], timeout: float, what: str,
+                 after: float = 0.0) -> tuple[float, dict]:
+        """The next JSON line (after those already consumed, and read at or after `after`) for
+        which pred is true, with the time it was read; AssertionError naming `what` after
+        `timeout` seconds or at EOF."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -96,7 +98,7 @@ class Lines:
                 obj = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(obj, dict) and pred(obj):
+            if t >= after and isinstance(obj, dict) and pred(obj):
                 return t, obj
 
     def events(self, since: float = 0.0) -> list[tuple[float, dict]]:
