@@ -959,6 +959,14 @@ impl Conn {
                 }
             }
             for e in emitted {
+                // The remote track is gone: the speaker lets go of it now. Its RTP stream just
+                // stops (webrtc-rs reports no end for a transceiver the server renegotiates
+                // away), so this, not the track's end, is when LiveKit says so.
+                if let (RoomEvent::TrackUnpublished { track_sid, .. }, Some(speaker)) =
+                    (&e, &self.speaker)
+                {
+                    speaker.end(track_sid);
+                }
                 self.emit(e);
             }
         }
@@ -1227,10 +1235,10 @@ fn open_speaker(
     match media::speaker::Playback::start(settings) {
         Ok(playback) => Some(playback),
         Err(e) => {
+            // The error names the device and what to check (`roomcast devices` for ALSA).
             tracing::warn!(
-                "speaker {} not opened, so remote audio is not played ({e:#}); everything else \
-                 goes on. `roomcast devices` lists the playback devices: set [speaker] device \
-                 to one of them, or remove [speaker]",
+                "speaker {} not opened, so remote audio is not played: {e:#}. Everything else \
+                 goes on; fix [speaker] device, or remove [speaker] to silence this",
                 settings.device
             );
             None

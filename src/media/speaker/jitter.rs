@@ -8,8 +8,14 @@
 //! A packet for a number already played (or given up on) is late and dropped; one already
 //! waiting is a duplicate and dropped. The depth is capped at [`MAX_DEPTH`]: a burst beyond it
 //! (a sender running fast, a network that held packets back) drops the oldest, so latency stays
-//! bounded. An empty buffer while playing is an underrun: playout waits for the target depth
-//! again, which is also how a paused stream (DTX, mute) resumes cleanly.
+//! bounded.
+//!
+//! An empty buffer while playing is first bridged: up to [`BRIDGE_TICKS`] ticks are concealed
+//! without giving up on the next number, so a stall a little longer than the target depth (a
+//! sender's start, a congested hop: 75 ms gaps show up on loopback) costs a concealed 20 ms
+//! instead of silence, and the packets that then arrive together stay as extra depth against the
+//! next stall (up to the cap). A buffer still dry after that is an underrun: playout waits for
+//! the target depth again, which is also how a paused stream (DTX, mute) resumes cleanly.
 //!
 //! Pure: no clock, no decoder. The caller ticks it every 20 ms; tests drive it with simulated
 //! sequences.
@@ -19,6 +25,8 @@ use bytes::Bytes;
 pub const TARGET_DEPTH: usize = 3;
 /// Packets that may wait at most (160 ms of 20 ms packets); beyond it the oldest is dropped.
 pub const MAX_DEPTH: usize = 8;
+/// Ticks concealed while the buffer is dry before playout gives up and rebuffers (60 ms).
+pub const BRIDGE_TICKS: u32 = 3;
 
 /// What one tick yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +49,21 @@ pub struct JitterStats {
     pub overflow: u64,
     /// Missing at their turn, concealed.
     pub lost: u64,
-    /// The buffer ran dry while playing.
+    /// Ticks concealed while the buffer was dry (a stall bridged).
+    pub bridged: u64,
+    /// The buffer stayed dry past the bridge: playout rebuffered.
     pub underruns: u64,
+}
+
+impl std::ops::AddAssign for JitterStats {
+    fn add_assign(&mut self, o: Self) {
+        self.late += o.late;
+        self.duplicates += o.duplicates;
+        self.overflow += o.overflow;
+        self.lost += o.lost;
+        self.bridged += o.bridged;
+        self.underruns += o.underruns;
+    }
 }
 
 #[derive(Debug)]
@@ -61,6 +82,8 @@ pub struct JitterBuffer {
     next: Option<u64>,
     /// Everything below this has been played or given up on.
     floor: u64,
+    /// Ticks concealed in a row while dry.
+    dry_ticks: u32,
     stats: JitterStats,
 }
 
@@ -143,14 +166,22 @@ impl JitterBuffer {
             return self.play_from(self.slots[0].seq);
         };
         match self.slots.first() {
+            None if self.dry_ticks < BRIDGE_TICKS => {
+                // Maybe late rather than gone: conceal, and keep waiting for `next`.
+                self.dry_ticks += 1;
+                self.stats.bridged += 1;
+                Next::Lost
+            }
             None => {
                 self.stats.underruns += 1;
                 self.next = None;
+                self.dry_ticks = 0;
                 Next::Waiting
             }
             Some(front) if front.seq == next => self.play_from(next),
             Some(_) => {
                 // A gap at the head with later packets waiting: that number is lost.
+                self.dry_ticks = 0;
                 self.stats.lost += 1;
                 self.give_up_to(next + 1);
                 Next::Lost
@@ -161,6 +192,7 @@ impl JitterBuffer {
     fn play_from(&mut self, seq: u64) -> Next {
         let slot = self.slots.remove(0);
         debug_assert_eq!(slot.seq, seq);
+        self.dry_ticks = 0;
         self.next = Some(seq + 1);
         self.floor = self.floor.max(seq + 1);
         Next::Packet(slot.payload)
@@ -268,14 +300,38 @@ mod tests {
         assert_eq!(played(&jb.pop()), Some(3));
     }
 
-    #[test]
-    fn running_dry_is_an_underrun_and_rebuffers() {
+    /// A buffer that played 0, 1 and 2 and has nothing left.
+    fn played_dry() -> JitterBuffer {
         let mut jb = JitterBuffer::new();
         for s in 0..3 {
             jb.push(s, pkt(s));
         }
-        for _ in 0..3 {
-            assert!(played(&jb.pop()).is_some());
+        for s in 0..3 {
+            assert_eq!(played(&jb.pop()), Some(s));
+        }
+        jb
+    }
+
+    #[test]
+    fn a_short_stall_is_bridged_without_losing_its_packets() {
+        let mut jb = played_dry();
+        // 3 is 40 ms late: two ticks are concealed, then it and its followers play in order.
+        assert_eq!(jb.pop(), Next::Lost);
+        assert_eq!(jb.pop(), Next::Lost);
+        for s in 3..6 {
+            jb.push(s, pkt(s));
+        }
+        let out: Vec<_> = (0..3).map(|_| played(&jb.pop())).collect();
+        assert_eq!(out, [Some(3), Some(4), Some(5)]);
+        let stats = jb.stats();
+        assert_eq!((stats.bridged, stats.lost, stats.underruns), (2, 0, 0));
+    }
+
+    #[test]
+    fn running_dry_past_the_bridge_is_an_underrun_and_rebuffers() {
+        let mut jb = played_dry();
+        for _ in 0..BRIDGE_TICKS {
+            assert_eq!(jb.pop(), Next::Lost);
         }
         assert_eq!(jb.pop(), Next::Waiting);
         assert_eq!(jb.stats().underruns, 1);

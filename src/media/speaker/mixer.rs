@@ -2,8 +2,8 @@
 //! every 20 ms into one frame for the device.
 //!
 //! Every tick each source yields 20 ms: the next packet decoded, a concealed one (Opus packet
-//! loss concealment) where a packet is missing, or nothing while its buffer fills or after it
-//! ran dry. The sum is taken in 32 bits and saturated to 16, so two loud talkers clip instead
+//! loss concealment) where a packet is missing or a short stall is bridged, or nothing while its
+//! buffer fills or after it ran dry. The sum is taken in 32 bits and saturated to 16, so two loud talkers clip instead
 //! of wrapping around into noise. A source that sends nothing for [`IDLE_TICKS`] is dropped
 //! (its decoder state is stale by then anyway); a track that ends is dropped at once.
 //!
@@ -143,36 +143,42 @@ impl Mixer {
             },
         };
         source.idle_ticks = 0;
+        tracing::trace!(
+            "speaker: {} seq {} ({} waiting)",
+            packet.source,
+            packet.seq,
+            source.jitter.depth()
+        );
         source.jitter.push(packet.seq, packet.payload);
     }
 
     /// The track ended: stop playing it now.
     pub fn end(&mut self, source: &str) {
         if let Some(gone) = self.sources.remove(source) {
-            tracing::info!("speaker: remote audio track {source} ended");
-            self.retire(&gone);
+            self.retire(source, &gone, "ended");
         }
     }
 
-    fn retire(&mut self, gone: &Source) {
-        let (r, j) = (&mut self.retired, gone.jitter.stats());
-        r.jitter.late += j.late;
-        r.jitter.duplicates += j.duplicates;
-        r.jitter.overflow += j.overflow;
-        r.jitter.lost += j.lost;
-        r.jitter.underruns += j.underruns;
-        r.decode_errors += gone.decode_errors;
+    fn retire(&mut self, key: &str, gone: &Source, why: &str) {
+        let j = gone.jitter.stats();
+        tracing::info!(
+            "speaker: remote audio track {key} {why}; its jitter buffer: {} lost, {} late, \
+             {} duplicate, {} over the depth cap, {} stall tick(s) bridged, {} underrun(s)",
+            j.lost,
+            j.late,
+            j.duplicates,
+            j.overflow,
+            j.bridged,
+            j.underruns
+        );
+        self.retired.jitter += gone.jitter.stats();
+        self.retired.decode_errors += gone.decode_errors;
     }
 
     pub fn stats(&self) -> MixerStats {
         let mut total = self.retired;
         for s in self.sources.values() {
-            let j = s.jitter.stats();
-            total.jitter.late += j.late;
-            total.jitter.duplicates += j.duplicates;
-            total.jitter.overflow += j.overflow;
-            total.jitter.lost += j.lost;
-            total.jitter.underruns += j.underruns;
+            total.jitter += s.jitter.stats();
             total.decode_errors += s.decode_errors;
         }
         total.active_ticks = self.active_ticks;
@@ -186,9 +192,13 @@ impl Mixer {
         debug_assert_eq!(out.len(), len);
         self.sum.fill(0);
         let mut heard = 0;
-        for source in self.sources.values_mut() {
+        for (key, source) in self.sources.iter_mut() {
             source.idle_ticks += 1;
+            let underruns = source.jitter.stats().underruns;
             source.fill(self.channels, &mut self.scratch);
+            if source.jitter.stats().underruns > underruns {
+                tracing::debug!("speaker: {key} ran dry; waiting for 60 ms of packets again");
+            }
             if source.pcm.is_empty() {
                 continue;
             }
@@ -207,8 +217,7 @@ impl Mixer {
             .collect();
         for key in idle {
             if let Some(gone) = self.sources.remove(&key) {
-                tracing::info!("speaker: remote audio track {key} went quiet; dropped");
-                self.retire(&gone);
+                self.retire(&key, &gone, "went quiet (dropped)");
             }
         }
         if heard > 0 {
@@ -359,9 +368,12 @@ mod tests {
             },
             ticks,
         );
-        // What was buffered plays out (the last two ticks' packets), then silence.
+        // What was buffered plays out, the stall bridge conceals 60 ms more (fading), then
+        // silence.
         assert!(peak(&out[11]) > 1000, "packet 9 plays at tick 11");
-        assert!(out[12..].iter().all(|f| peak(f) == 0));
+        assert!(peak(&out[12]) > 0, "the bridge conceals");
+        let silent_from = 12 + super::super::jitter::BRIDGE_TICKS as usize;
+        assert!(out[silent_from..].iter().all(|f| peak(f) == 0));
         assert_eq!(mixer.sources(), 0, "an idle source is dropped");
         assert_eq!(mixer.stats().jitter.underruns, 1);
     }
