@@ -123,4 +123,22 @@ mod tests {
             "{msg}"
         );
     }
+
+    /// alsa-lib's `null` PCM takes whatever is written: the open, the hardware parameters, the
+    /// writes and the stop run through the real code path without a sound card.
+    #[test]
+    fn plays_into_alsa_null_and_stops() {
+        let mut speaker = match AlsaSpeaker::open("null", 2) {
+            Ok(s) => s,
+            Err(e) => panic!("alsa null PCM: {e:#}"),
+        };
+        let stop = StopSignal::new();
+        let frame = vec![1000i16; super::super::TICK_FRAMES * 2];
+        for _ in 0..10 {
+            assert!(speaker.play(&frame, &stop).unwrap());
+        }
+        assert_eq!(speaker.xruns(), 0);
+        stop.stop();
+        assert!(!speaker.play(&frame, &stop).unwrap());
+    }
 }
