@@ -12,6 +12,7 @@ mod secret;
 
 pub use secret::{Secret, SecretSource};
 
+pub use crate::media::speaker::{SpeakerDevice, SpeakerSettings};
 use crate::signal::url::{validate_server_url, SignalPath};
 use crate::status::pattern::{Pattern, Patterns};
 use schema::{KeyIndex, Raw};
@@ -309,6 +310,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub video: VideoConfig,
     pub audio: AudioConfig,
+    /// `[speaker]`: subscribed remote audio is played when it names a device; off by default.
+    pub speaker: Option<SpeakerSettings>,
     /// Present when the file has a `[leds]` section.
     pub leds: Option<LedConfig>,
 }
@@ -557,6 +560,10 @@ fn build(ctx: &Ctx, index: &KeyIndex, raw: Raw) -> Result<Config, ConfigError> {
 
     let video = build_video(ctx, index, raw.video.unwrap_or_default())?;
     let audio = build_audio(ctx, index, raw.audio.unwrap_or_default())?;
+    let speaker = match raw.speaker {
+        Some(speaker) => build_speaker(ctx, index, speaker)?,
+        None => None,
+    };
     let leds = match raw.leds {
         Some(leds) => Some(build_leds(ctx, index, leds)?),
         None => None,
@@ -577,6 +584,7 @@ fn build(ctx: &Ctx, index: &KeyIndex, raw: Raw) -> Result<Config, ConfigError> {
         state_dir,
         video,
         audio,
+        speaker,
         leds,
     })
 }
@@ -922,6 +930,69 @@ fn build_audio(
     })
 }
 
+/// `[speaker]`: `device` is required (the section exists to name one); `"none"` turns it off.
+fn build_speaker(
+    ctx: &Ctx,
+    index: &KeyIndex,
+    raw: schema::RawSpeaker,
+) -> Result<Option<SpeakerSettings>, ConfigError> {
+    let invalid = |message: String, fix: &str| {
+        ctx.error(
+            ConfigErrorKind::InvalidValue,
+            "speaker.device",
+            index
+                .line(ctx, "speaker.device")
+                .or(index.line(ctx, "speaker")),
+            message,
+            fix,
+        )
+    };
+    const CHOICES: &str = "use an ALSA PCM name like \"default\" or \"plughw:1,0\" (`roomcast devices` lists the playback devices), \"file:/path/out.raw\" or \"none\"";
+    let device = match raw.device.map(|d| d.into_inner()) {
+        None => {
+            return Err(invalid(
+                "[speaker] names no device".into(),
+                "set `device = \"default\"` (or another playback device), or remove the [speaker] section to leave the speaker off",
+            ))
+        }
+        Some(d) if d == "none" => return Ok(None),
+        Some(d) if d.trim().is_empty() => {
+            return Err(invalid("the speaker device name is empty".into(), CHOICES))
+        }
+        Some(d) => match d.strip_prefix("file:") {
+            Some("") => {
+                return Err(invalid(
+                    "`file:` names no file".into(),
+                    "write the path after it, like \"file:/tmp/speaker.raw\"",
+                ))
+            }
+            Some(path) => SpeakerDevice::File(PathBuf::from(path)),
+            None => SpeakerDevice::Alsa(d),
+        },
+    };
+    let channels = check_range(
+        ctx,
+        index,
+        "speaker.channels",
+        raw.channels.map(|v| v.into_inner()).unwrap_or(1),
+        1..=2,
+        "",
+    )?;
+    let volume = check_range(
+        ctx,
+        index,
+        "speaker.volume",
+        raw.volume.map(|v| v.into_inner()).unwrap_or(100),
+        0..=200,
+        " %",
+    )?;
+    Ok(Some(SpeakerSettings {
+        device,
+        channels: channels as u16,
+        volume,
+    }))
+}
+
 /// The machine's hostname (the default identity).
 pub fn hostname() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
@@ -1017,6 +1088,13 @@ impl Config {
         audio.insert("channels".into(), i64::from(self.audio.channels).into());
         audio.insert("bitrate".into(), i64::from(self.audio.bitrate).into());
         t.insert("audio".into(), audio.into());
+        if let Some(speaker) = &self.speaker {
+            let mut table = Table::new();
+            table.insert("device".into(), speaker.device.to_string().into());
+            table.insert("channels".into(), i64::from(speaker.channels).into());
+            table.insert("volume".into(), i64::from(speaker.volume).into());
+            t.insert("speaker".into(), table.into());
+        }
         if let Some(leds) = &self.leds {
             let mut l = Table::new();
             for (key, sysfs_key, led) in [

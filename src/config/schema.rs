@@ -23,6 +23,7 @@ pub const TOP_KEYS: &[&str] = &[
     "state_dir",
     "video",
     "audio",
+    "speaker",
     "leds",
 ];
 pub const VIDEO_KEYS: &[&str] = &[
@@ -37,6 +38,7 @@ pub const VIDEO_KEYS: &[&str] = &[
     "encoder_device",
 ];
 pub const AUDIO_KEYS: &[&str] = &["device", "rate", "channels", "bitrate"];
+pub const SPEAKER_KEYS: &[&str] = &["device", "channels", "volume"];
 pub const LED_KEYS: &[&str] = &[
     "chip",
     "status",
@@ -53,12 +55,13 @@ pub const LED_LEGACY_KEYS: &[&str] = &["connected", "activity", "error"];
 pub const SECRET_KEYS: &[&str] = &["token", "api_key", "api_secret"];
 const SECRET_REF_KEYS: &[&str] = &["file", "env"];
 
-pub const SECTIONS: &[&str] = &["video", "audio", "leds"];
+pub const SECTIONS: &[&str] = &["video", "audio", "speaker", "leds"];
 
 pub fn section_keys(section: &str) -> Option<&'static [&'static str]> {
     match section {
         "video" => Some(VIDEO_KEYS),
         "audio" => Some(AUDIO_KEYS),
+        "speaker" => Some(SPEAKER_KEYS),
         "leds" => Some(LED_KEYS),
         _ => None,
     }
@@ -75,6 +78,9 @@ pub fn expected_for(key: &str) -> Option<&'static str> {
         "video.encoder" => "\"auto\", \"passthrough\", \"v4l2m2m\" or \"software\"",
         "video.device" => "a device path like \"/dev/video0\", \"name:<camera name>\", \"bus:<bus info>\", \"test-pattern\" or \"none\"",
         "audio.device" => "an ALSA PCM name like \"default\" or \"hw:1,0\", \"tone\" or \"none\"",
+        "speaker.device" => "an ALSA PCM name like \"default\" or \"plughw:1,0\", \"file:/path/out.raw\" or \"none\"",
+        "speaker.channels" => "1 or 2",
+        "speaker.volume" => "a whole number of percent, like 100",
         "video.encoder_device" => "a string",
         "leds.chip" => "a chip path (\"/dev/gpiochip0\"), name (\"gpiochip0\") or label (\"pinctrl-bcm2711\")",
         "leds.status" | "leds.media" => {
@@ -91,7 +97,7 @@ pub fn expected_for(key: &str) -> Option<&'static str> {
         }
         "audio.rate" => "a sample rate in Hz, like 48000",
         "audio.channels" => "1 or 2",
-        "video" | "audio" | "leds" => "a table (a [section])",
+        "video" | "audio" | "speaker" | "leds" => "a table (a [section])",
         _ if key.ends_with(".file") => "a file path string",
         _ if key.ends_with(".env") => "an environment variable name",
         _ => return None,
@@ -206,13 +212,13 @@ fn unknown_key(
             .to_string()
     } else if let Some(best) = suggest(name, allowed) {
         format!("did you mean `{best}`?")
-    } else if let Some(home) = ["video", "audio", "leds"]
+    } else if let Some(home) = SECTIONS
         .iter()
         .find(|s| section_keys(s).is_some_and(|keys| keys.contains(&name)) && **s != section)
     {
         format!("`{name}` belongs in the [{home}] section")
     } else if section.is_empty()
-        && ["video", "audio", "leds"]
+        && SECTIONS
             .iter()
             .any(|s| section_keys(s).is_some_and(|k| k.contains(&name)))
     {
@@ -285,6 +291,7 @@ pub struct Raw {
     pub state_dir: Option<Spanned<String>>,
     pub video: Option<RawVideo>,
     pub audio: Option<RawAudio>,
+    pub speaker: Option<RawSpeaker>,
     pub leds: Option<RawLeds>,
 }
 
@@ -307,6 +314,13 @@ pub struct RawAudio {
     pub rate: Option<Spanned<u32>>,
     pub channels: Option<Spanned<u32>>,
     pub bitrate: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSpeaker {
+    pub device: Option<Spanned<String>>,
+    pub channels: Option<Spanned<u32>>,
+    pub volume: Option<Spanned<u32>>,
 }
 
 /// A GPIO line as written: an offset on `chip` or a line name.

@@ -37,6 +37,7 @@ fn minimal_config_gets_the_documented_defaults() {
         (48000, 1, 32)
     );
     assert_eq!(cfg.audio.device, AudioDevice::Alsa("default".into()));
+    assert_eq!(cfg.speaker, None, "the speaker is off by default");
     assert_eq!(cfg.leds, None);
 }
 
@@ -550,4 +551,59 @@ fn the_h264_test_camera_is_a_video_device() {
     ))
     .unwrap();
     assert_eq!(cfg.video.device, VideoDevice::TestPatternH264);
+}
+
+#[test]
+fn a_speaker_section_names_a_playback_device_or_a_file() {
+    let cfg = parse_str(&format!(
+        "{MINIMAL}\n[speaker]\ndevice = \"plughw:1,0\"\nchannels = 2\nvolume = 80\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.speaker,
+        Some(SpeakerSettings {
+            device: SpeakerDevice::Alsa("plughw:1,0".into()),
+            channels: 2,
+            volume: 80
+        })
+    );
+    let shown = cfg.to_redacted_toml();
+    assert!(
+        shown.contains("[speaker]\ndevice = \"plughw:1,0\"\nchannels = 2\nvolume = 80\n"),
+        "{shown}"
+    );
+    let cfg = parse_str(&format!(
+        "{MINIMAL}\n[speaker]\ndevice = \"file:/tmp/out.raw\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.speaker,
+        Some(SpeakerSettings {
+            device: SpeakerDevice::File("/tmp/out.raw".into()),
+            channels: 1,
+            volume: 100
+        })
+    );
+    let cfg = parse_str(&format!("{MINIMAL}\n[speaker]\ndevice = \"none\"\n")).unwrap();
+    assert_eq!(cfg.speaker, None);
+}
+
+#[test]
+fn a_speaker_section_without_a_device_says_how_to_fix_it() {
+    let e = err(&format!("{MINIMAL}\n[speaker]\nvolume = 50\n"));
+    assert_eq!(
+        (e.kind, e.key.as_str(), e.line),
+        (ConfigErrorKind::InvalidValue, "speaker.device", Some(4))
+    );
+    assert!(e.fix.contains("remove the [speaker] section"), "{}", e.fix);
+    let e = err(&format!("{MINIMAL}\n[speaker]\ndevice = \"file:\"\n"));
+    assert_eq!((e.key.as_str(), e.line), ("speaker.device", Some(5)));
+    let e = err(&format!(
+        "{MINIMAL}\n[speaker]\ndevice = \"default\"\nvolume = 250\n"
+    ));
+    assert_eq!(e.key, "speaker.volume");
+    assert!(e.fix.contains("0 to 200"), "{}", e.fix);
+    let e = err(&format!("{MINIMAL}\n[speaker]\ndevcie = \"default\"\n"));
+    assert_eq!(e.kind, ConfigErrorKind::UnknownKey);
+    assert!(e.fix.contains("did you mean `device`?"), "{}", e.fix);
 }

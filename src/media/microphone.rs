@@ -6,11 +6,12 @@
 //! gathered into exact 20 ms blocks. An overrun (xrun) is recovered and counted, and capture
 //! goes on. Each block's capture time is the monotonic time of the read, less the frames that
 //! were waiting in the buffer.
+use super::alsa_pcm::{self, MICROPHONE};
 use super::{clock, AudioFrame, AudioSource, StopSignal};
-use alsa::pcm::{Access, Format, HwParams, PCM};
-use alsa::{Direction, ValueOr};
-use std::os::fd::AsRawFd;
+use alsa::pcm::PCM;
 use std::time::Duration;
+
+pub use alsa_pcm::block_frames;
 
 pub struct Microphone {
     name: String,
@@ -25,11 +26,6 @@ pub struct Microphone {
     timeout: Duration,
 }
 
-/// Frames in one 20 ms block at `rate`.
-pub fn block_frames(rate: u32) -> usize {
-    rate as usize / 50
-}
-
 /// The capture time of a block's first sample: read at `now`, with `queued` frames still in
 /// the buffer behind it.
 pub fn block_capture_time(now: Duration, rate: u32, block: usize, queued: usize) -> Duration {
@@ -37,58 +33,9 @@ pub fn block_capture_time(now: Duration, rate: u32, block: usize, queued: usize)
     now.saturating_sub(behind)
 }
 
-fn hint(e: &alsa::Error) -> &'static str {
-    // alsa-lib (linked statically into the board build) learns what "hw", "plughw" and
-    // "default" mean from this file at run time.
-    if std::env::var_os("ALSA_CONFIG_PATH").is_none()
-        && !std::path::Path::new("/usr/share/alsa/alsa.conf").exists()
-    {
-        return "/usr/share/alsa/alsa.conf is missing, so ALSA cannot resolve device names: install alsa-lib's data files (Debian: libasound2-data)";
-    }
-    match e.errno() {
-        libc::ENOENT | libc::ENODEV => {
-            "is the microphone plugged in? `roomcast devices` (or arecord -l) lists the capture devices"
-        }
-        libc::EBUSY => "another program holds it: stop it, or use a dsnoop/`default` device",
-        libc::EACCES | libc::EPERM => "add the service user to the `audio` group",
-        _ => "check the name with `roomcast devices`",
-    }
-}
-
 impl Microphone {
     pub fn open(name: &str, rate: u32, channels: u16) -> anyhow::Result<Self> {
-        let pcm = PCM::new(name, Direction::Capture, true)
-            .map_err(|e| anyhow::anyhow!("[audio] microphone {name:?}: {e}; {}", hint(&e)))?;
-        {
-            let hw = HwParams::any(&pcm)?;
-            let fail = |what: String, e: alsa::Error| {
-                anyhow::anyhow!(
-                    "[audio] microphone {name:?} cannot capture {what}: {e}; a `plughw:` device converts for you"
-                )
-            };
-            hw.set_access(Access::RWInterleaved)
-                .map_err(|e| fail("interleaved".into(), e))?;
-            hw.set_format(Format::s16())
-                .map_err(|e| fail("16-bit samples".into(), e))?;
-            hw.set_channels(u32::from(channels))
-                .map_err(|e| fail(format!("{channels} channel(s)"), e))?;
-            hw.set_rate(rate, ValueOr::Nearest)
-                .map_err(|e| fail(format!("at {rate} Hz"), e))?;
-            let got = hw.get_rate()?;
-            anyhow::ensure!(
-                got == rate,
-                "[audio] microphone {name:?} runs at {got} Hz, not {rate} Hz; use a `plughw:` device, which resamples"
-            );
-            let period = block_frames(rate) as alsa::pcm::Frames;
-            hw.set_period_size_near(period, ValueOr::Nearest)?;
-            hw.set_buffer_size_near(period * 4)?;
-            pcm.hw_params(&hw)
-                .map_err(|e| fail("with these parameters".into(), e))?;
-        }
-        let period = pcm.hw_params_current()?.get_period_size()?;
-        tracing::info!(
-            "microphone {name}: {rate} Hz, {channels} channel(s), {period}-frame periods"
-        );
+        let (pcm, _) = alsa_pcm::open(name, MICROPHONE, rate, channels, 4)?;
         Ok(Self {
             name: name.to_owned(),
             pcm,
@@ -109,47 +56,7 @@ impl Microphone {
 
     /// Wait for the PCM or the stop fd. Ok(false) once stopped.
     fn wait(&self, stop: &StopSignal) -> anyhow::Result<bool> {
-        use alsa::poll::Descriptors;
-        let stop_fd = stop.fd()?;
-        let mut fds = self.pcm.get()?;
-        let n = fds.len();
-        fds.push(libc::pollfd {
-            fd: stop_fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        loop {
-            if stop.is_stopped() {
-                return Ok(false);
-            }
-            // SAFETY: `fds` is a live Vec of pollfds.
-            let rc = unsafe {
-                libc::poll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    self.timeout.as_millis() as i32,
-                )
-            };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                anyhow::bail!("[audio] {}: poll: {e}", self.name);
-            }
-            anyhow::ensure!(
-                rc > 0,
-                "[audio] microphone {}: no samples for {} s: the device stalled",
-                self.name,
-                self.timeout.as_secs()
-            );
-            if fds[n].revents != 0 || stop.is_stopped() {
-                return Ok(false);
-            }
-            // Whatever the PCM says (data, or an error state), the read tells.
-            self.pcm.revents(&fds[..n])?;
-            return Ok(true);
-        }
+        alsa_pcm::wait(&self.pcm, stop, self.timeout, MICROPHONE, &self.name)
     }
 }
 
@@ -225,7 +132,7 @@ impl AudioSource for Microphone {
                     anyhow::bail!(
                         "[audio] microphone {}: {e} (unplugged?); {}",
                         self.name,
-                        hint(&e)
+                        alsa_pcm::hint(&e, MICROPHONE)
                     )
                 }
             }

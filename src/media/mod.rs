@@ -10,6 +10,10 @@
 //! takes it with `submit` and gives it back encoded with `poll`; the [`queue`] drops the oldest
 //! when the network falls behind and asks for an IDR; the track's packetizer turns the capture
 //! time into the RTP timestamp ([`clock`]).
+//!
+//! The other way, subscribed remote audio goes to the [`speaker`] (when one is configured):
+//! jitter buffer, Opus decode and mix on a playout thread, paced by the device.
+pub mod alsa_pcm;
 pub mod annexb;
 pub mod clock;
 pub mod frame;
@@ -18,6 +22,7 @@ pub mod opus_encoder;
 pub mod passthrough;
 pub mod pipeline;
 pub mod queue;
+pub mod speaker;
 pub mod synthetic;
 pub mod v4l2;
 

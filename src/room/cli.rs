@@ -100,6 +100,7 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
     options.video = video_settings(&config);
     options.video_bitrate_limits = video_bitrate_limits(&config, &options.video);
     options.audio = audio_settings(&config);
+    options.speaker = config.speaker.clone();
     if let Some(cache) = crate::auth::TokenCache::for_config(&config) {
         options.on_token_refreshed = Some(Arc::new(move |token: &str| {
             match cache.store(token) {

@@ -321,6 +321,7 @@ async fn join(
         state: shared.state,
         stats: shared.stats,
         events: shared.events,
+        speaker: shared.speaker,
     };
     Ok(Joined {
         conn: Box::new(conn),
@@ -379,6 +380,7 @@ struct SharedRefs {
     state: Arc<Mutex<RoomState>>,
     stats: Arc<Mutex<Vec<TrackStatsRef>>>,
     events: mpsc::UnboundedSender<RoomEvent>,
+    speaker: Option<media::speaker::SpeakerSink>,
 }
 
 struct Joined {
@@ -500,6 +502,8 @@ struct Conn {
     state: Arc<Mutex<RoomState>>,
     stats: Arc<Mutex<Vec<TrackStatsRef>>>,
     events: mpsc::UnboundedSender<RoomEvent>,
+    /// Where subscribed audio goes, when a speaker is configured and open.
+    speaker: Option<media::speaker::SpeakerSink>,
 }
 
 /// A running capture pipeline, kept across connections.
@@ -955,6 +959,14 @@ impl Conn {
                 }
             }
             for e in emitted {
+                // The remote track is gone: the speaker lets go of it now. Its RTP stream just
+                // stops (webrtc-rs reports no end for a transceiver the server renegotiates
+                // away), so this, not the track's end, is when LiveKit says so.
+                if let (RoomEvent::TrackUnpublished { track_sid, .. }, Some(speaker)) =
+                    (&e, &self.speaker)
+                {
+                    speaker.end(track_sid);
+                }
                 self.emit(e);
             }
         }
@@ -1015,13 +1027,32 @@ impl Conn {
         });
         let events = self.events.clone();
         let state = self.state.clone();
+        // Audio goes to the speaker when there is one; everything else (video always) is
+        // received and dropped undecoded, which costs no more than reading the socket.
+        let speaker = match kind {
+            TrackKind::Audio => self.speaker.clone(),
+            TrackKind::Video => None,
+        };
+        let source: Arc<str> = track_sid.as_str().into();
         tokio::spawn(async move {
             use webrtc::media_stream::track_remote::TrackRemoteEvent;
-            // Drain the track (we do not render remote media) until it ends.
             while let Some(event) = track.poll().await {
-                if matches!(event, TrackRemoteEvent::OnEnded) {
-                    break;
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) => {
+                        if let Some(speaker) = &speaker {
+                            speaker.push(media::speaker::RemotePacket {
+                                source: source.clone(),
+                                seq: packet.header.sequence_number,
+                                payload: packet.payload,
+                            });
+                        }
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
                 }
+            }
+            if let Some(speaker) = &speaker {
+                speaker.end(&source);
             }
             if let Some(remote) = state.lock().unwrap().remotes.get_mut(&participant) {
                 if let Some(p) = remote.tracks.get_mut(&track_sid) {
@@ -1079,6 +1110,8 @@ struct Shell {
     /// by fresh joins).
     latest_token: Option<String>,
     captures: [Option<Capture>; 2],
+    /// The speaker's playout thread, kept across connections like the captures.
+    speaker: Option<media::speaker::Playback>,
     /// A failed track is being restarted: its next first frame reports MediaRecovered.
     recovering: [bool; 2],
     /// Bumped whenever local tracks are dropped; media notes of older tracks are ignored.
@@ -1119,6 +1152,7 @@ pub(crate) async fn run(
         reconnect_response: None,
         latest_token: None,
         captures: [None, None],
+        speaker: None,
         recovering: [false, false],
         generation: 0,
         media_tx,
@@ -1127,6 +1161,7 @@ pub(crate) async fn run(
         close_done: Vec::new(),
         ever_connected: false,
     };
+    shell.speaker = open_speaker(shell.options.speaker.as_ref());
     let mut channels = Channels::default();
     loop {
         if let Some(code) = shell.step(&mut channels).await {
@@ -1191,6 +1226,26 @@ pub(crate) async fn run(
     }
 }
 
+/// Start the speaker, if one is configured. One that cannot be opened is a warning: the room
+/// goes on without it, and subscribed audio is drained undecoded.
+fn open_speaker(
+    settings: Option<&media::speaker::SpeakerSettings>,
+) -> Option<media::speaker::Playback> {
+    let settings = settings?;
+    match media::speaker::Playback::start(settings) {
+        Ok(playback) => Some(playback),
+        Err(e) => {
+            // The error names the device and what to check (`roomcast devices` for ALSA).
+            tracing::warn!(
+                "speaker {} not opened, so remote audio is not played: {e:#}. Everything else \
+                 goes on; fix [speaker] device, or remove [speaker] to silence this",
+                settings.device
+            );
+            None
+        }
+    }
+}
+
 impl Shell {
     /// Feed queued inputs and carry out every action, until both are drained.
     async fn step(&mut self, channels: &mut Channels) -> Option<u8> {
@@ -1212,6 +1267,7 @@ impl Shell {
             state: self.shared.state.clone(),
             stats: self.shared.stats.clone(),
             events: self.shared.events.clone(),
+            speaker: self.speaker.as_ref().map(|p| p.sink()),
         }
     }
 
@@ -1284,6 +1340,8 @@ impl Shell {
             Action::SendLeave => self.leave().await,
             Action::Exit(code) => {
                 self.teardown(channels, false);
+                // Dropping the playout thread stops and joins it (its wait wakes at once).
+                self.speaker = None;
                 return Some(code);
             }
         }

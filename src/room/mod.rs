@@ -50,6 +50,9 @@ pub struct RoomOptions {
     /// `video.bitrate` ([`VideoSettings::bitrate_limits`]).
     pub video_bitrate_limits: Option<crate::media::pipeline::BitrateLimits>,
     pub audio: AudioSettings,
+    /// Play subscribed remote audio here (`[speaker]`); None: subscribed media is drained
+    /// without decoding.
+    pub speaker: Option<crate::media::speaker::SpeakerSettings>,
     /// Upgrade timeout.
     pub connect_timeout: Duration,
     /// JoinResponse timeout after the upgrade.
@@ -79,6 +82,7 @@ impl RoomOptions {
             video: VideoSettings::default(),
             video_bitrate_limits: None,
             audio: AudioSettings::default(),
+            speaker: None,
             connect_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(5),
             on_token_refreshed: None,

@@ -514,12 +514,14 @@ def track_summary(received: dict, frm: str) -> dict:
 
 class Roomcast:
     """The real `roomcast run` binary with a generated config (test pattern + tone, a key and secret
-    so it mints its own tokens); its stdout JSON event lines are read as they come."""
+    so it mints its own tokens, and a `[speaker] device` when `speaker` is given); its stdout JSON
+    event lines are read as they come."""
 
     count = 0
 
     def __init__(self, workdir: Path, server: ServerApi, room: str, identity: str, signal_path: str = "auto",
-                 api_secret: Optional[str] = None, width: int = 320, height: int = 240, fps: int = 15) -> None:
+                 api_secret: Optional[str] = None, width: int = 320, height: int = 240, fps: int = 15,
+                 speaker: Optional[str] = None) -> None:
         Roomcast.count += 1
         stem = f"roomcast-{Roomcast.count:02d}-{identity}"
         self.identity = identity
@@ -531,7 +533,8 @@ class Roomcast:
             f'url = "{server.url}"\napi_key = "{server.key}"\napi_secret = "{api_secret or server.secret}"\n'
             f'room = "{room}"\nidentity = "{identity}"\nsignal_path = "{signal_path}"\nstate_dir = "{state}"\n\n'
             f'[video]\ndevice = "test-pattern"\nwidth = {width}\nheight = {height}\nfps = {fps}\nbitrate = 500\n\n'
-            f'[audio]\ndevice = "tone"\n')
+            f'[audio]\ndevice = "tone"\n'
+            + (f'\n[speaker]\ndevice = "{speaker}"\n' if speaker else ''))
         self.stderr_path = workdir / f"{stem}.stderr"
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         self.proc = subprocess.Popen([str(roomcast_bin()), "run", "--config", str(self.config)],
