@@ -228,40 +228,15 @@ printf '%s' "$EVENTS" > "$W/devroom-events.json"
 wait $LABPID; VMRC=$?; LABPID=
 echo "# VM: rc=$VMRC, $(el) s wall; $(grep -o 'LAB-READY uptime=[0-9.]*' "$W/vm.log")"
 grep -E "LEDSTATES|LAB-WARN" "$W/vm.log" | sed 's/^/# /'
-python3 - "$S" "$VMRC" "$RUNRC" "$W/devroom-events.json" "${PHASES[@]}" <<'X'
-import json, os, sys
+PYTHONPATH="$HERE" python3 - "$S" "$VMRC" "$RUNRC" "$W/devroom-events.json" "${PHASES[@]}" <<'X'
+import json, sys
+from ledcheck import Checks
 S, vmrc, runrc, evfile, phases = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
-passed = failed = 0
-def ok(cond, what):
-    global passed, failed
-    if cond: passed += 1; print(f"ok - {what}")
-    else: failed += 1; print(f"not ok - {what}")
-    return cond
-def read(name):
-    p = os.path.join(S, name)
-    return open(p).read() if os.path.exists(p) else ""
-def edges(name):
-    """[(t_ms, value, prev_ms)] (the change happened in (prev, t]), start value, end (t_ms, value), max gap"""
-    start = None; ev = []; end = None; gap = None
-    for line in read(name).splitlines():
-        f = line.split()
-        if not f: continue
-        if f[0] == "START": start = int(f[1])
-        elif f[0] == "EDGE": ev.append((int(f[1]) / 1000, int(f[2]), int(f[3]) / 1000))
-        elif f[0] == "END":
-            end = (int(f[1]) / 1000, int(f[2])); gap = int(f[4].split("=")[1]) / 1000
-    return start, ev, end, gap
+c = Checks(S)
+ok, read, edges = c.ok, c.read, c.edges
 
 ok(runrc == 0, "every phase reached (connecting, publishing, cut off, recovered, refused) and sampled")
 ok(vmrc == 0, f"the VM script ended cleanly (exit status {vmrc})")
-# The tolerances of tests/lab/led-test.sh: a step's length is checked against the interval the sampler can vouch
-# for, most steps within SEG_TOL_MS, every step within SEG_MAX_MS (a stalled vCPU under TCG delays a step; the
-# generator keeps its phase, so the period stays exact).
-SEG_TOL_MS = 15
-SEG_SHARE = 0.9
-SEG_MAX_MS = 80
-PERIOD_TOL = 0.03    # mean period, relative
-DUTY_TOL = 0.04      # mean duty cycle (share of time the line is high), absolute
 
 def media(run, on):
     start, ev, end, _ = edges(run + ".media")
@@ -269,50 +244,8 @@ def media(run, on):
        f"{run}: media LED {'on' if on else 'off'} throughout the window (start {start}, edges {[e[:2] for e in ev]})")
 
 def blink(run, what, steps_ms):
-    """steps_ms: on/off durations starting with on. The window lies inside one state: every segment between two
-    edges is one whole step."""
-    start, ev, end, gap = edges(run + ".status")
-    if not ok(start is not None and end is not None, f"{run}: sampled the status line"):
-        return
-    exp = [(1 if i % 2 == 0 else 0, d) for i, d in enumerate(steps_ms)]
-    segs = [(ev[i][1], (ev[i + 1][0] + ev[i + 1][2] - ev[i][0] - ev[i][2]) / 2,
-             ev[i + 1][2] - ev[i][0], ev[i + 1][0] - ev[i][2]) for i in range(len(ev) - 1)]
-    n = len(exp)
-    def err(seg, step):
-        lvl, _, lo, hi = seg
-        if lvl != step[0]: return 1e9
-        return max(0.0, lo - step[1], step[1] - hi)
-    best = None
-    for j in range(n):
-        errs = [err(sg, exp[(j + k) % n]) for k, sg in enumerate(segs)]
-        if errs and (best is None or max(errs) < best[1]): best = (j, max(errs))
-    if not ok(best is not None and len(segs) >= 2 * n, f"{run}: {len(segs)} whole steps seen (need {2 * n})"):
-        print(f"# phase {run}: {what}: expected {steps_ms} ms; status line edges {[e[:2] for e in ev]}")
-        return
-    j, worst = best
-    idx = [k for k in range(len(segs)) if (j + k) % n == 0]
-    periods = []; duties = []
-    for a, b in zip(idx, idx[1:]):
-        cyc = segs[a:b]; per = sum(sg[1] for sg in cyc)
-        periods.append(per); duties.append(sum(sg[1] for sg in cyc if sg[0] == 1) / per)
-    exp_period = sum(steps_ms)
-    exp_duty = sum(d for l, d in exp if l == 1) / exp_period
-    if not ok(len(periods) >= 2, f"{run}: {len(periods)} whole periods seen (need 2)"):
-        return
-    mp = sum(periods) / len(periods); md = sum(duties) / len(duties)
-    worst_mid = max(abs(sg[1] - exp[(j + k) % n][1]) for k, sg in enumerate(segs))
-    print(f"# phase {run}: {what}: expected {steps_ms} ms: period {exp_period} ms, line high "
-          f"{exp_duty * 100:.1f} %; measured over {len(periods)} periods: period {mp:.1f} ms "
-          f"(min {min(periods):.1f}, max {max(periods):.1f}), line high {md * 100:.1f} %; {len(segs)} steps, "
-          f"worst {worst_mid:.1f} ms off at the edges' midpoints, {worst:.1f} ms outside what the samples allow; "
-          f"sampling gap <= {gap:.1f} ms")
-    ok(abs(mp - exp_period) <= PERIOD_TOL * exp_period, f"{run}: period {mp:.1f} ms within {PERIOD_TOL * 100:.0f} % of {exp_period} ms")
-    ok(abs(md - exp_duty) <= DUTY_TOL, f"{run}: duty {md * 100:.1f} % within {DUTY_TOL * 100:.0f} points of {exp_duty * 100:.1f} %")
-    errs = [err(sg, exp[(j + k) % n]) for k, sg in enumerate(segs)]
-    good = sum(1 for e in errs if e <= SEG_TOL_MS) / len(errs)
-    ok(good >= SEG_SHARE and worst <= SEG_MAX_MS,
-       f"{run}: {good * 100:.0f} % of steps within {SEG_TOL_MS} ms of their length (need {SEG_SHARE * 100:.0f} %), "
-       f"worst {worst:.1f} ms (limit {SEG_MAX_MS}) beyond the sampling uncertainty")
+    """The window lies inside one state: every segment between two edges is one whole step."""
+    c.blink(run, f"phase {run}: {what}", steps_ms)
 
 def solid(run, what):
     start, ev, end, gap = edges(run + ".status")
@@ -348,6 +281,6 @@ count = lambda t: sum(1 for e in evs if e.get("type") == t)
 print(f"# devroom: {count('participant_joined')} joins, {count('participant_resumed')} resumes, "
       f"{count('track_published')} tracks published, {count('join_rejected')} joins rejected")
 ok(count("join_rejected") >= 1, "devroom refused the bad token's join")
-print(f"lab-led-states: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+print(f"lab-led-states: {c.passed} passed, {c.failed} failed")
+sys.exit(1 if c.failed else 0)
 X

@@ -148,90 +148,20 @@ T0=$(date +%s)
 "$HERE/lab.sh" --arch arm64 -t 400 -s "$S" --log "$W/vm.log" "$S/leds.sh" > /dev/null 2>&1; RC=$?
 echo "# VM: rc=$RC, $(( $(date +%s) - T0 )) s wall; $(grep -o 'LAB-READY uptime=[0-9.]*' "$W/vm.log")"
 grep -E "LEDLAB|roomcast [0-9]|LAB-WARN" "$W/vm.log" | sed 's/^/# /'
-python3 - "$S" "$RC" <<'X'
-import os, re, sys
+PYTHONPATH="$HERE" python3 - "$S" "$RC" <<'X'
+import re, sys
+from ledcheck import Checks
 S, rc = sys.argv[1], int(sys.argv[2])
-passed = failed = 0
-def ok(cond, what):
-    global passed, failed
-    if cond: passed += 1; print(f"ok - {what}")
-    else: failed += 1; print(f"not ok - {what}")
-    return cond
-def read(name):
-    p = os.path.join(S, name)
-    return open(p).read() if os.path.exists(p) else ""
-def edges(name):
-    """[(t_ms, value, prev_ms)] (the change happened in (prev, t]), start value, end (t_ms, value), max gap"""
-    text = read(name); start = None; ev = []; end = None; gap = None
-    for line in text.splitlines():
-        f = line.split()
-        if f[0] == "START": start = int(f[1])
-        elif f[0] == "EDGE": ev.append((int(f[1]) / 1000, int(f[2]), int(f[3]) / 1000))
-        elif f[0] == "END":
-            end = (int(f[1]) / 1000, int(f[2])); gap = int(f[4].split("=")[1]) / 1000
-    return start, ev, end, gap
+c = Checks(S)
+ok, read, edges = c.ok, c.read, c.edges
 
 ok(rc == 0, f"the VM ran every LED case (exit status {rc})")
-# A step's length is checked against the interval the sampler can vouch for: between two edges, the true
-# length lies in [rise.prev .. fall.t] minus/plus the other edge's uncertainty, so a stalled sampler widens the
-# interval instead of failing the test. What remains is roomcast's own lateness: its thread's wake-up latency,
-# which under TCG on a host shared with builds is occasionally tens of ms (a stalled vCPU). The generator keeps
-# its phase, so a late step is followed by a short one and the period stays exact: hence most steps within
-# SEG_TOL_MS, every step within SEG_MAX_MS.
-SEG_TOL_MS = 15
-SEG_SHARE = 0.9
-SEG_MAX_MS = 80
-PERIOD_TOL = 0.03    # mean period, relative
-DUTY_TOL = 0.04      # mean duty cycle (share of time the line is high), absolute
 
 def blink(run, steps_ms, active_low=False, media=0, check_media=True):
-    """steps_ms: on/off durations starting with on (logical). Checks the physical status line."""
-    start, ev, end, gap = edges(run + ".status")
-    if not ok(start is not None and end is not None, f"{run}: sampled the status line"):
+    """steps_ms: on/off durations starting with on (logical). Checks the physical status line; the window
+    includes the pattern's start and the exit, so the first and last segments are left out."""
+    if not c.blink(run, run, steps_ms, phys_on=0 if active_low else 1, drop_ends=True):
         return
-    phys_on = 0 if active_low else 1
-    exp = [(phys_on if i % 2 == 0 else 1 - phys_on, d) for i, d in enumerate(steps_ms)]
-    # segments between edges: (level, midpoint length, shortest possible, longest possible); the first (before
-    # the pattern) and last (cut by the exit) are dropped
-    segs = [(ev[i][1], (ev[i + 1][0] + ev[i + 1][2] - ev[i][0] - ev[i][2]) / 2,
-             ev[i + 1][2] - ev[i][0], ev[i + 1][0] - ev[i][2]) for i in range(len(ev) - 1)][1:-1]
-    n = len(exp)
-    def err(seg, step):
-        lvl, _, lo, hi = seg
-        if lvl != step[0]: return 1e9
-        return max(0.0, lo - step[1], step[1] - hi)
-    # align: which expected step the first segment is, by least worst error
-    best = None
-    for j in range(n):
-        errs = [err(sg, exp[(j + k) % n]) for k, sg in enumerate(segs)]
-        if errs and (best is None or max(errs) < best[1]): best = (j, max(errs))
-    if not ok(best is not None and len(segs) >= 2 * n, f"{run}: {len(segs)} whole steps seen (need {2 * n})"):
-        return
-    j, worst = best
-    # whole periods: from each occurrence of step 0 to the next
-    idx = [k for k in range(len(segs)) if (j + k) % n == 0]
-    periods = []; duties = []
-    for a, b in zip(idx, idx[1:]):
-        cyc = segs[a:b]; per = sum(sg[1] for sg in cyc)
-        periods.append(per); duties.append(sum(sg[1] for sg in cyc if sg[0] == 1) / per)
-    exp_period = sum(steps_ms)
-    exp_duty = sum(d for l, d in exp if l == 1) / exp_period
-    if not ok(len(periods) >= 2, f"{run}: {len(periods)} whole periods seen (need 2)"):
-        return
-    mp = sum(periods) / len(periods); md = sum(duties) / len(duties)
-    worst_mid = max(abs(sg[1] - exp[(j + k) % n][1]) for k, sg in enumerate(segs))
-    print(f"# {run}: expected {steps_ms} ms{' (active low)' if active_low else ''}: period {exp_period} ms, "
-          f"line high {exp_duty * 100:.1f} %; measured over {len(periods)} periods: period {mp:.1f} ms "
-          f"(min {min(periods):.1f}, max {max(periods):.1f}), line high {md * 100:.1f} %; steps {len(segs)}, "
-          f"worst step {worst_mid:.1f} ms off at the edges' midpoints, {worst:.1f} ms outside what the samples "
-          f"allow; sampling gap <= {gap:.1f} ms")
-    ok(abs(mp - exp_period) <= PERIOD_TOL * exp_period, f"{run}: period {mp:.1f} ms within {PERIOD_TOL * 100:.0f} % of {exp_period} ms")
-    ok(abs(md - exp_duty) <= DUTY_TOL, f"{run}: duty {md * 100:.1f} % within {DUTY_TOL * 100:.0f} points of {exp_duty * 100:.1f} %")
-    errs = [err(sg, exp[(j + k) % n]) for k, sg in enumerate(segs)]
-    good = sum(1 for e in errs if e <= SEG_TOL_MS) / len(errs)
-    ok(good >= SEG_SHARE and worst <= SEG_MAX_MS,
-       f"{run}: {good * 100:.0f} % of steps within {SEG_TOL_MS} ms of their length (need {SEG_SHARE * 100:.0f} %), "
-       f"worst {worst:.1f} ms (limit {SEG_MAX_MS}) beyond the sampling uncertainty")
     if not check_media: return
     mstart, mev, mend, _ = edges(run + ".media")
     ok(mev == [] if not media else (len(mev) == 2 and mev[0][1] == 1),
@@ -283,6 +213,6 @@ m = read("missing.out"); print("# missing line: " + " | ".join(m.strip().splitli
 ok("rc=1" in m and 'no GPIO chip has a line named "NO_SUCH_LED"' in m and "fix:" in m, "a missing line is an error naming it, with a fix")
 b = read("busy.out"); print("# line in use: " + " | ".join(b.strip().splitlines()))
 ok("rc=1" in b and "in use" in b and '"roomcast"' in b, "a line in use is an error naming its holder")
-print(f"lab-leds: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+print(f"lab-leds: {c.passed} passed, {c.failed} failed")
+sys.exit(1 if c.failed else 0)
 X
