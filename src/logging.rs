@@ -4,8 +4,13 @@
 //! (journald and test logs), colours only on one.
 use tracing_subscriber::EnvFilter;
 
-/// Our info, the WebRTC stack's warnings only (its info level is per-packet chatty).
-pub const DEFAULT_FILTER: &str = "info,webrtc=warn,rtc=warn,rtc_ice=warn,webrtc_ice=warn";
+/// Our info; from the WebRTC stack (whose `log` records are bridged into tracing) only errors:
+/// its info level is per-packet chatty, and its warnings fire on every healthy connection ("no
+/// candidate pairs" before the answer, STUN before the credentials, SCTP's first packet), which
+/// on a headless board would fill the journal with false alarms. `RUST_LOG` brings them back.
+pub const DEFAULT_FILTER: &str = "info,webrtc=error,rtc=error,rtc_ice=error,rtc_sctp=error,\
+     rtc_dtls=error,rtc_srtp=error,rtc_turn=error,rtc_interceptor=error,rtc_mdns=error,\
+     webrtc_ice=error";
 
 /// Installs the global subscriber. `spec` (e.g. from `--log`) wins over `RUST_LOG`, which wins
 /// over [`DEFAULT_FILTER`]. A bad `spec` is an error naming the fix; a bad `RUST_LOG` is reported
