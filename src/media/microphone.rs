@@ -118,38 +118,23 @@ impl Microphone {
             events: libc::POLLIN,
             revents: 0,
         });
-        loop {
-            if stop.is_stopped() {
-                return Ok(false);
-            }
-            // SAFETY: `fds` is a live Vec of pollfds.
-            let rc = unsafe {
-                libc::poll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    self.timeout.as_millis() as i32,
-                )
-            };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                anyhow::bail!("[audio] {}: poll: {e}", self.name);
-            }
-            anyhow::ensure!(
-                rc > 0,
-                "[audio] microphone {}: no samples for {} s: the device stalled",
-                self.name,
-                self.timeout.as_secs()
-            );
-            if fds[n].revents != 0 || stop.is_stopped() {
-                return Ok(false);
-            }
-            // Whatever the PCM says (data, or an error state), the read tells.
-            self.pcm.revents(&fds[..n])?;
-            return Ok(true);
+        if stop.is_stopped() {
+            return Ok(false);
         }
+        let ready = super::poll_fds(&mut fds, self.timeout)
+            .map_err(|e| anyhow::anyhow!("[audio] {}: poll: {e}", self.name))?;
+        anyhow::ensure!(
+            ready,
+            "[audio] microphone {}: no samples for {} s: the device stalled",
+            self.name,
+            self.timeout.as_secs()
+        );
+        if fds[n].revents != 0 || stop.is_stopped() {
+            return Ok(false);
+        }
+        // Whatever the PCM says (data, or an error state), the read tells.
+        self.pcm.revents(&fds[..n])?;
+        Ok(true)
     }
 }
 

@@ -10,6 +10,8 @@
 //! Formats, in order of preference: H.264 (the camera encodes; passed through), then YUYV,
 //! NV12 and YU12 (to the H.264 encoder). A camera that only offers MJPEG is refused with the
 //! reason: this build has no JPEG decoder.
+pub mod m2m;
+pub mod selftest;
 pub mod sys;
 
 use super::{clock, PixelFormat, Plane, StopSignal, VideoFormat, VideoFrame, VideoSource};
@@ -347,6 +349,29 @@ pub fn choose_format(offered: &[u32]) -> Result<PixelFormat, String> {
     ))
 }
 
+/// Where the planes of a raw picture sit in one single-planar V4L2 buffer: `(offset, length,
+/// stride)` each, the planes following each other, each row `bytesperline` bytes (chroma rows of
+/// YU12 half that). A camera's buffer and an M2M encoder's OUTPUT buffer share this layout.
+pub fn packed_layout(
+    format: PixelFormat,
+    height: u32,
+    bytesperline: u32,
+) -> heapless::Vec<(usize, usize, usize), 3> {
+    let (h, bpl) = (height as usize, bytesperline as usize);
+    let ch = h.div_ceil(2);
+    let layout: &[(usize, usize, usize)] = match format {
+        PixelFormat::Yuyv => &[(0, bpl * h, bpl)],
+        PixelFormat::Nv12 => &[(0, bpl * h, bpl), (bpl * h, bpl * ch, bpl)],
+        PixelFormat::Yu12 => &[
+            (0, bpl * h, bpl),
+            (bpl * h, bpl / 2 * ch, bpl / 2),
+            (bpl * h + bpl / 2 * ch, bpl / 2 * ch, bpl / 2),
+        ],
+        PixelFormat::Mjpeg | PixelFormat::H264 => &[],
+    };
+    heapless::Vec::from_slice(layout).expect("at most three planes")
+}
+
 /// Lay a captured buffer out as a frame: the planes follow each other, each row `bytesperline`
 /// bytes (chroma rows of YU12 half that).
 pub fn frame_from_buffer(
@@ -364,20 +389,8 @@ pub fn frame_from_buffer(
         );
         return Ok(VideoFrame::compressed(format, width, height, data, capture));
     }
-    let (h, bpl) = (height as usize, bytesperline as usize);
-    let ch = h.div_ceil(2);
-    let layout: &[(usize, usize, usize)] = match format {
-        PixelFormat::Yuyv => &[(0, bpl * h, bpl)],
-        PixelFormat::Nv12 => &[(0, bpl * h, bpl), (bpl * h, bpl * ch, bpl)],
-        PixelFormat::Yu12 => &[
-            (0, bpl * h, bpl),
-            (bpl * h, bpl / 2 * ch, bpl / 2),
-            (bpl * h + bpl / 2 * ch, bpl / 2 * ch, bpl / 2),
-        ],
-        PixelFormat::Mjpeg | PixelFormat::H264 => unreachable!(),
-    };
     let mut planes = heapless::Vec::new();
-    for &(at, len, stride) in layout {
+    for (at, len, stride) in packed_layout(format, height, bytesperline) {
         anyhow::ensure!(
             at < data.len(),
             "{format} {width}x{height}: the buffer holds {} bytes, too few for its planes",
@@ -637,35 +650,24 @@ impl Camera {
                 revents: 0,
             },
         ];
-        loop {
-            if stop.is_stopped() {
-                return Ok(false);
-            }
-            // SAFETY: `fds` is a live array of two pollfds.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, self.timeout.as_millis() as i32) };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                anyhow::bail!("[video] {shown}: poll: {e}");
-            }
-            if rc == 0 {
-                anyhow::bail!(
-                    "[video] {shown}: no frame for {} s: the camera stalled",
-                    self.timeout.as_secs()
-                );
-            }
-            if fds[1].revents != 0 || stop.is_stopped() {
-                return Ok(false);
-            }
-            let ev = fds[0].revents;
-            if ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 && ev & libc::POLLIN == 0
-            {
-                anyhow::bail!("[video] {shown}: the camera went away (unplugged?)");
-            }
-            return Ok(true);
+        if stop.is_stopped() {
+            return Ok(false);
         }
+        let ready = super::poll_fds(&mut fds, self.timeout)
+            .map_err(|e| anyhow::anyhow!("[video] {shown}: poll: {e}"))?;
+        anyhow::ensure!(
+            ready,
+            "[video] {shown}: no frame for {} s: the camera stalled",
+            self.timeout.as_secs()
+        );
+        if fds[1].revents != 0 || stop.is_stopped() {
+            return Ok(false);
+        }
+        let ev = fds[0].revents;
+        if ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 && ev & libc::POLLIN == 0 {
+            anyhow::bail!("[video] {shown}: the camera went away (unplugged?)");
+        }
+        Ok(true)
     }
 }
 
@@ -844,7 +846,9 @@ mod tests {
         {
             assert_eq!(sys::VIDIOC_S_FMT, 0xc0d0_5605);
             assert_eq!(sys::VIDIOC_DQBUF, 0xc058_5611);
+            assert_eq!(sys::VIDIOC_S_EXT_CTRLS, 0xc020_5648);
         }
+        assert_eq!(sys::VIDIOC_ENCODER_CMD, 0xc028_564d);
     }
 
     #[test]
