@@ -9,7 +9,8 @@
 # the host checks here: formats on both queues, buffer cycling, drain and restart, every capture time coming
 # back unchanged and in order, FWHT's header in the bitstream, and the H.264 controls vicodec lacks reported
 # as lacking (not fatal). It also checks that asking vicodec for H.264 fails with the reason, and that
-# `roomcast devices` shows "auto" falling back to software for vivid because vicodec does not give H.264.
+# `roomcast devices` shows "auto" falling back to software for vivid because vicodec does not give H.264, and a
+# picture smaller than vicodec's aligned buffers (640x364 in 640x368) goes through the crop rectangle.
 # Prints "lab-m2m: N passed, N failed"; exit 0 only if nothing failed.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +43,8 @@ test_run() { # NAME ARGS...: one encoder-test, its JSON line, log and exit code
 test_run single --format FWHT --frames 60
 test_run vivid --format FWHT --frames 30 --source name:vivid --width 640 --height 360
 test_run h264 --format H264 --frames 10
+# 364 rows: vicodec's buffers are 8-row aligned (368), so the picture needs the crop rectangle
+test_run padded --format FWHT --frames 20 --height 364
 # vicodec's multi-planar variant: the same driver, reloaded with multiplanar=1
 ko=$(grep '/vicodec.ko' /etc/lab-modules | cut -d' ' -f1)
 rmmod vicodec && insmod "$ko" multiplanar=1
@@ -99,6 +102,11 @@ check vivid "vivid → vicodec: camera pictures (YUYV 640x360) through the encod
   "j['timestamps_equal_inputs'] and j['timestamps_monotonic']" "j['ok'] is True"
 check vivid "vivid → vicodec: DMABUF import is reported with its reason" "j['dmabuf'].startswith('not used: ')"
 
+# FWHT's header carries the coded picture size (big-endian, bytes 12-19): 640x364, not the buffer's 368 rows.
+check padded "vicodec with a picture smaller than its aligned buffers: the crop is set and the codec codes 640x364" \
+  "j['buffer_size'] == '640x368'" "j['crop'] == 'set'" "(j['first_bytes'] or '')[24:40] == '%08x%08x' % (640, 364)" \
+  "j['frames_out'] == 20" "j['ok'] is True"
+
 if [ "$(cat "$W/share/h264.rc" 2>/dev/null)" != 0 ] && grep -q "does not encode H264: it gives FWHT" "$W/share/h264.log"; then
   ok "asking vicodec for H.264 fails with the reason (it gives FWHT)"
 else
@@ -112,6 +120,6 @@ grep -q 'encoder = "auto" uses: software (openh264): the camera gives YUYV and n
   || bad "roomcast devices: no auto choice with its reason for vivid"
 if [ "$FAIL" != 0 ]; then
   grep -E "LAB-|panic" "$W/vm.log" 2>/dev/null | sed 's/^/# vm: /'
-  for f in single mplane vivid; do tail -8 "$W/share/$f.log" 2>/dev/null | sed "s/^/# $f: /"; done
+  for f in single mplane vivid padded; do tail -8 "$W/share/$f.log" 2>/dev/null | sed "s/^/# $f: /"; done
 fi
 finish

@@ -499,6 +499,12 @@ pub struct M2mEncoder {
     ready: VecDeque<EncodedFrame>,
     /// The LAST buffer of a drain came back.
     drained: bool,
+    /// A picture went in since the last `poll` that waited for one.
+    just_submitted: bool,
+    /// The OUTPUT buffers' width and height (the picture's, or aligned up from it).
+    buffer_size: (u32, u32),
+    /// Whether the crop to the picture was set, where the buffers are larger.
+    cropped: Option<Result<(), String>>,
     stop: Option<Arc<OwnedFd>>,
     pub stats: M2mStats,
     fd: OwnedFd,
@@ -571,17 +577,36 @@ impl M2mEncoder {
             sys::fourcc_text(fourcc)
         );
         anyhow::ensure!(
-            (width, height) == (settings.width, settings.height),
+            fits_aligned(settings.width, width) && fits_aligned(settings.height, height),
             "encoder {shown} cannot encode {}x{} (it offers {width}x{height}): set [video] width and height to a size it takes, or encoder = \"software\"",
             settings.width,
             settings.height
         );
+        let mut cropped = None;
+        if (width, height) != (settings.width, settings.height) {
+            // A codec that wants aligned buffers (bcm2835: 16 rows, so 1080 → 1088): the
+            // picture fills the top left and the crop rectangle says so, else the padding
+            // would be coded as part of the picture.
+            if let Err(e) = crop(&fd, settings.width, settings.height) {
+                tracing::warn!(
+                    "encoder {shown}: buffers are {width}x{height} and the driver takes no crop to {}x{} ({e}); the stream carries the padding",
+                    settings.width,
+                    settings.height
+                );
+                cropped = Some(Err(e.to_string()));
+            } else {
+                cropped = Some(Ok(()));
+            }
+        }
         let min_stride = settings
             .raw
             .plane_geometry(0, width, height)
             .map_or(0, |g| g.1);
         let bytesperline = bytesperline.max(min_stride);
         let layout_height = layout_height(settings.raw, height, bytesperline, sizeimage);
+        if layout_height != settings.height {
+            tracing::debug!("encoder {shown}: planes laid out over {layout_height} rows");
+        }
         let need: usize = packed_layout(settings.raw, layout_height, bytesperline)
             .iter()
             .map(|p| p.1)
@@ -621,6 +646,9 @@ impl M2mEncoder {
             controls,
             ready: VecDeque::new(),
             drained: false,
+            just_submitted: false,
+            buffer_size: (width, height),
+            cropped,
             stop: None,
             stats: M2mStats::default(),
             fd,
@@ -663,6 +691,12 @@ impl M2mEncoder {
 
     pub fn buffers(&self) -> (usize, usize) {
         (self.outputs.len(), self.captures.len())
+    }
+
+    /// The OUTPUT buffers' size, and whether the crop to the picture was set where it is
+    /// larger (`None`: same size, no crop needed).
+    pub fn buffer_size(&self) -> ((u32, u32), Option<&Result<(), String>>) {
+        (self.buffer_size, self.cropped.as_ref())
     }
 
     pub fn controls(&self) -> &ControlReport {
@@ -818,31 +852,25 @@ impl M2mEncoder {
         Ok(())
     }
 
-    /// Block in poll(2) until the device has something for us, the stop fd fires, or
-    /// `timeout` passes. Ok(false) when stopped.
-    fn wait(&self, timeout: Duration) -> anyhow::Result<bool> {
+    /// Block in poll(2) until the device has something for us (`events`), the stop fd fires,
+    /// or `timeout` passes. Ok(None) when the time ran out, Ok(Some(false)) when stopped.
+    fn wait(&self, events: i16, timeout: Duration) -> anyhow::Result<Option<bool>> {
         let mut fds = [
             libc::pollfd {
                 fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN | libc::POLLOUT,
+                events,
                 revents: 0,
             },
             libc::pollfd {
+                // A negative fd (no stop signal) is ignored by poll(2).
                 fd: self.stop.as_ref().map_or(-1, |f| f.as_raw_fd()),
                 events: libc::POLLIN,
                 revents: 0,
             },
         ];
-        // A negative fd (no stop signal) is ignored by poll(2).
         let ready = crate::media::poll_fds(&mut fds, timeout)
             .map_err(|e| anyhow::anyhow!("encoder {}: poll: {e}", self.name))?;
-        anyhow::ensure!(
-            ready,
-            "encoder {}: no buffer back for {} s: the encoder stalled",
-            self.name,
-            timeout.as_secs()
-        );
-        Ok(fds[1].revents == 0)
+        Ok(ready.then_some(fds[1].revents == 0))
     }
 
     /// Wait until `done` holds, pumping the queues. Fails after STALL without progress.
@@ -869,8 +897,14 @@ impl M2mEncoder {
                 self.name,
                 self.free.len()
             );
-            if !self.wait(STALL - waited)? {
-                return Ok(false);
+            match self.wait(libc::POLLIN | libc::POLLOUT, STALL - waited)? {
+                Some(true) => {}
+                Some(false) => return Ok(false),
+                None => anyhow::bail!(
+                    "encoder {}: no buffer back for {} s: the encoder stalled",
+                    self.name,
+                    STALL.as_secs()
+                ),
             }
         }
     }
@@ -1001,6 +1035,36 @@ pub fn layout_height(format: PixelFormat, height: u32, bytesperline: u32, sizeim
     }
 }
 
+/// Whether a driver's buffer dimension `got` holds a picture dimension `want`: equal, or padded
+/// to an alignment of at most 32.
+pub fn fits_aligned(want: u32, got: u32) -> bool {
+    got >= want && got <= want.next_multiple_of(32)
+}
+
+fn crop(fd: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> {
+    let mut sel = sys::v4l2_selection {
+        // The kernel hands drivers the single-planar type whichever API the queue speaks.
+        type_: sys::BUF_TYPE_VIDEO_OUTPUT,
+        target: sys::SEL_TGT_CROP,
+        flags: 0,
+        r: sys::v4l2_rect {
+            left: 0,
+            top: 0,
+            width,
+            height,
+        },
+        reserved: [0; 9],
+    };
+    sys::ioctl(fd.as_fd(), sys::VIDIOC_S_SELECTION, &mut sel)?;
+    if (sel.r.width, sel.r.height) != (width, height) {
+        return Err(std::io::Error::other(format!(
+            "it set {}x{}",
+            sel.r.width, sel.r.height
+        )));
+    }
+    Ok(())
+}
+
 fn set_format(fmt: &mut sys::v4l2_format, api: Api, fourcc: u32, width: u32, height: u32) {
     match api {
         Api::SinglePlanar => {
@@ -1109,12 +1173,26 @@ impl VideoEncoder for M2mEncoder {
             anyhow::bail!("encoder {}: VIDIOC_QBUF OUTPUT {index}: {e}", self.name);
         }
         self.stats.submitted += 1;
+        self.just_submitted = true;
         Ok(())
     }
 
+    /// Right after a submit, waits (poll(2) on the device) up to one frame interval for a coded
+    /// picture, so a hardware encoder that takes a few milliseconds hands its picture over now
+    /// rather than at the next submit, a frame later. An encoder that holds pictures back
+    /// costs at most that interval once per frame.
     fn poll(&mut self) -> anyhow::Result<Option<EncodedFrame>> {
         if self.ready.is_empty() {
             self.pump()?;
+        }
+        if self.ready.is_empty()
+            && std::mem::take(&mut self.just_submitted)
+            && !self.inflight.is_empty()
+        {
+            let interval = Duration::from_secs(1) / self.settings.fps.max(1);
+            if self.wait(libc::POLLIN, interval)?.is_some() {
+                self.pump()?;
+            }
         }
         Ok(self.ready.pop_front())
     }
@@ -1335,6 +1413,19 @@ mod tests {
         assert_eq!(
             layout_height(PixelFormat::Yuyv, 1080, 3840, 3840 * 1088),
             1080
+        );
+    }
+
+    #[test]
+    fn a_buffer_padded_to_an_alignment_holds_the_picture_and_a_smaller_one_does_not() {
+        assert!(fits_aligned(1080, 1088) && fits_aligned(720, 720));
+        assert!(
+            !fits_aligned(1080, 1072),
+            "rounded down: the picture does not fit"
+        );
+        assert!(
+            !fits_aligned(480, 720),
+            "a different size, not an alignment"
         );
     }
 

@@ -209,6 +209,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "coded": sys::fourcc_text(coded),
         "width": format.width,
         "height": format.height,
+        "buffer_size": format!("{}x{}", encoder.buffer_size().0 .0, encoder.buffer_size().0 .1),
+        "crop": match encoder.buffer_size().1 {
+            None => "not needed".to_owned(),
+            Some(Ok(())) => "set".to_owned(),
+            Some(Err(e)) => format!("refused: {e}"),
+        },
         "output_buffers": out_bufs,
         "capture_buffers": cap_bufs,
         "frames_in": inputs.len(),
@@ -217,7 +223,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "bytes": stats.bytes,
         "keyframes": stats.keyframes,
         "first_keyframe": outputs.first().map(|o| o.keyframe),
-        "first_bytes": outputs.first().map(|o| o.data.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()),
+        // Enough for a codec header's picture size (FWHT: big-endian width and height at 12..20).
+        "first_bytes": outputs.first().map(|o| o.data.iter().take(20).map(|b| format!("{b:02x}")).collect::<String>()),
         "timestamps_equal_inputs": equal,
         "timestamps_monotonic": monotonic,
         "unmatched": stats.unmatched,

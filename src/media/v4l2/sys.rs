@@ -215,6 +215,29 @@ pub struct v4l2_plane {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
+pub struct v4l2_rect {
+    pub left: i32,
+    pub top: i32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// VIDIOC_S_SELECTION: on an encoder's OUTPUT queue, target CROP is the part of the (aligned)
+/// buffer that holds the picture.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_selection {
+    pub type_: u32,
+    pub target: u32,
+    pub flags: u32,
+    pub r: v4l2_rect,
+    pub reserved: [u32; 9],
+}
+
+pub const SEL_TGT_CROP: u32 = 0;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
 pub struct v4l2_encoder_cmd {
     pub cmd: u32,
     pub flags: u32,
@@ -313,6 +336,7 @@ const _: () = assert!(std::mem::size_of::<v4l2_frmsizeenum>() == 44);
 const _: () = assert!(std::mem::size_of::<v4l2_frmivalenum>() == 52);
 const _: () = assert!(std::mem::size_of::<v4l2_pix_format_mplane>() == 192);
 const _: () = assert!(std::mem::size_of::<v4l2_encoder_cmd>() == 40);
+const _: () = assert!(std::mem::size_of::<v4l2_selection>() == 64);
 const _: () = assert!(std::mem::size_of::<v4l2_ext_control>() == 20);
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<v4l2_plane>() == 64);
@@ -343,6 +367,7 @@ pub const VIDIOC_STREAMOFF: u32 = ioc(W, 19, std::mem::size_of::<i32>());
 pub const VIDIOC_G_PARM: u32 = ioc(RW, 21, std::mem::size_of::<v4l2_streamparm>());
 pub const VIDIOC_S_PARM: u32 = ioc(RW, 22, std::mem::size_of::<v4l2_streamparm>());
 pub const VIDIOC_S_EXT_CTRLS: u32 = ioc(RW, 72, std::mem::size_of::<v4l2_ext_controls>());
+pub const VIDIOC_S_SELECTION: u32 = ioc(RW, 95, std::mem::size_of::<v4l2_selection>());
 pub const VIDIOC_ENCODER_CMD: u32 = ioc(RW, 77, std::mem::size_of::<v4l2_encoder_cmd>());
 pub const VIDIOC_ENUM_FRAMESIZES: u32 = ioc(RW, 74, std::mem::size_of::<v4l2_frmsizeenum>());
 pub const VIDIOC_ENUM_FRAMEINTERVALS: u32 = ioc(RW, 75, std::mem::size_of::<v4l2_frmivalenum>());
