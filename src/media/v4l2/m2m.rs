@@ -20,7 +20,7 @@
 //! driver turns into an error and a stop wakes the thread at once.
 use super::{device_caps, enum_formats, open_node, packed_layout, querycap, sys, DeviceInfo};
 use super::{Mapping, StopSignal};
-use crate::media::annexb::{AnnexBError, ParameterSets};
+use crate::media::annexb::{self, AnnexBError, ParameterSets};
 use crate::media::{clock, EncodedFrame, PixelFormat, VideoEncoder, VideoFrame};
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -799,6 +799,31 @@ impl M2mEncoder {
             // The LAST buffer of a drain is often empty.
             return Ok(());
         }
+        if flags & sys::BUF_FLAG_ERROR != 0 {
+            tracing::debug!(
+                "encoder {}: a coded buffer flagged ERROR, dropped",
+                self.name
+            );
+            let _ = self.inflight.take(buf.buf.timestamp.tv_sec as u64);
+            return Ok(());
+        }
+        let map = &self.captures[index];
+        let at = buf.data_offset().min(map.len);
+        let end = (at + used).min(map.len);
+        // SAFETY: the driver filled these bytes and hands the buffer to us until the requeue
+        // that follows this copy.
+        let data = Bytes::copy_from_slice(unsafe {
+            std::slice::from_raw_parts((map.ptr as *const u8).add(at), end - at)
+        });
+        if let Some(sets) = self.sets.as_mut() {
+            if !annexb::has_slice(&data) {
+                // SPS/PPS in a buffer of their own, stamped like the picture that follows:
+                // remembered (they go in front of the IDR), not sent, and the picture keeps
+                // its entry in the table.
+                let _ = sets.process(data);
+                return Ok(());
+            }
+        }
         let key = buf.buf.timestamp.tv_sec as u64;
         let (capture, skipped) = self.inflight.take(key);
         self.stats.skipped += skipped as u64;
@@ -809,21 +834,6 @@ impl M2mEncoder {
                 self.name
             );
             clock::monotonic_now()
-        });
-        if flags & sys::BUF_FLAG_ERROR != 0 {
-            tracing::debug!(
-                "encoder {}: a coded buffer flagged ERROR, dropped",
-                self.name
-            );
-            return Ok(());
-        }
-        let map = &self.captures[index];
-        let at = buf.data_offset().min(map.len);
-        let end = (at + used).min(map.len);
-        // SAFETY: the driver filled these bytes and hands the buffer to us until the requeue
-        // that follows this copy.
-        let data = Bytes::copy_from_slice(unsafe {
-            std::slice::from_raw_parts((map.ptr as *const u8).add(at), end - at)
         });
         let mut keyframe = flags & sys::BUF_FLAG_KEYFRAME != 0;
         let data = match self.sets.as_mut() {
