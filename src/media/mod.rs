@@ -165,6 +165,14 @@ pub trait VideoSource: Send {
     fn encoder_controls(&mut self) -> Option<Box<dyn CameraEncoderControls>> {
         None
     }
+    /// Lend frames out of the camera's own buffers, each with the DMABUF behind it, instead of
+    /// copying them: an M2M encoder that imports the DMABUF then never copies a picture, and a
+    /// buffer goes back to the camera when the last clone of its frame is dropped. Returns the
+    /// buffers' bytes per row (the encoder's OUTPUT format must match it), or `None` where the
+    /// source cannot lend. Called once, before the first frame.
+    fn share_buffers(&mut self) -> Option<u32> {
+        None
+    }
 }
 
 /// The encoder inside a camera (on a UVC camera: V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME and
@@ -488,7 +496,9 @@ pub fn open_video_encoder(
     )
     .map_err(anyhow::Error::msg)?;
     if let EncoderKind::M2m(path) = &decision.kind {
-        let m2m = v4l2::m2m::M2mEncoder::open(
+        // A V4L2 camera then lends its buffers, so the encoder can import them with no copy.
+        let import = camera.share_buffers();
+        let m2m = v4l2::m2m::M2mEncoder::open_with(
             path,
             v4l2::m2m::EncoderSettings {
                 width: source.width,
@@ -498,6 +508,7 @@ pub fn open_video_encoder(
                 raw: source.pixel,
                 coded: v4l2::sys::fourcc(*b"H264"),
             },
+            import,
         );
         match m2m {
             Ok(encoder) => {

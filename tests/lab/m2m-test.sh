@@ -3,8 +3,8 @@
 # static aarch64 board binary:
 #   tests/lab/m2m-test.sh --board BIN
 # In the VM, `roomcast encoder-test --format FWHT` drives vicodec's encoder alone: first single-planar (vicodec's
-# default), then, after reloading vicodec with multiplanar=1, multi-planar; then with vivid's pictures as the
-# input (camera → encoder). Each run encodes more pictures than the encoder has buffers, drains
+# default), then, after reloading vicodec with multiplanar=1, multi-planar; each also with vivid's pictures as the
+# input (camera → encoder), which go in as vivid's own buffers (DMABUF export/import, no copy). Each run encodes more pictures than the encoder has buffers, drains
 # (V4L2_ENC_CMD_STOP → the LAST buffer) half way, restarts and drains again, and prints one JSON line, which
 # the host checks here: formats on both queues, buffer cycling, drain and restart, every capture time coming
 # back unchanged and in order, FWHT's header in the bitstream, and the H.264 controls vicodec lacks reported
@@ -50,6 +50,7 @@ ko=$(grep '/vicodec.ko' /etc/lab-modules | cut -d' ' -f1)
 rmmod vicodec && insmod "$ko" multiplanar=1
 echo $? > reload.rc
 test_run mplane --format FWHT --frames 60
+test_run vividmp --format FWHT --frames 30 --source name:vivid --width 640 --height 360
 X
 chmod +x "$W/share/run.sh"
 "$HERE/lab.sh" --arch arm64 -t 420 -s "$W/share" --log "$W/vm.log" "$W/share/run.sh" >/dev/null 2>&1
@@ -96,11 +97,15 @@ for run in single mplane; do
 done
 [ "$(cat "$W/share/reload.rc" 2>/dev/null)" = 0 ] || bad "reloading vicodec with multiplanar=1 failed"
 
-check vivid "vivid → vicodec: camera pictures (YUYV 640x360) through the encoder, drained and restarted" \
-  "j['source'] == 'name:vivid'" "j['raw'] == 'YUYV'" "j['width'] == 640 and j['height'] == 360" \
-  "j['frames_in'] == 30 == j['frames_out']" "j['drain_last_seen'] == [True, True]" \
-  "j['timestamps_equal_inputs'] and j['timestamps_monotonic']" "j['ok'] is True"
-check vivid "vivid → vicodec: DMABUF import is reported with its reason" "j['dmabuf'].startswith('not used: ')"
+for run in vivid vividmp; do
+  api=single-planar; [ $run = vividmp ] && api=multi-planar
+  check $run "vivid → vicodec $api: camera pictures (YUYV 640x360) through the encoder, drained and restarted" \
+    "j['api'] == '$api'" "j['source'] == 'name:vivid'" "j['raw'] == 'YUYV'" "j['width'] == 640 and j['height'] == 360" \
+    "j['frames_in'] == 30 == j['frames_out']" "j['drain_last_seen'] == [True, True]" \
+    "j['timestamps_equal_inputs'] and j['timestamps_monotonic']" "j['ok'] is True"
+  # vivid exports its buffers (VIDIOC_EXPBUF) and vicodec imports them: no copy on the way in.
+  check $run "vivid → vicodec $api: the camera's DMABUFs are imported, not copied" "j['dmabuf'] == 'imported'"
+done
 
 # FWHT's header carries the coded picture size (big-endian, bytes 12-19): 640x364, not the buffer's 368 rows.
 check padded "vicodec with a picture smaller than its aligned buffers: the crop is set and the codec codes 640x364" \
@@ -120,6 +125,6 @@ grep -q 'encoder = "auto" uses: software (openh264): the camera gives YUYV and n
   || bad "roomcast devices: no auto choice with its reason for vivid"
 if [ "$FAIL" != 0 ]; then
   grep -E "LAB-|panic" "$W/vm.log" 2>/dev/null | sed 's/^/# vm: /'
-  for f in single mplane vivid padded; do tail -8 "$W/share/$f.log" 2>/dev/null | sed "s/^/# $f: /"; done
+  for f in single mplane vivid vividmp padded; do tail -8 "$W/share/$f.log" 2>/dev/null | sed "s/^/# $f: /"; done
 fi
 finish

@@ -485,8 +485,16 @@ pub struct M2mEncoder {
     bytesperline: u32,
     layout_height: u32,
     sizeimage: u32,
-    /// Declared before `fd`: the mappings are unmapped before the fd closes.
+    /// Declared before `fd`: the mappings are unmapped before the fd closes. Empty while
+    /// importing.
     outputs: Vec<Mapping>,
+    output_count: usize,
+    /// MEMORY_MMAP, or MEMORY_DMABUF while importing.
+    out_memory: u32,
+    /// Importing: the frame behind each queued OUTPUT buffer, held until the driver is done.
+    held: Vec<Option<VideoFrame>>,
+    /// Ok while importing DMABUFs, else why each picture is copied.
+    import: Result<(), String>,
     captures: Vec<Mapping>,
     /// OUTPUT buffers we may fill.
     free: heapless::Vec<u32, MAX_BUFFERS>,
@@ -511,9 +519,21 @@ pub struct M2mEncoder {
 }
 
 impl M2mEncoder {
-    /// Open `path` and set it up to encode `settings`. Fails with the reason when the node is
-    /// not an encoder for this format pair.
+    /// Open `path` and set it up to encode `settings`, copying each picture into its own
+    /// buffers. Fails with the reason when the node is not an encoder for this format pair.
     pub fn open(path: &Path, settings: EncoderSettings) -> anyhow::Result<Self> {
+        Self::open_with(path, settings, None)
+    }
+
+    /// As [`Self::open`]; with `import` (the camera's bytes per row, from
+    /// [`crate::media::VideoSource::share_buffers`]) the OUTPUT queue imports each frame's DMABUF
+    /// instead, so the picture is never copied, where the driver takes that layout and those
+    /// buffers. Where it does not, it copies, and [`Self::import_status`] says why.
+    pub fn open_with(
+        path: &Path,
+        settings: EncoderSettings,
+        import: Option<u32>,
+    ) -> anyhow::Result<Self> {
         let shown = path.display().to_string();
         let fd = open_node(path).with_context(|| format!("encoder {shown}: open"))?;
         let cap = querycap(&fd)
@@ -549,6 +569,7 @@ impl M2mEncoder {
             settings.coded,
             settings.width,
             settings.height,
+            0,
         );
         sys::ioctl(fd.as_fd(), sys::VIDIOC_S_FMT, &mut fmt)
             .with_context(|| format!("encoder {shown}: CAPTURE {coded_text} (VIDIOC_S_FMT)"))?;
@@ -562,7 +583,16 @@ impl M2mEncoder {
         let raw = sys::fourcc(settings.raw.fourcc());
         let mut fmt: sys::v4l2_format = sys::zeroed();
         fmt.type_ = api.output_type();
-        set_format(&mut fmt, api, raw, settings.width, settings.height);
+        // Imported buffers keep the camera's layout: ask for its row length (0: the driver's).
+        let wanted_bpl = import.unwrap_or(0);
+        set_format(
+            &mut fmt,
+            api,
+            raw,
+            settings.width,
+            settings.height,
+            wanted_bpl,
+        );
         sys::ioctl(fd.as_fd(), sys::VIDIOC_S_FMT, &mut fmt).with_context(|| {
             format!(
                 "encoder {shown}: OUTPUT {} {}x{} (VIDIOC_S_FMT)",
@@ -625,6 +655,14 @@ impl M2mEncoder {
             tracing::debug!("encoder {shown}: no frame rate setting ({e})");
         }
 
+        let import = match import {
+            None => Err("not offered: the source lends no buffers".to_owned()),
+            Some(bpl) if bpl != bytesperline || (width, height) != (settings.width, settings.height) => Err(format!(
+                "the encoder lays {width}x{height} out with {bytesperline} bytes per row, the camera's {}x{} buffers have {bpl}",
+                settings.width, settings.height
+            )),
+            Some(_) => Ok(()),
+        };
         let controls = apply_controls(&shown, &control_plan(&settings), |c| {
             set_control(&fd, c.id, c.value)
         });
@@ -637,6 +675,10 @@ impl M2mEncoder {
             layout_height,
             sizeimage,
             outputs: Vec::new(),
+            output_count: 0,
+            out_memory: sys::MEMORY_MMAP,
+            held: Vec::new(),
+            import,
             captures: Vec::new(),
             free: heapless::Vec::new(),
             inflight: InFlight::default(),
@@ -653,9 +695,17 @@ impl M2mEncoder {
             stats: M2mStats::default(),
             fd,
         };
-        encoder.outputs = encoder.allocate(api.output_type())?;
+        if encoder.import.is_ok() {
+            if let Err(e) = encoder.request_dmabuf_outputs() {
+                encoder.import = Err(format!("the driver takes no DMABUF on OUTPUT ({e})"));
+            }
+        }
+        if encoder.import.is_err() {
+            encoder.outputs = encoder.allocate(api.output_type())?;
+            encoder.output_count = encoder.outputs.len();
+        }
         encoder.captures = encoder.allocate(api.capture_type())?;
-        for index in 0..encoder.outputs.len() as u32 {
+        for index in 0..encoder.output_count as u32 {
             let _ = encoder.free.push(index);
         }
         for index in 0..encoder.captures.len() as u32 {
@@ -673,9 +723,15 @@ impl M2mEncoder {
             settings.width,
             settings.height,
             api.as_str(),
-            encoder.outputs.len(),
+            encoder.output_count,
             encoder.captures.len()
         );
+        match &encoder.import {
+            Ok(()) => tracing::info!("encoder {shown}: imports the camera's DMABUFs (no copy)"),
+            Err(why) => {
+                tracing::debug!("encoder {shown}: copies each picture: DMABUF import {why}")
+            }
+        }
         Ok(encoder)
     }
 
@@ -690,7 +746,60 @@ impl M2mEncoder {
     }
 
     pub fn buffers(&self) -> (usize, usize) {
-        (self.outputs.len(), self.captures.len())
+        (self.output_count, self.captures.len())
+    }
+
+    /// Ok when pictures reach the encoder as imported DMABUFs, else why they are copied.
+    pub fn import_status(&self) -> Result<(), &str> {
+        self.import.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    fn request_dmabuf_outputs(&mut self) -> std::io::Result<()> {
+        let mut req = sys::v4l2_requestbuffers {
+            count: BUFFERS,
+            type_: self.api.output_type(),
+            memory: sys::MEMORY_DMABUF,
+            ..sys::zeroed()
+        };
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_REQBUFS, &mut req)?;
+        if !(1..=MAX_BUFFERS as u32).contains(&req.count) {
+            return Err(std::io::Error::other(format!("{} buffers", req.count)));
+        }
+        self.output_count = req.count as usize;
+        self.out_memory = sys::MEMORY_DMABUF;
+        self.held = vec![None; self.output_count];
+        Ok(())
+    }
+
+    /// Stop importing (a frame without a DMABUF, or one the driver refused) and copy from now
+    /// on: OUTPUT is stopped, its buffers swapped for mmap ones and started again. Only while
+    /// no picture is queued, so nothing in flight is lost.
+    fn fall_back_to_copies(&mut self, why: String) -> anyhow::Result<()> {
+        tracing::warn!("encoder {}: {why}; copying each picture instead", self.name);
+        let mut ty = self.api.output_type() as i32;
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_STREAMOFF, &mut ty)
+            .with_context(|| format!("encoder {}: VIDIOC_STREAMOFF OUTPUT", self.name))?;
+        self.held.clear();
+        let mut req = sys::v4l2_requestbuffers {
+            count: 0,
+            type_: self.api.output_type(),
+            memory: sys::MEMORY_DMABUF,
+            ..sys::zeroed()
+        };
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_REQBUFS, &mut req)
+            .with_context(|| format!("encoder {}: VIDIOC_REQBUFS 0", self.name))?;
+        self.out_memory = sys::MEMORY_MMAP;
+        self.outputs = self.allocate(self.api.output_type())?;
+        self.output_count = self.outputs.len();
+        self.free.clear();
+        for index in 0..self.output_count as u32 {
+            let _ = self.free.push(index);
+        }
+        let mut ty = self.api.output_type() as i32;
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_STREAMON, &mut ty)
+            .with_context(|| format!("encoder {}: VIDIOC_STREAMON OUTPUT", self.name))?;
+        self.import = Err(why);
+        Ok(())
     }
 
     /// The OUTPUT buffers' size, and whether the crop to the picture was set where it is
@@ -748,6 +857,9 @@ impl M2mEncoder {
     /// unless a drain is what stopped it, so a stopped queue never turns into a busy loop.
     fn dequeue(&self, ty: u32) -> anyhow::Result<Option<Buf>> {
         let mut buf = Buf::new(self.api, ty, 0);
+        if ty == self.api.output_type() {
+            buf.buf.memory = self.out_memory;
+        }
         match buf.ioctl(&self.fd, sys::VIDIOC_DQBUF) {
             Ok(()) => {
                 tracing::trace!(
@@ -776,6 +888,10 @@ impl M2mEncoder {
         let mut progress = false;
         while let Some(buf) = self.dequeue(self.api.output_type())? {
             progress = true;
+            // The driver is done reading an imported picture: its buffer goes back to the camera.
+            if let Some(held) = self.held.get_mut(buf.buf.index as usize) {
+                *held = None;
+            }
             if !self.free.contains(&buf.buf.index) {
                 let _ = self.free.push(buf.buf.index);
             }
@@ -1075,7 +1191,14 @@ fn crop(fd: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn set_format(fmt: &mut sys::v4l2_format, api: Api, fourcc: u32, width: u32, height: u32) {
+fn set_format(
+    fmt: &mut sys::v4l2_format,
+    api: Api,
+    fourcc: u32,
+    width: u32,
+    height: u32,
+    bytesperline: u32,
+) {
     match api {
         Api::SinglePlanar => {
             fmt.fmt.pix = sys::v4l2_pix_format {
@@ -1083,18 +1206,21 @@ fn set_format(fmt: &mut sys::v4l2_format, api: Api, fourcc: u32, width: u32, hei
                 height,
                 pixelformat: fourcc,
                 field: sys::FIELD_NONE,
+                bytesperline,
                 ..sys::zeroed()
             }
         }
         Api::MultiPlanar => {
-            fmt.fmt.pix_mp = sys::v4l2_pix_format_mplane {
+            let mut pix_mp = sys::v4l2_pix_format_mplane {
                 width,
                 height,
                 pixelformat: fourcc,
                 field: sys::FIELD_NONE,
                 num_planes: 1,
                 ..sys::zeroed()
-            }
+            };
+            pix_mp.plane_fmt[0].bytesperline = bytesperline;
+            fmt.fmt.pix_mp = pix_mp;
         }
     }
 }
@@ -1163,24 +1289,58 @@ impl VideoEncoder for M2mEncoder {
                     .push(("FORCE_KEY_FRAME", e.to_string()));
             }
         }
-        let used = self.fill(index, &frame)?;
+        if self.import.is_ok() && frame.dmabuf.is_none() {
+            let _ = self.free.push(index);
+            self.fall_back_to_copies("a frame came without a DMABUF".into())?;
+            return self.submit(frame);
+        }
         let key = self.next_key;
-        self.next_key += 1;
         let mut buf = Buf::new(self.api, self.api.output_type(), index);
-        buf.set_bytesused(used);
-        buf.plane.length = self.outputs[index as usize].len as u32;
+        buf.buf.memory = self.out_memory;
+        match (&self.import, &frame.dmabuf) {
+            (Ok(()), Some(dmabuf)) => {
+                let fd = dmabuf.as_raw_fd();
+                // The DMABUF's size: the multi-planar API checks bytesused against the length
+                // given here (0 would refuse every picture).
+                // SAFETY: lseek on a live fd we hold; a dma-buf answers SEEK_END with its size.
+                let size = unsafe { libc::lseek(fd, 0, libc::SEEK_END) }.max(0) as u32;
+                if self.api == Api::MultiPlanar {
+                    buf.plane.m.fd = fd;
+                    buf.plane.length = size;
+                } else {
+                    buf.buf.m.fd = fd;
+                    buf.buf.length = size;
+                }
+                buf.set_bytesused(self.sizeimage.min(size));
+            }
+            _ => {
+                let used = self.fill(index, &frame)?;
+                buf.set_bytesused(used);
+                buf.plane.length = self.outputs[index as usize].len as u32;
+            }
+        }
         buf.buf.field = sys::FIELD_NONE;
         buf.buf.timestamp = libc::timeval {
             tv_sec: key as _,
             tv_usec: 0,
         };
+        if let Err(e) = buf.ioctl(&self.fd, sys::VIDIOC_QBUF) {
+            let _ = self.free.push(index);
+            if self.import.is_ok() && self.free.len() == self.output_count {
+                // The first import the driver refuses (memory it cannot reach): copy instead.
+                self.fall_back_to_copies(format!("the driver refused the camera's DMABUF ({e})"))?;
+                return self.submit(frame);
+            }
+            anyhow::bail!("encoder {}: VIDIOC_QBUF OUTPUT {index}: {e}", self.name);
+        }
+        self.next_key += 1;
         if let Some(lost) = self.inflight.insert(key, frame.capture) {
             self.stats.skipped += 1;
             tracing::debug!("encoder {}: picture {} never came out", self.name, lost.0);
         }
-        if let Err(e) = buf.ioctl(&self.fd, sys::VIDIOC_QBUF) {
-            let _ = self.free.push(index);
-            anyhow::bail!("encoder {}: VIDIOC_QBUF OUTPUT {index}: {e}", self.name);
+        if let Some(held) = self.held.get_mut(index as usize) {
+            // Keeps the camera's buffer (and the DMABUF) until the driver hands it back.
+            *held = Some(frame);
         }
         self.stats.submitted += 1;
         self.just_submitted = true;
@@ -1229,6 +1389,8 @@ impl Drop for M2mEncoder {
         // The mappings go before the fd closes (fields drop after this body, `fd` last).
         self.outputs.clear();
         self.captures.clear();
+        // Imported frames go back to the camera once OUTPUT is off.
+        self.held.clear();
     }
 }
 

@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How the config names a camera: `[video] device`.
@@ -433,8 +434,37 @@ struct Mapping {
     len: usize,
 }
 
-// SAFETY: the mapping is only read by the thread that owns the Camera.
+// SAFETY: a mapping is plain memory. A camera's is read only while its buffer is dequeued (by
+// the owning thread, or through a `Lease` that keeps the buffer dequeued); an encoder's is
+// written only by the thread that owns the encoder, before the buffer is queued.
 unsafe impl Send for Mapping {}
+// SAFETY: as above: no two threads touch one mapping while the driver or another holds it.
+unsafe impl Sync for Mapping {}
+
+/// A captured buffer lent out instead of copied: its bytes stay valid (the buffer stays
+/// dequeued, the mapping alive) until the frame's last clone is dropped, which hands the index
+/// back to the camera to queue again.
+struct Lease {
+    map: Arc<Mapping>,
+    used: usize,
+    index: u32,
+    back: std::sync::mpsc::Sender<u32>,
+}
+
+impl AsRef<[u8]> for Lease {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the driver filled `used` (≤ len) bytes, and the buffer is not queued again
+        // before this lease is dropped.
+        unsafe { std::slice::from_raw_parts(self.map.ptr as *const u8, self.used) }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // The camera may be gone already; then the buffer simply stays with the driver.
+        let _ = self.back.send(self.index);
+    }
+}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
@@ -449,7 +479,13 @@ pub struct Camera {
     fd: OwnedFd,
     format: VideoFormat,
     bytesperline: u32,
-    buffers: Vec<Mapping>,
+    buffers: Vec<Arc<Mapping>>,
+    /// Lend buffers out (see [`VideoSource::share_buffers`]) instead of copying frames.
+    share: bool,
+    /// The DMABUF of each buffer, where the driver exports them (share mode).
+    dmabufs: Vec<Arc<OwnedFd>>,
+    /// Lent buffers come back here when their frames are dropped.
+    returned: (std::sync::mpsc::Sender<u32>, std::sync::mpsc::Receiver<u32>),
     streaming: bool,
     /// How long a stalled camera may stay silent before capture fails.
     timeout: Duration,
@@ -457,6 +493,8 @@ pub struct Camera {
 
 /// Buffers the driver cycles through: enough that one is always being filled while we copy.
 const BUFFERS: u32 = 4;
+/// When buffers are lent to an encoder that holds up to four of them: four more to capture into.
+const SHARED_BUFFERS: u32 = 8;
 
 impl Camera {
     /// Open the camera `device` names and negotiate `width`×`height` at `fps`.
@@ -572,6 +610,9 @@ impl Camera {
             },
             bytesperline,
             buffers: Vec::new(),
+            share: false,
+            dmabufs: Vec::new(),
+            returned: std::sync::mpsc::channel(),
             streaming: false,
             timeout: Duration::from_secs(10),
         })
@@ -584,7 +625,7 @@ impl Camera {
     fn start(&mut self) -> anyhow::Result<()> {
         let shown = self.path.display().to_string();
         let mut req = sys::v4l2_requestbuffers {
-            count: BUFFERS,
+            count: if self.share { SHARED_BUFFERS } else { BUFFERS },
             type_: sys::BUF_TYPE_VIDEO_CAPTURE,
             memory: sys::MEMORY_MMAP,
             ..sys::zeroed()
@@ -612,10 +653,20 @@ impl Camera {
                 "[video] {shown}: mmap of buffer {index}: {}",
                 std::io::Error::last_os_error()
             );
-            self.buffers.push(Mapping {
+            self.buffers.push(Arc::new(Mapping {
                 ptr,
                 len: buf.length as usize,
-            });
+            }));
+            // Once one export failed, none is tried again: every frame has a DMABUF, or none.
+            if self.share && self.dmabufs.len() == index as usize {
+                match self.export(index) {
+                    Ok(fd) => self.dmabufs.push(Arc::new(fd)),
+                    Err(e) => {
+                        tracing::info!("[video] {shown}: frames are lent without a DMABUF: the driver exports none (VIDIOC_EXPBUF: {e})");
+                        self.dmabufs.clear();
+                    }
+                }
+            }
             sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut buf)
                 .with_context(|| format!("[video] {shown}: VIDIOC_QBUF {index}"))?;
         }
@@ -626,12 +677,33 @@ impl Camera {
         Ok(())
     }
 
+    fn export(&self, index: u32) -> std::io::Result<OwnedFd> {
+        use std::os::fd::FromRawFd;
+        let mut exp = sys::v4l2_exportbuffer {
+            type_: sys::BUF_TYPE_VIDEO_CAPTURE,
+            index,
+            plane: 0,
+            flags: libc::O_CLOEXEC as u32,
+            fd: -1,
+            reserved: [0; 11],
+        };
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_EXPBUF, &mut exp)?;
+        // SAFETY: EXPBUF returned a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(exp.fd) })
+    }
+
     fn buffer(&self, index: u32) -> sys::v4l2_buffer {
         let mut buf: sys::v4l2_buffer = sys::zeroed();
         buf.index = index;
         buf.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
         buf.memory = sys::MEMORY_MMAP;
         buf
+    }
+
+    fn requeue(&self, index: u32) -> anyhow::Result<()> {
+        let mut buf = self.buffer(index);
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut buf)
+            .with_context(|| format!("[video] {}: VIDIOC_QBUF", self.path.display()))
     }
 
     /// Wait for the device or the stop fd. Ok(false) once stopped.
@@ -681,6 +753,10 @@ impl VideoSource for Camera {
             self.start()?;
         }
         loop {
+            // Lent buffers whose frames are gone go back to the driver first.
+            while let Ok(index) = self.returned.1.try_recv() {
+                self.requeue(index)?;
+            }
             if !self.wait(stop)? {
                 return Ok(None);
             }
@@ -694,34 +770,50 @@ impl VideoSource for Camera {
                 ),
             }
             let dequeued = clock::monotonic_now();
-            let index = buf.index as usize;
-            let frame = if buf.flags & sys::BUF_FLAG_ERROR != 0 || index >= self.buffers.len() {
-                None
-            } else {
-                let map = &self.buffers[index];
-                let used = (buf.bytesused as usize).min(map.len);
-                // SAFETY: the driver filled `used` bytes of this mapping and hands it to us
-                // until the QBUF below; the copy ends before that.
-                let data = Bytes::copy_from_slice(unsafe {
-                    std::slice::from_raw_parts(map.ptr as *const u8, used)
-                });
-                Some(data)
-            };
             let capture = capture_time(buf.flags, buf.timestamp, dequeued);
-            let mut again = self.buffer(buf.index);
-            sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut again)
-                .with_context(|| format!("[video] {}: VIDIOC_QBUF", self.path.display()))?;
-            let Some(data) = frame else {
+            let index = buf.index as usize;
+            if buf.flags & sys::BUF_FLAG_ERROR != 0 || index >= self.buffers.len() {
+                self.requeue(buf.index)?;
                 tracing::debug!(
                     "[video] {}: a corrupted buffer, skipped",
                     self.path.display()
                 );
                 continue;
+            }
+            let map = &self.buffers[index];
+            let used = (buf.bytesused as usize).min(map.len);
+            let data = if self.share {
+                // No copy: the frame's planes are the buffer, which stays ours until the
+                // frame's last clone is dropped.
+                Bytes::from_owner(Lease {
+                    map: map.clone(),
+                    used,
+                    index: buf.index,
+                    back: self.returned.0.clone(),
+                })
+            } else {
+                // SAFETY: the driver filled `used` bytes of this mapping and hands it to us
+                // until the QBUF below; the copy ends before that.
+                let data = Bytes::copy_from_slice(unsafe {
+                    std::slice::from_raw_parts(map.ptr as *const u8, used)
+                });
+                self.requeue(buf.index)?;
+                data
             };
             let f = self.format;
-            return frame_from_buffer(f.pixel, f.width, f.height, self.bytesperline, data, capture)
-                .map(Some);
+            let mut frame =
+                frame_from_buffer(f.pixel, f.width, f.height, self.bytesperline, data, capture)?;
+            frame.dmabuf = self.dmabufs.get(index).cloned();
+            return Ok(Some(frame));
         }
+    }
+
+    fn share_buffers(&mut self) -> Option<u32> {
+        if self.streaming || self.format.pixel.is_compressed() {
+            return None;
+        }
+        self.share = true;
+        Some(self.bytesperline)
     }
 }
 
@@ -731,7 +823,8 @@ impl Drop for Camera {
             let mut ty = sys::BUF_TYPE_VIDEO_CAPTURE as i32;
             let _ = sys::ioctl(self.fd.as_fd(), sys::VIDIOC_STREAMOFF, &mut ty);
         }
-        // The mappings are unmapped before the fd closes (fields drop after this).
+        // The mappings are unmapped before the fd closes (fields drop after this), except those
+        // of frames still lent out, which go with their last clone.
         self.buffers.clear();
     }
 }

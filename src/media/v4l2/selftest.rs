@@ -118,6 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         Source::Camera(open_video_source(&settings)?, StopSignal::new())
     };
+    // A camera lends its buffers, so the encoder can import their DMABUFs.
+    let import = match &mut source {
+        Source::Pattern(..) => None,
+        Source::Camera(camera, _) => camera.share_buffers(),
+    };
     let format = match &source {
         Source::Pattern(p, ..) => p.format(),
         Source::Camera(c, _) => c.format(),
@@ -157,7 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         raw: format.pixel,
         coded,
     };
-    let mut encoder = M2mEncoder::open(&device, settings)?;
+    let mut encoder = M2mEncoder::open_with(&device, settings, import)?;
     let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
     let first_half = args.frames / 2;
     feed(
@@ -188,9 +193,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let after_restart = outputs.len() - out_before_restart;
     let stats = encoder.stats;
     let controls = encoder.controls();
-    let dmabuf = match &source {
-        Source::Pattern(..) => "not used: the test pattern is in memory, so OUTPUT uses mmap buffers with one copy",
-        Source::Camera(..) => "not used: the camera source copies each frame out of its own buffers and exports no DMABUF yet, so OUTPUT uses mmap buffers with one copy",
+    let dmabuf = match encoder.import_status() {
+        Ok(()) => "imported".to_owned(),
+        Err(why) => format!("not used: {why}; each picture is copied once into an mmap buffer"),
     };
     let ok = equal
         && monotonic

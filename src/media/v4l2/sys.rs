@@ -236,6 +236,18 @@ pub struct v4l2_selection {
 
 pub const SEL_TGT_CROP: u32 = 0;
 
+/// VIDIOC_EXPBUF: a buffer of an MMAP queue as a DMABUF fd, for another device to import.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_exportbuffer {
+    pub type_: u32,
+    pub index: u32,
+    pub plane: u32,
+    pub flags: u32,
+    pub fd: i32,
+    pub reserved: [u32; 11],
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct v4l2_encoder_cmd {
@@ -337,6 +349,7 @@ const _: () = assert!(std::mem::size_of::<v4l2_frmivalenum>() == 52);
 const _: () = assert!(std::mem::size_of::<v4l2_pix_format_mplane>() == 192);
 const _: () = assert!(std::mem::size_of::<v4l2_encoder_cmd>() == 40);
 const _: () = assert!(std::mem::size_of::<v4l2_selection>() == 64);
+const _: () = assert!(std::mem::size_of::<v4l2_exportbuffer>() == 64);
 const _: () = assert!(std::mem::size_of::<v4l2_ext_control>() == 20);
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<v4l2_plane>() == 64);
@@ -362,6 +375,7 @@ pub const VIDIOC_REQBUFS: u32 = ioc(RW, 8, std::mem::size_of::<v4l2_requestbuffe
 pub const VIDIOC_QUERYBUF: u32 = ioc(RW, 9, std::mem::size_of::<v4l2_buffer>());
 pub const VIDIOC_QBUF: u32 = ioc(RW, 15, std::mem::size_of::<v4l2_buffer>());
 pub const VIDIOC_DQBUF: u32 = ioc(RW, 17, std::mem::size_of::<v4l2_buffer>());
+pub const VIDIOC_EXPBUF: u32 = ioc(RW, 16, std::mem::size_of::<v4l2_exportbuffer>());
 pub const VIDIOC_STREAMON: u32 = ioc(W, 18, std::mem::size_of::<i32>());
 pub const VIDIOC_STREAMOFF: u32 = ioc(W, 19, std::mem::size_of::<i32>());
 pub const VIDIOC_G_PARM: u32 = ioc(RW, 21, std::mem::size_of::<v4l2_streamparm>());
