@@ -945,6 +945,44 @@ mod tests {
     }
 
     #[test]
+    fn a_lent_buffer_comes_back_once_when_its_last_clone_is_dropped() {
+        // Anonymous memory stands in for a driver's buffer.
+        // SAFETY: a fresh private anonymous mapping of 64 bytes.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                64,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        // SAFETY: the mapping is 64 bytes long and ours.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 7, 64) };
+        let (back, returned) = std::sync::mpsc::channel();
+        let data = Bytes::from_owner(Lease {
+            map: Arc::new(Mapping { ptr, len: 64 }),
+            used: 48,
+            index: 3,
+            back,
+        });
+        let frame = frame_from_buffer(PixelFormat::Yuyv, 4, 4, 12, data, Duration::ZERO).unwrap();
+        assert_eq!(frame.planes[0].data.len(), 48);
+        assert!(frame.planes[0].data.iter().all(|&b| b == 7));
+        let copy = frame.clone();
+        drop(frame);
+        assert!(
+            returned.try_recv().is_err(),
+            "a clone still holds the buffer"
+        );
+        drop(copy);
+        assert_eq!(returned.try_recv(), Ok(3));
+        assert!(returned.try_recv().is_err(), "returned once");
+    }
+
+    #[test]
     fn a_missing_camera_is_named_with_the_fix() {
         let err = Camera::open("/dev/video-roomcast-absent", 640, 480, 30)
             .err()
