@@ -206,6 +206,10 @@ pub trait VideoEncoder: Send {
     /// Aim for `bps` bits per second from now on. An encoder that cannot change its rate (a
     /// camera's own H.264) returns Ok and keeps going.
     fn set_bitrate(&mut self, bps: u32) -> anyhow::Result<()>;
+    /// The pipeline's stop: an encoder that waits on a device (M2M) wakes when it is raised.
+    fn set_stop(&mut self, _stop: &StopSignal) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// PCM in, one Opus packet per frame out.

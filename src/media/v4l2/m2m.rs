@@ -735,12 +735,6 @@ impl M2mEncoder {
         Ok(encoder)
     }
 
-    /// Wake waits on the device when `stop` is raised.
-    pub fn set_stop(&mut self, stop: &StopSignal) -> anyhow::Result<()> {
-        self.stop = Some(stop.fd()?);
-        Ok(())
-    }
-
     pub fn api(&self) -> Api {
         self.api
     }
@@ -810,10 +804,6 @@ impl M2mEncoder {
 
     pub fn controls(&self) -> &ControlReport {
         &self.controls
-    }
-
-    pub fn settings(&self) -> EncoderSettings {
-        self.settings
     }
 
     fn shown(&self) -> &str {
@@ -1369,6 +1359,12 @@ impl VideoEncoder for M2mEncoder {
 
     fn request_keyframe(&mut self) {
         self.keyframe_pending = true;
+    }
+
+    /// A wait on the device (a full OUTPUT queue, a drain) ends at once when `stop` is raised.
+    fn set_stop(&mut self, stop: &StopSignal) -> anyhow::Result<()> {
+        self.stop = Some(stop.fd()?);
+        Ok(())
     }
 
     fn set_bitrate(&mut self, bps: u32) -> anyhow::Result<()> {
