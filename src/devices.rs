@@ -82,6 +82,31 @@ fn formats_text(list: &[v4l2::FormatInfo]) -> String {
         .join(" ")
 }
 
+/// What `[video] encoder = "auto"` picks for this camera (its preferred capture format) among
+/// the M2M devices present: the same decision `roomcast run` makes.
+fn auto_choice(camera: &DeviceInfo, infos: &[DeviceInfo]) -> String {
+    let offered: Vec<u32> = camera.capture_formats.iter().map(|f| f.fourcc).collect();
+    let pixel = match v4l2::choose_format(&offered) {
+        Ok(pixel) => pixel,
+        Err(why) => return format!("nothing: {why}"),
+    };
+    let h264 = v4l2::sys::fourcc(*b"H264");
+    let candidates: Vec<_> = infos
+        .iter()
+        .filter(|i| i.is_m2m())
+        .map(|i| (i.path.clone(), v4l2::m2m::negotiate(i, pixel, h264)))
+        .collect();
+    match crate::media::choose_encoder(
+        crate::media::EncoderChoice::Auto,
+        pixel,
+        &candidates,
+        cfg!(feature = "software-h264"),
+    ) {
+        Ok(decision) => format!("{decision}"),
+        Err(why) => format!("nothing: {why}"),
+    }
+}
+
 fn cameras_and_encoders(out: &mut String) {
     let infos: Vec<DeviceInfo> = v4l2::video_nodes()
         .iter()
@@ -131,6 +156,11 @@ fn cameras_and_encoders(out: &mut String) {
         if !others.is_empty() {
             let _ = writeln!(out, "    also offers (not used): {}", others.join(" "));
         }
+        let _ = writeln!(
+            out,
+            "    encoder = \"auto\" uses: {}",
+            auto_choice(cam, &infos)
+        );
     }
     let _ = writeln!(out, "Encoders (memory-to-memory, [video] encoder_device):");
     let m2m: Vec<&DeviceInfo> = infos.iter().filter(|i| i.is_m2m()).collect();

@@ -1,4 +1,4 @@
-//! The roomcast command line: run, check-config, devices, led-test.
+//! The roomcast command line: run, check-config, devices, led-test, encoder-test.
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -32,6 +32,9 @@ enum Command {
     /// Drive the configured status LEDs through one state, then switch them off (checks the
     /// wiring; the states are off, connecting, publishing, reconnecting, needs-attention).
     LedTest(roomcast::status::cli::Args),
+    /// Check a V4L2 memory-to-memory encoder on its own: encode test-pattern (or camera)
+    /// pictures, drain and restart it, and print one JSON line (exit 1 if a check failed).
+    EncoderTest(roomcast::media::v4l2::selftest::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::CheckConfig { file } => roomcast::config::cli::check_config(&file),
         Command::Devices => roomcast::devices::run(),
         Command::LedTest(args) => roomcast::status::cli::run(args),
+        Command::EncoderTest(args) => roomcast::media::v4l2::selftest::run(args),
     };
     match result {
         Ok(code) => code,

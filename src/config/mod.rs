@@ -137,7 +137,7 @@ pub enum EncoderChoice {
 }
 
 impl EncoderChoice {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             EncoderChoice::Auto => "auto",
             EncoderChoice::Passthrough => "passthrough",

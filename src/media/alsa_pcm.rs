@@ -137,37 +137,22 @@ pub fn wait(
         events: libc::POLLIN,
         revents: 0,
     });
-    loop {
-        if stop.is_stopped() {
-            return Ok(false);
-        }
-        // SAFETY: `fds` is a live Vec of pollfds.
-        let rc = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                timeout.as_millis() as i32,
-            )
-        };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            anyhow::bail!("[{}] {name}: poll: {e}", role.section);
-        }
-        anyhow::ensure!(
-            rc > 0,
-            "[{}] {} {name}: no samples for {} s: the device stalled",
-            role.section,
-            role.noun,
-            timeout.as_secs()
-        );
-        if fds[n].revents != 0 || stop.is_stopped() {
-            return Ok(false);
-        }
-        // Whatever the PCM says (ready, or an error state), the next read or write tells.
-        pcm.revents(&fds[..n])?;
-        return Ok(true);
+    if stop.is_stopped() {
+        return Ok(false);
     }
+    let ready = super::poll_fds(&mut fds, timeout)
+        .map_err(|e| anyhow::anyhow!("[{}] {name}: poll: {e}", role.section))?;
+    anyhow::ensure!(
+        ready,
+        "[{}] {} {name}: no samples for {} s: the device stalled",
+        role.section,
+        role.noun,
+        timeout.as_secs()
+    );
+    if fds[n].revents != 0 || stop.is_stopped() {
+        return Ok(false);
+    }
+    // Whatever the PCM says (ready, or an error state), the next read or write tells.
+    pcm.revents(&fds[..n])?;
+    Ok(true)
 }

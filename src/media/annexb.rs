@@ -124,6 +124,17 @@ pub fn split(data: &[u8]) -> Result<heapless::Vec<NalUnit, MAX_NALS>, AnnexBErro
     }
 }
 
+/// Whether `data` holds a coded picture (a slice), not only parameter sets, SEI or delimiters.
+/// An encoder in "separate header" mode hands its SPS/PPS over in a buffer of their own, which
+/// is no frame to send.
+pub fn has_slice(data: &[u8]) -> bool {
+    split(data).is_ok_and(|units| {
+        units
+            .iter()
+            .any(|u| matches!(u.kind(data), NalType::Slice | NalType::Idr))
+    })
+}
+
 /// One access unit, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessUnit {
@@ -236,6 +247,22 @@ mod tests {
     const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x21];
     const P: &[u8] = &[0x41, 0x9a, 0x02];
     const AUD: &[u8] = &[0x09, 0xf0];
+
+    #[test]
+    fn a_buffer_of_parameter_sets_alone_holds_no_picture() {
+        assert!(!has_slice(&stream(&[
+            (AUD, true),
+            (SPS, true),
+            (PPS, false)
+        ])));
+        assert!(has_slice(&stream(&[
+            (SPS, true),
+            (PPS, false),
+            (IDR, false)
+        ])));
+        assert!(has_slice(&stream(&[(P, true)])));
+        assert!(!has_slice(b"no start code"));
+    }
 
     fn stream(units: &[(&[u8], bool)]) -> Vec<u8> {
         let mut out = Vec::new();

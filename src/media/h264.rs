@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Seconds between the encoder's periodic IDRs (it also sends one on every request).
-pub const PERIODIC_IDR_SECONDS: u32 = 4;
+pub use super::PERIODIC_IDR_SECONDS;
 
 /// openh264 accepts targets in this range; outside it `SetOption` fails.
 const MIN_BPS: u32 = 50_000;
@@ -610,6 +609,7 @@ mod tests {
             height: 128,
             fps: 60,
             bitrate: 300,
+            ..Default::default()
         };
         let mut camera = crate::media::open_video_source(&settings).unwrap();
         assert_eq!(camera.format().pixel, PixelFormat::H264);

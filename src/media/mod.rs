@@ -31,8 +31,14 @@ pub mod h264;
 
 pub use frame::{EncodedFrame, PixelFormat, Plane, VideoFrame};
 
+pub use crate::config::EncoderChoice;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// Seconds between an encoder's periodic IDRs (each also sends one on every request): a
+/// subscriber whose keyframe request got lost still gets a picture this soon.
+pub const PERIODIC_IDR_SECONDS: u32 = 4;
 
 /// 10 or 20 ms of interleaved 16-bit PCM.
 #[derive(Debug, Clone)]
@@ -129,6 +135,23 @@ impl StopSignal {
     }
 }
 
+/// poll(2) on `fds` for up to `timeout`, retried on EINTR: how every device wait here blocks
+/// (the device's fd together with a [`StopSignal::fd`]). Ok(false) when the time ran out.
+pub fn poll_fds(fds: &mut [libc::pollfd], timeout: Duration) -> std::io::Result<bool> {
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: `fds` is a live, exclusively borrowed slice of pollfds of the length given.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc >= 0 {
+            return Ok(rc > 0);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 fn raise_eventfd(fd: &std::os::fd::OwnedFd) {
     use std::os::fd::AsRawFd;
     let one: u64 = 1;
@@ -145,6 +168,14 @@ pub trait VideoSource: Send {
     /// passthrough path forwards keyframe requests and bitrate changes to. Called once, before
     /// capture starts.
     fn encoder_controls(&mut self) -> Option<Box<dyn CameraEncoderControls>> {
+        None
+    }
+    /// Lend frames out of the camera's own buffers, each with the DMABUF behind it, instead of
+    /// copying them: an M2M encoder that imports the DMABUF then never copies a picture, and a
+    /// buffer goes back to the camera when the last clone of its frame is dropped. Returns the
+    /// buffers' bytes per row (the encoder's OUTPUT format must match it), or `None` where the
+    /// source cannot lend. Called once, before the first frame.
+    fn share_buffers(&mut self) -> Option<u32> {
         None
     }
 }
@@ -180,6 +211,10 @@ pub trait VideoEncoder: Send {
     /// Aim for `bps` bits per second from now on. An encoder that cannot change its rate (a
     /// camera's own H.264) returns Ok and keeps going.
     fn set_bitrate(&mut self, bps: u32) -> anyhow::Result<()>;
+    /// The pipeline's stop: an encoder that waits on a device (M2M) wakes when it is raised.
+    fn set_stop(&mut self, _stop: &StopSignal) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// PCM in, one Opus packet per frame out.
@@ -200,6 +235,10 @@ pub struct VideoSettings {
     pub fps: u32,
     /// kbit/s
     pub bitrate: u32,
+    /// `[video] encoder`: which encoder, or `auto` (see [`choose_encoder`]).
+    pub encoder: EncoderChoice,
+    /// `[video] encoder_device`: the M2M encoder to use instead of the first that fits.
+    pub encoder_device: Option<PathBuf>,
 }
 
 impl Default for VideoSettings {
@@ -210,6 +249,8 @@ impl Default for VideoSettings {
             height: 480,
             fps: 30,
             bitrate: 1000,
+            encoder: EncoderChoice::Auto,
+            encoder_device: None,
         }
     }
 }
@@ -307,38 +348,217 @@ pub fn open_audio_source(settings: &AudioSettings) -> anyhow::Result<Box<dyn Aud
     }
 }
 
-/// The encoder for what the camera delivers: its own H.264 passes through; raw pictures go to
-/// the software encoder.
+/// Which encoder a video track gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncoderKind {
+    /// The camera's own H.264, passed through.
+    Passthrough,
+    /// A V4L2 memory-to-memory H.264 encoder (the SoC's).
+    M2m(PathBuf),
+    /// openh264 on the CPU.
+    Software,
+}
+
+/// What `[video] encoder` resolved to, and why (logged at info, shown by `roomcast devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderDecision {
+    pub kind: EncoderKind,
+    pub reason: String,
+}
+
+impl std::fmt::Display for EncoderDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            EncoderKind::Passthrough => f.write_str("camera H.264 passthrough")?,
+            EncoderKind::M2m(path) => write!(f, "V4L2 M2M encoder {}", path.display())?,
+            EncoderKind::Software => f.write_str("software (openh264)")?,
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// The one place the encoder is chosen. `auto` means the camera's own H.264 first (no
+/// encoding at all), then an M2M encoder that takes the camera's raw format as it is (no
+/// conversion on the CPU), then openh264. `candidates` are the M2M nodes with what
+/// [`v4l2::m2m::negotiate`] said about each for the camera's format and H.264; `software`
+/// says whether this build has openh264. An explicit choice that cannot work is an error
+/// naming the fix.
+pub fn choose_encoder(
+    choice: EncoderChoice,
+    camera: PixelFormat,
+    candidates: &[(PathBuf, Result<v4l2::m2m::Api, String>)],
+    software: bool,
+) -> Result<EncoderDecision, String> {
+    let decision = |kind, reason: String| Ok(EncoderDecision { kind, reason });
+    let no_software = "this build has no software encoder (the `software-h264` feature)";
+    if camera == PixelFormat::H264 {
+        return match choice {
+            EncoderChoice::Auto | EncoderChoice::Passthrough => decision(
+                EncoderKind::Passthrough,
+                "the camera delivers H.264 itself".into(),
+            ),
+            other => Err(format!(
+                "[video] encoder = \"{}\": the camera delivers H.264, which roomcast passes through \
+                 as it is; set encoder = \"auto\" or \"passthrough\"",
+                other.as_str()
+            )),
+        };
+    }
+    if camera == PixelFormat::Mjpeg {
+        return Err("[video] the camera delivers MJPEG, which needs a JPEG decoder this build does not have".into());
+    }
+    let usable = candidates.iter().find(|c| c.1.is_ok());
+    let reasons = || {
+        let list: Vec<&str> = candidates
+            .iter()
+            .filter_map(|c| c.1.as_ref().err().map(String::as_str))
+            .collect();
+        if list.is_empty() {
+            "no V4L2 memory-to-memory encoder is present".to_owned()
+        } else {
+            list.join("; ")
+        }
+    };
+    match choice {
+        EncoderChoice::Passthrough => Err(format!(
+            "[video] encoder = \"passthrough\": the camera delivers {camera}, not H.264; set \
+             encoder = \"auto\" (or \"v4l2m2m\" / \"software\")"
+        )),
+        EncoderChoice::V4l2m2m => match usable {
+            Some((path, _)) => decision(
+                EncoderKind::M2m(path.clone()),
+                format!("encoder = \"v4l2m2m\"; it encodes the camera's {camera} to H.264"),
+            ),
+            None => Err(format!(
+                "[video] encoder = \"v4l2m2m\": no M2M encoder turns the camera's {camera} into \
+                 H.264 ({}); set encoder = \"auto\" or \"software\", or encoder_device to one \
+                 `roomcast devices` lists as an H.264 encoder",
+                reasons()
+            )),
+        },
+        EncoderChoice::Software if software => {
+            decision(EncoderKind::Software, "encoder = \"software\"".into())
+        }
+        EncoderChoice::Software => Err(format!(
+            "[video] encoder = \"software\": {no_software}; set encoder = \"auto\" or \"v4l2m2m\""
+        )),
+        EncoderChoice::Auto => match usable {
+            Some((path, _)) => decision(
+                EncoderKind::M2m(path.clone()),
+                format!("the camera gives {camera}, which this M2M encoder takes as it is"),
+            ),
+            None if software => decision(
+                EncoderKind::Software,
+                format!(
+                    "the camera gives {camera} and no M2M encoder fits: {}",
+                    reasons()
+                ),
+            ),
+            None => Err(format!(
+                "[video] no H.264 encoder for the camera's {camera}: {}, and {no_software}",
+                reasons()
+            )),
+        },
+    }
+}
+
+/// The M2M encoders to consider for `raw` pictures: `[video] encoder_device` alone when set,
+/// else every M2M node.
+fn m2m_candidates(
+    raw: PixelFormat,
+    device: Option<&Path>,
+) -> Vec<(PathBuf, Result<v4l2::m2m::Api, String>)> {
+    let h264 = v4l2::sys::fourcc(*b"H264");
+    let nodes = match device {
+        Some(path) => vec![path.to_owned()],
+        None => v4l2::video_nodes(),
+    };
+    nodes
+        .into_iter()
+        .filter_map(|path| match v4l2::query(&path) {
+            Ok(info) if device.is_some() || info.is_m2m() => {
+                Some((path, v4l2::m2m::negotiate(&info, raw, h264)))
+            }
+            Ok(_) => None,
+            Err(e) => device.map(|_| (path.clone(), Err(format!("{}: {e}", path.display())))),
+        })
+        .collect()
+}
+
+/// The encoder for what the camera delivers, as `[video] encoder` says (see
+/// [`choose_encoder`]). The choice and its reason are logged.
 pub fn open_video_encoder(
     settings: &VideoSettings,
     camera: &mut dyn VideoSource,
 ) -> anyhow::Result<Box<dyn VideoEncoder>> {
     let source = camera.format();
-    if source.pixel == PixelFormat::H264 {
-        let mut passthrough = passthrough::Passthrough::new();
-        if let Some(controls) = camera.encoder_controls() {
-            passthrough = passthrough.with_controls(controls);
+    let candidates = if source.pixel.is_compressed() {
+        Vec::new()
+    } else {
+        m2m_candidates(source.pixel, settings.encoder_device.as_deref())
+    };
+    let mut decision = choose_encoder(
+        settings.encoder,
+        source.pixel,
+        &candidates,
+        cfg!(feature = "software-h264"),
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let EncoderKind::M2m(path) = &decision.kind {
+        // A V4L2 camera then lends its buffers, so the encoder can import them with no copy.
+        let import = camera.share_buffers();
+        let m2m = v4l2::m2m::M2mEncoder::open_with(
+            path,
+            v4l2::m2m::EncoderSettings {
+                width: source.width,
+                height: source.height,
+                fps: source.fps,
+                bitrate_bps: settings.bitrate.saturating_mul(1000),
+                raw: source.pixel,
+                coded: v4l2::sys::fourcc(*b"H264"),
+            },
+            import,
+        );
+        match m2m {
+            Ok(encoder) => {
+                tracing::info!("video encoder: {decision}");
+                return Ok(Box::new(encoder));
+            }
+            Err(e)
+                if settings.encoder == EncoderChoice::Auto && cfg!(feature = "software-h264") =>
+            {
+                tracing::warn!(
+                    "video encoder {}: {e:#}; using the software encoder",
+                    path.display()
+                );
+                decision = EncoderDecision {
+                    kind: EncoderKind::Software,
+                    reason: format!("the M2M encoder {} failed to start: {e:#}", path.display()),
+                };
+            }
+            Err(e) => return Err(e),
         }
-        return Ok(Box::new(passthrough));
     }
-    anyhow::ensure!(
-        source.pixel != PixelFormat::Mjpeg,
-        "[video] the camera delivers MJPEG, which needs a JPEG decoder this build does not have"
-    );
-    #[cfg(feature = "software-h264")]
-    {
-        // The source's own geometry: a camera may settle on a size near the one configured.
-        Ok(Box::new(h264::OpenH264Encoder::new(
-            source.width,
-            source.height,
-            source.fps,
-            settings.bitrate,
-        )?))
-    }
-    #[cfg(not(feature = "software-h264"))]
-    {
-        let _ = settings;
-        anyhow::bail!("no H.264 encoder in this build: rebuild with the `software-h264` feature or set [video] device = \"none\"")
+    tracing::info!("video encoder: {decision}");
+    match decision.kind {
+        EncoderKind::Passthrough => {
+            let mut passthrough = passthrough::Passthrough::new();
+            if let Some(controls) = camera.encoder_controls() {
+                passthrough = passthrough.with_controls(controls);
+            }
+            Ok(Box::new(passthrough))
+        }
+        #[cfg(feature = "software-h264")]
+        EncoderKind::Software => {
+            // The source's own geometry: a camera may settle on a size near the one configured.
+            Ok(Box::new(h264::OpenH264Encoder::new(
+                source.width,
+                source.height,
+                source.fps,
+                settings.bitrate,
+            )?))
+        }
+        other => unreachable!("{other:?} was handled above or is not in this build"),
     }
 }
 
@@ -349,6 +569,84 @@ pub fn open_audio_encoder(settings: &AudioSettings) -> anyhow::Result<Box<dyn Au
         settings.channels,
         settings.bitrate,
     )?))
+}
+
+#[cfg(test)]
+mod encoder_choice_tests {
+    use super::*;
+    use v4l2::m2m::Api;
+
+    fn cands(list: &[(&str, Result<Api, &str>)]) -> Vec<(PathBuf, Result<Api, String>)> {
+        list.iter()
+            .map(|(p, r)| (PathBuf::from(p), r.map_err(str::to_owned)))
+            .collect()
+    }
+
+    #[test]
+    fn auto_prefers_camera_h264_then_m2m_then_software() {
+        let pi = cands(&[
+            ("/dev/video10", Err("/dev/video10 does not encode H264")),
+            ("/dev/video11", Ok(Api::MultiPlanar)),
+        ]);
+        let auto = |camera, c: &[_], sw| choose_encoder(EncoderChoice::Auto, camera, c, sw);
+        assert_eq!(
+            auto(PixelFormat::H264, &pi, true).unwrap().kind,
+            EncoderKind::Passthrough
+        );
+        let m2m = auto(PixelFormat::Yuyv, &pi, true).unwrap();
+        assert_eq!(m2m.kind, EncoderKind::M2m("/dev/video11".into()));
+        assert!(m2m.reason.contains("YUYV"), "{}", m2m.reason);
+        // vicodec alone: not H.264, so software, and the reason says why.
+        let lab = cands(&[(
+            "/dev/video4",
+            Err("/dev/video4 (vicodec) does not encode H264: it gives FWHT"),
+        )]);
+        let sw = auto(PixelFormat::Yuyv, &lab, true).unwrap();
+        assert_eq!(sw.kind, EncoderKind::Software);
+        assert!(sw.reason.contains("FWHT"), "{}", sw.reason);
+        assert!(auto(PixelFormat::Yuyv, &[], true)
+            .unwrap()
+            .reason
+            .contains("no V4L2 memory-to-memory encoder"));
+        let err = auto(PixelFormat::Yuyv, &lab, false).unwrap_err();
+        assert!(err.contains("software-h264"), "{err}");
+        assert!(auto(PixelFormat::Mjpeg, &pi, true)
+            .unwrap_err()
+            .contains("MJPEG"));
+    }
+
+    #[test]
+    fn explicit_choices_that_cannot_work_name_the_fix() {
+        let lab = cands(&[(
+            "/dev/video4",
+            Err("/dev/video4 (vicodec) does not encode H264: it gives FWHT"),
+        )]);
+        let err =
+            choose_encoder(EncoderChoice::V4l2m2m, PixelFormat::Yu12, &lab, true).unwrap_err();
+        assert!(
+            err.contains("FWHT") && err.contains("encoder = \"auto\""),
+            "{err}"
+        );
+        let err =
+            choose_encoder(EncoderChoice::Passthrough, PixelFormat::Yuyv, &[], true).unwrap_err();
+        assert!(
+            err.contains("not H.264") && err.contains("\"auto\""),
+            "{err}"
+        );
+        let err =
+            choose_encoder(EncoderChoice::Software, PixelFormat::H264, &[], true).unwrap_err();
+        assert!(err.contains("passthrough"), "{err}");
+        let err =
+            choose_encoder(EncoderChoice::Software, PixelFormat::Yuyv, &[], false).unwrap_err();
+        assert!(err.contains("software-h264"), "{err}");
+        let ok = choose_encoder(
+            EncoderChoice::V4l2m2m,
+            PixelFormat::Nv12,
+            &cands(&[("/dev/video11", Ok(Api::MultiPlanar))]),
+            false,
+        );
+        assert_eq!(ok.unwrap().kind, EncoderKind::M2m("/dev/video11".into()));
+    }
 }
 
 #[cfg(test)]

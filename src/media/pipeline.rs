@@ -257,6 +257,7 @@ pub fn start_video(
     let stop = control.stop.clone();
     spawn("video", control, VIDEO_QUEUE, move |ctl, tx| {
         tracing::debug!("video encoder: {}", encoder.name());
+        encoder.set_stop(&stop)?;
         while let Some(frame) = source.next_frame(&stop)? {
             if ctl.keyframe.swap(false, Ordering::Relaxed) {
                 encoder.request_keyframe();

@@ -37,6 +37,8 @@ fn video_settings(config: &crate::config::Config) -> VideoSettings {
         height: v.height,
         fps: v.fps,
         bitrate: v.bitrate,
+        encoder: v.encoder,
+        encoder_device: v.encoder_device.clone(),
     }
 }
 

@@ -10,6 +10,8 @@
 //! Formats, in order of preference: H.264 (the camera encodes; passed through), then YUYV,
 //! NV12 and YU12 (to the H.264 encoder). A camera that only offers MJPEG is refused with the
 //! reason: this build has no JPEG decoder.
+pub mod m2m;
+pub mod selftest;
 pub mod sys;
 
 use super::{clock, PixelFormat, Plane, StopSignal, VideoFormat, VideoFrame, VideoSource};
@@ -17,6 +19,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How the config names a camera: `[video] device`.
@@ -347,6 +350,29 @@ pub fn choose_format(offered: &[u32]) -> Result<PixelFormat, String> {
     ))
 }
 
+/// Where the planes of a raw picture sit in one single-planar V4L2 buffer: `(offset, length,
+/// stride)` each, the planes following each other, each row `bytesperline` bytes (chroma rows of
+/// YU12 half that). A camera's buffer and an M2M encoder's OUTPUT buffer share this layout.
+pub fn packed_layout(
+    format: PixelFormat,
+    height: u32,
+    bytesperline: u32,
+) -> heapless::Vec<(usize, usize, usize), 3> {
+    let (h, bpl) = (height as usize, bytesperline as usize);
+    let ch = h.div_ceil(2);
+    let layout: &[(usize, usize, usize)] = match format {
+        PixelFormat::Yuyv => &[(0, bpl * h, bpl)],
+        PixelFormat::Nv12 => &[(0, bpl * h, bpl), (bpl * h, bpl * ch, bpl)],
+        PixelFormat::Yu12 => &[
+            (0, bpl * h, bpl),
+            (bpl * h, bpl / 2 * ch, bpl / 2),
+            (bpl * h + bpl / 2 * ch, bpl / 2 * ch, bpl / 2),
+        ],
+        PixelFormat::Mjpeg | PixelFormat::H264 => &[],
+    };
+    heapless::Vec::from_slice(layout).expect("at most three planes")
+}
+
 /// Lay a captured buffer out as a frame: the planes follow each other, each row `bytesperline`
 /// bytes (chroma rows of YU12 half that).
 pub fn frame_from_buffer(
@@ -364,20 +390,8 @@ pub fn frame_from_buffer(
         );
         return Ok(VideoFrame::compressed(format, width, height, data, capture));
     }
-    let (h, bpl) = (height as usize, bytesperline as usize);
-    let ch = h.div_ceil(2);
-    let layout: &[(usize, usize, usize)] = match format {
-        PixelFormat::Yuyv => &[(0, bpl * h, bpl)],
-        PixelFormat::Nv12 => &[(0, bpl * h, bpl), (bpl * h, bpl * ch, bpl)],
-        PixelFormat::Yu12 => &[
-            (0, bpl * h, bpl),
-            (bpl * h, bpl / 2 * ch, bpl / 2),
-            (bpl * h + bpl / 2 * ch, bpl / 2 * ch, bpl / 2),
-        ],
-        PixelFormat::Mjpeg | PixelFormat::H264 => unreachable!(),
-    };
     let mut planes = heapless::Vec::new();
-    for &(at, len, stride) in layout {
+    for (at, len, stride) in packed_layout(format, height, bytesperline) {
         anyhow::ensure!(
             at < data.len(),
             "{format} {width}x{height}: the buffer holds {} bytes, too few for its planes",
@@ -420,8 +434,37 @@ struct Mapping {
     len: usize,
 }
 
-// SAFETY: the mapping is only read by the thread that owns the Camera.
+// SAFETY: a mapping is plain memory. A camera's is read only while its buffer is dequeued (by
+// the owning thread, or through a `Lease` that keeps the buffer dequeued); an encoder's is
+// written only by the thread that owns the encoder, before the buffer is queued.
 unsafe impl Send for Mapping {}
+// SAFETY: as above: no two threads touch one mapping while the driver or another holds it.
+unsafe impl Sync for Mapping {}
+
+/// A captured buffer lent out instead of copied: its bytes stay valid (the buffer stays
+/// dequeued, the mapping alive) until the frame's last clone is dropped, which hands the index
+/// back to the camera to queue again.
+struct Lease {
+    map: Arc<Mapping>,
+    used: usize,
+    index: u32,
+    back: std::sync::mpsc::Sender<u32>,
+}
+
+impl AsRef<[u8]> for Lease {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the driver filled `used` (≤ len) bytes, and the buffer is not queued again
+        // before this lease is dropped.
+        unsafe { std::slice::from_raw_parts(self.map.ptr as *const u8, self.used) }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // The camera may be gone already; then the buffer simply stays with the driver.
+        let _ = self.back.send(self.index);
+    }
+}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
@@ -436,7 +479,13 @@ pub struct Camera {
     fd: OwnedFd,
     format: VideoFormat,
     bytesperline: u32,
-    buffers: Vec<Mapping>,
+    buffers: Vec<Arc<Mapping>>,
+    /// Lend buffers out (see [`VideoSource::share_buffers`]) instead of copying frames.
+    share: bool,
+    /// The DMABUF of each buffer, where the driver exports them (share mode).
+    dmabufs: Vec<Arc<OwnedFd>>,
+    /// Lent buffers come back here when their frames are dropped.
+    returned: (std::sync::mpsc::Sender<u32>, std::sync::mpsc::Receiver<u32>),
     streaming: bool,
     /// How long a stalled camera may stay silent before capture fails.
     timeout: Duration,
@@ -444,6 +493,8 @@ pub struct Camera {
 
 /// Buffers the driver cycles through: enough that one is always being filled while we copy.
 const BUFFERS: u32 = 4;
+/// When buffers are lent to an encoder that holds up to four of them: four more to capture into.
+const SHARED_BUFFERS: u32 = 8;
 
 impl Camera {
     /// Open the camera `device` names and negotiate `width`×`height` at `fps`.
@@ -559,6 +610,9 @@ impl Camera {
             },
             bytesperline,
             buffers: Vec::new(),
+            share: false,
+            dmabufs: Vec::new(),
+            returned: std::sync::mpsc::channel(),
             streaming: false,
             timeout: Duration::from_secs(10),
         })
@@ -571,7 +625,7 @@ impl Camera {
     fn start(&mut self) -> anyhow::Result<()> {
         let shown = self.path.display().to_string();
         let mut req = sys::v4l2_requestbuffers {
-            count: BUFFERS,
+            count: if self.share { SHARED_BUFFERS } else { BUFFERS },
             type_: sys::BUF_TYPE_VIDEO_CAPTURE,
             memory: sys::MEMORY_MMAP,
             ..sys::zeroed()
@@ -599,10 +653,20 @@ impl Camera {
                 "[video] {shown}: mmap of buffer {index}: {}",
                 std::io::Error::last_os_error()
             );
-            self.buffers.push(Mapping {
+            self.buffers.push(Arc::new(Mapping {
                 ptr,
                 len: buf.length as usize,
-            });
+            }));
+            // Once one export failed, none is tried again: every frame has a DMABUF, or none.
+            if self.share && self.dmabufs.len() == index as usize {
+                match self.export(index) {
+                    Ok(fd) => self.dmabufs.push(Arc::new(fd)),
+                    Err(e) => {
+                        tracing::info!("[video] {shown}: frames are lent without a DMABUF: the driver exports none (VIDIOC_EXPBUF: {e})");
+                        self.dmabufs.clear();
+                    }
+                }
+            }
             sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut buf)
                 .with_context(|| format!("[video] {shown}: VIDIOC_QBUF {index}"))?;
         }
@@ -613,12 +677,33 @@ impl Camera {
         Ok(())
     }
 
+    fn export(&self, index: u32) -> std::io::Result<OwnedFd> {
+        use std::os::fd::FromRawFd;
+        let mut exp = sys::v4l2_exportbuffer {
+            type_: sys::BUF_TYPE_VIDEO_CAPTURE,
+            index,
+            plane: 0,
+            flags: libc::O_CLOEXEC as u32,
+            fd: -1,
+            reserved: [0; 11],
+        };
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_EXPBUF, &mut exp)?;
+        // SAFETY: EXPBUF returned a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(exp.fd) })
+    }
+
     fn buffer(&self, index: u32) -> sys::v4l2_buffer {
         let mut buf: sys::v4l2_buffer = sys::zeroed();
         buf.index = index;
         buf.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
         buf.memory = sys::MEMORY_MMAP;
         buf
+    }
+
+    fn requeue(&self, index: u32) -> anyhow::Result<()> {
+        let mut buf = self.buffer(index);
+        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut buf)
+            .with_context(|| format!("[video] {}: VIDIOC_QBUF", self.path.display()))
     }
 
     /// Wait for the device or the stop fd. Ok(false) once stopped.
@@ -637,35 +722,24 @@ impl Camera {
                 revents: 0,
             },
         ];
-        loop {
-            if stop.is_stopped() {
-                return Ok(false);
-            }
-            // SAFETY: `fds` is a live array of two pollfds.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, self.timeout.as_millis() as i32) };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                anyhow::bail!("[video] {shown}: poll: {e}");
-            }
-            if rc == 0 {
-                anyhow::bail!(
-                    "[video] {shown}: no frame for {} s: the camera stalled",
-                    self.timeout.as_secs()
-                );
-            }
-            if fds[1].revents != 0 || stop.is_stopped() {
-                return Ok(false);
-            }
-            let ev = fds[0].revents;
-            if ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 && ev & libc::POLLIN == 0
-            {
-                anyhow::bail!("[video] {shown}: the camera went away (unplugged?)");
-            }
-            return Ok(true);
+        if stop.is_stopped() {
+            return Ok(false);
         }
+        let ready = super::poll_fds(&mut fds, self.timeout)
+            .map_err(|e| anyhow::anyhow!("[video] {shown}: poll: {e}"))?;
+        anyhow::ensure!(
+            ready,
+            "[video] {shown}: no frame for {} s: the camera stalled",
+            self.timeout.as_secs()
+        );
+        if fds[1].revents != 0 || stop.is_stopped() {
+            return Ok(false);
+        }
+        let ev = fds[0].revents;
+        if ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 && ev & libc::POLLIN == 0 {
+            anyhow::bail!("[video] {shown}: the camera went away (unplugged?)");
+        }
+        Ok(true)
     }
 }
 
@@ -679,6 +753,10 @@ impl VideoSource for Camera {
             self.start()?;
         }
         loop {
+            // Lent buffers whose frames are gone go back to the driver first.
+            while let Ok(index) = self.returned.1.try_recv() {
+                self.requeue(index)?;
+            }
             if !self.wait(stop)? {
                 return Ok(None);
             }
@@ -692,34 +770,50 @@ impl VideoSource for Camera {
                 ),
             }
             let dequeued = clock::monotonic_now();
-            let index = buf.index as usize;
-            let frame = if buf.flags & sys::BUF_FLAG_ERROR != 0 || index >= self.buffers.len() {
-                None
-            } else {
-                let map = &self.buffers[index];
-                let used = (buf.bytesused as usize).min(map.len);
-                // SAFETY: the driver filled `used` bytes of this mapping and hands it to us
-                // until the QBUF below; the copy ends before that.
-                let data = Bytes::copy_from_slice(unsafe {
-                    std::slice::from_raw_parts(map.ptr as *const u8, used)
-                });
-                Some(data)
-            };
             let capture = capture_time(buf.flags, buf.timestamp, dequeued);
-            let mut again = self.buffer(buf.index);
-            sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut again)
-                .with_context(|| format!("[video] {}: VIDIOC_QBUF", self.path.display()))?;
-            let Some(data) = frame else {
+            let index = buf.index as usize;
+            if buf.flags & sys::BUF_FLAG_ERROR != 0 || index >= self.buffers.len() {
+                self.requeue(buf.index)?;
                 tracing::debug!(
                     "[video] {}: a corrupted buffer, skipped",
                     self.path.display()
                 );
                 continue;
+            }
+            let map = &self.buffers[index];
+            let used = (buf.bytesused as usize).min(map.len);
+            let data = if self.share {
+                // No copy: the frame's planes are the buffer, which stays ours until the
+                // frame's last clone is dropped.
+                Bytes::from_owner(Lease {
+                    map: map.clone(),
+                    used,
+                    index: buf.index,
+                    back: self.returned.0.clone(),
+                })
+            } else {
+                // SAFETY: the driver filled `used` bytes of this mapping and hands it to us
+                // until the QBUF below; the copy ends before that.
+                let data = Bytes::copy_from_slice(unsafe {
+                    std::slice::from_raw_parts(map.ptr as *const u8, used)
+                });
+                self.requeue(buf.index)?;
+                data
             };
             let f = self.format;
-            return frame_from_buffer(f.pixel, f.width, f.height, self.bytesperline, data, capture)
-                .map(Some);
+            let mut frame =
+                frame_from_buffer(f.pixel, f.width, f.height, self.bytesperline, data, capture)?;
+            frame.dmabuf = self.dmabufs.get(index).cloned();
+            return Ok(Some(frame));
         }
+    }
+
+    fn share_buffers(&mut self) -> Option<u32> {
+        if self.streaming || self.format.pixel.is_compressed() {
+            return None;
+        }
+        self.share = true;
+        Some(self.bytesperline)
     }
 }
 
@@ -729,7 +823,8 @@ impl Drop for Camera {
             let mut ty = sys::BUF_TYPE_VIDEO_CAPTURE as i32;
             let _ = sys::ioctl(self.fd.as_fd(), sys::VIDIOC_STREAMOFF, &mut ty);
         }
-        // The mappings are unmapped before the fd closes (fields drop after this).
+        // The mappings are unmapped before the fd closes (fields drop after this), except those
+        // of frames still lent out, which go with their last clone.
         self.buffers.clear();
     }
 }
@@ -844,7 +939,47 @@ mod tests {
         {
             assert_eq!(sys::VIDIOC_S_FMT, 0xc0d0_5605);
             assert_eq!(sys::VIDIOC_DQBUF, 0xc058_5611);
+            assert_eq!(sys::VIDIOC_S_EXT_CTRLS, 0xc020_5648);
         }
+        assert_eq!(sys::VIDIOC_ENCODER_CMD, 0xc028_564d);
+    }
+
+    #[test]
+    fn a_lent_buffer_comes_back_once_when_its_last_clone_is_dropped() {
+        // Anonymous memory stands in for a driver's buffer.
+        // SAFETY: a fresh private anonymous mapping of 64 bytes.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                64,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        // SAFETY: the mapping is 64 bytes long and ours.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 7, 64) };
+        let (back, returned) = std::sync::mpsc::channel();
+        let data = Bytes::from_owner(Lease {
+            map: Arc::new(Mapping { ptr, len: 64 }),
+            used: 48,
+            index: 3,
+            back,
+        });
+        let frame = frame_from_buffer(PixelFormat::Yuyv, 4, 4, 12, data, Duration::ZERO).unwrap();
+        assert_eq!(frame.planes[0].data.len(), 48);
+        assert!(frame.planes[0].data.iter().all(|&b| b == 7));
+        let copy = frame.clone();
+        drop(frame);
+        assert!(
+            returned.try_recv().is_err(),
+            "a clone still holds the buffer"
+        );
+        drop(copy);
+        assert_eq!(returned.try_recv(), Ok(3));
+        assert!(returned.try_recv().is_err(), "returned once");
     }
 
     #[test]

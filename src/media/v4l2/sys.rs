@@ -14,6 +14,7 @@ pub const BUF_TYPE_VIDEO_OUTPUT: u32 = 2;
 pub const BUF_TYPE_VIDEO_CAPTURE_MPLANE: u32 = 9;
 pub const BUF_TYPE_VIDEO_OUTPUT_MPLANE: u32 = 10;
 pub const MEMORY_MMAP: u32 = 1;
+pub const MEMORY_DMABUF: u32 = 4;
 pub const FIELD_ANY: u32 = 0;
 pub const FIELD_NONE: u32 = 1;
 
@@ -35,6 +36,25 @@ pub const BUF_FLAG_KEYFRAME: u32 = 0x0008;
 pub const BUF_FLAG_ERROR: u32 = 0x0040;
 pub const BUF_FLAG_TIMESTAMP_MASK: u32 = 0xe000;
 pub const BUF_FLAG_TIMESTAMP_MONOTONIC: u32 = 0x2000;
+/// The last buffer of a drain (after V4L2_ENC_CMD_STOP); it may be empty.
+pub const BUF_FLAG_LAST: u32 = 0x0010_0000;
+
+pub const ENC_CMD_START: u32 = 0;
+pub const ENC_CMD_STOP: u32 = 1;
+
+/// Stateful codec controls (linux/v4l2-controls.h), all in the codec class.
+pub const CTRL_CLASS_CODEC: u32 = 0x0099_0000;
+const CID_CODEC_BASE: u32 = CTRL_CLASS_CODEC | 0x900;
+pub const CID_MPEG_VIDEO_GOP_SIZE: u32 = CID_CODEC_BASE + 203;
+pub const CID_MPEG_VIDEO_BITRATE_MODE: u32 = CID_CODEC_BASE + 206;
+pub const CID_MPEG_VIDEO_BITRATE: u32 = CID_CODEC_BASE + 207;
+pub const CID_MPEG_VIDEO_REPEAT_SEQ_HEADER: u32 = CID_CODEC_BASE + 226;
+pub const CID_MPEG_VIDEO_FORCE_KEY_FRAME: u32 = CID_CODEC_BASE + 229;
+pub const CID_MPEG_VIDEO_H264_I_PERIOD: u32 = CID_CODEC_BASE + 358;
+pub const CID_MPEG_VIDEO_H264_LEVEL: u32 = CID_CODEC_BASE + 359;
+pub const CID_MPEG_VIDEO_H264_PROFILE: u32 = CID_CODEC_BASE + 363;
+pub const MPEG_VIDEO_BITRATE_MODE_CBR: i64 = 1;
+pub const MPEG_VIDEO_H264_PROFILE_CONSTRAINED_BASELINE: i64 = 1;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +103,7 @@ pub struct v4l2_pix_format {
 #[derive(Clone, Copy)]
 pub union v4l2_format_union {
     pub pix: v4l2_pix_format,
+    pub pix_mp: v4l2_pix_format_mplane,
     pub raw_data: [u8; 200],
     _align: [usize; 0],
 }
@@ -92,6 +113,34 @@ pub union v4l2_format_union {
 pub struct v4l2_format {
     pub type_: u32,
     pub fmt: v4l2_format_union,
+}
+
+/// One plane's layout in a multi-planar format.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_plane_pix_format {
+    pub sizeimage: u32,
+    pub bytesperline: u32,
+    pub reserved: [u16; 6],
+}
+
+/// The kernel declares it packed; every field is naturally aligned at its offset, so repr(C)
+/// gives the same layout (pinned by the size check below).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_pix_format_mplane {
+    pub width: u32,
+    pub height: u32,
+    pub pixelformat: u32,
+    pub field: u32,
+    pub colorspace: u32,
+    pub plane_fmt: [v4l2_plane_pix_format; 8],
+    pub num_planes: u8,
+    pub flags: u8,
+    pub ycbcr_enc: u8,
+    pub quantization: u8,
+    pub xfer_func: u8,
+    pub reserved: [u8; 7],
 }
 
 #[repr(C)]
@@ -142,6 +191,93 @@ pub struct v4l2_buffer {
     pub length: u32,
     pub reserved2: u32,
     pub request_fd: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union v4l2_plane_m {
+    pub mem_offset: u32,
+    pub userptr: libc::c_ulong,
+    pub fd: i32,
+}
+
+/// One plane of a multi-planar buffer; `v4l2_buffer.m.planes` points at an array of these and
+/// `length` says how many.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct v4l2_plane {
+    pub bytesused: u32,
+    pub length: u32,
+    pub m: v4l2_plane_m,
+    pub data_offset: u32,
+    pub reserved: [u32; 11],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_rect {
+    pub left: i32,
+    pub top: i32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// VIDIOC_S_SELECTION: on an encoder's OUTPUT queue, target CROP is the part of the (aligned)
+/// buffer that holds the picture.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_selection {
+    pub type_: u32,
+    pub target: u32,
+    pub flags: u32,
+    pub r: v4l2_rect,
+    pub reserved: [u32; 9],
+}
+
+pub const SEL_TGT_CROP: u32 = 0;
+
+/// VIDIOC_EXPBUF: a buffer of an MMAP queue as a DMABUF fd, for another device to import.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_exportbuffer {
+    pub type_: u32,
+    pub index: u32,
+    pub plane: u32,
+    pub flags: u32,
+    pub fd: i32,
+    pub reserved: [u32; 11],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_encoder_cmd {
+    pub cmd: u32,
+    pub flags: u32,
+    pub raw: [u32; 8],
+}
+
+/// Packed in the kernel: the value union sits at offset 12 on every target. Only integer
+/// controls are set here, so the union is its 64-bit member (`value` is its low half on
+/// little-endian targets, which every board here is).
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+pub struct v4l2_ext_control {
+    pub id: u32,
+    pub size: u32,
+    pub reserved2: u32,
+    pub value64: i64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct v4l2_ext_controls {
+    /// `ctrl_class` or `which`.
+    pub which: u32,
+    pub count: u32,
+    pub error_idx: u32,
+    pub request_fd: i32,
+    pub reserved: u32,
+    pub controls: *mut v4l2_ext_control,
 }
 
 #[repr(C)]
@@ -210,6 +346,15 @@ const _: () = assert!(std::mem::size_of::<v4l2_requestbuffers>() == 20);
 const _: () = assert!(std::mem::size_of::<v4l2_streamparm>() == 204);
 const _: () = assert!(std::mem::size_of::<v4l2_frmsizeenum>() == 44);
 const _: () = assert!(std::mem::size_of::<v4l2_frmivalenum>() == 52);
+const _: () = assert!(std::mem::size_of::<v4l2_pix_format_mplane>() == 192);
+const _: () = assert!(std::mem::size_of::<v4l2_encoder_cmd>() == 40);
+const _: () = assert!(std::mem::size_of::<v4l2_selection>() == 64);
+const _: () = assert!(std::mem::size_of::<v4l2_exportbuffer>() == 64);
+const _: () = assert!(std::mem::size_of::<v4l2_ext_control>() == 20);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<v4l2_plane>() == 64);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<v4l2_ext_controls>() == 32);
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<v4l2_format>() == 208);
 #[cfg(target_pointer_width = "64")]
@@ -230,10 +375,14 @@ pub const VIDIOC_REQBUFS: u32 = ioc(RW, 8, std::mem::size_of::<v4l2_requestbuffe
 pub const VIDIOC_QUERYBUF: u32 = ioc(RW, 9, std::mem::size_of::<v4l2_buffer>());
 pub const VIDIOC_QBUF: u32 = ioc(RW, 15, std::mem::size_of::<v4l2_buffer>());
 pub const VIDIOC_DQBUF: u32 = ioc(RW, 17, std::mem::size_of::<v4l2_buffer>());
+pub const VIDIOC_EXPBUF: u32 = ioc(RW, 16, std::mem::size_of::<v4l2_exportbuffer>());
 pub const VIDIOC_STREAMON: u32 = ioc(W, 18, std::mem::size_of::<i32>());
 pub const VIDIOC_STREAMOFF: u32 = ioc(W, 19, std::mem::size_of::<i32>());
 pub const VIDIOC_G_PARM: u32 = ioc(RW, 21, std::mem::size_of::<v4l2_streamparm>());
 pub const VIDIOC_S_PARM: u32 = ioc(RW, 22, std::mem::size_of::<v4l2_streamparm>());
+pub const VIDIOC_S_EXT_CTRLS: u32 = ioc(RW, 72, std::mem::size_of::<v4l2_ext_controls>());
+pub const VIDIOC_S_SELECTION: u32 = ioc(RW, 95, std::mem::size_of::<v4l2_selection>());
+pub const VIDIOC_ENCODER_CMD: u32 = ioc(RW, 77, std::mem::size_of::<v4l2_encoder_cmd>());
 pub const VIDIOC_ENUM_FRAMESIZES: u32 = ioc(RW, 74, std::mem::size_of::<v4l2_frmsizeenum>());
 pub const VIDIOC_ENUM_FRAMEINTERVALS: u32 = ioc(RW, 75, std::mem::size_of::<v4l2_frmivalenum>());
 
