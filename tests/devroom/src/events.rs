@@ -158,21 +158,19 @@ impl EventLog {
         events[start..].to_vec()
     }
 
+    /// Fires on every event pushed (for [`crate::sfu::wait_until_notified`]).
+    pub fn pushed(&self) -> &Notify {
+        &self.notify
+    }
+
     /// Events with `seq > after`, waiting up to `wait` for at least one.
     pub async fn wait_after(&self, after: u64, wait: Duration) -> Vec<DevRoomEvent> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+        crate::sfu::wait_until_notified(&[&self.notify], wait, || {
             let found = self.after(after);
-            if !found.is_empty() {
-                return found;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Vec::new();
-            }
-        }
+            (!found.is_empty()).then_some(found)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// The first event (past or future) matching `pred`, or None after `timeout`.
@@ -181,22 +179,14 @@ impl EventLog {
         timeout: Duration,
         pred: impl Fn(&DevRoomEvent) -> bool,
     ) -> Option<DevRoomEvent> {
-        let deadline = tokio::time::Instant::now() + timeout;
         let mut checked = 0u64;
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            for event in self.after(checked) {
+        crate::sfu::wait_until_notified(&[&self.notify], timeout, || {
+            self.after(checked).into_iter().find(|event| {
                 checked = event.seq;
-                if pred(&event) {
-                    return Some(event);
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
-            }
-        }
+                pred(event)
+            })
+        })
+        .await
     }
 }
 

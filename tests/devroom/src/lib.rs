@@ -221,28 +221,10 @@ impl DevRoom {
     pub async fn wait_until<T>(
         &self,
         timeout: Duration,
-        mut check: impl FnMut() -> Option<T>,
+        check: impl FnMut() -> Option<T>,
     ) -> Option<T> {
         let counters = self.shared.sfu.counters_changed();
-        let mut events = self.shared.events.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let packet = counters.notified();
-            tokio::pin!(packet);
-            packet.as_mut().enable();
-            if let Some(value) = check() {
-                return Some(value);
-            }
-            tokio::select! {
-                _ = &mut packet => {}
-                event = events.recv() => {
-                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
-                        return check();
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => return check(),
-            }
-        }
+        sfu::wait_until_notified(&[&counters, self.shared.events.pushed()], timeout, check).await
     }
 
     pub fn faults(&self) -> Faults {

@@ -433,7 +433,7 @@ impl Device {
         timeout: Duration,
         check: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        devroom::sfu::wait_until_notified(&self.changed, timeout, check).await
+        devroom::sfu::wait_until_notified(&[&self.changed], timeout, check).await
     }
 
     /// The exit status once the process has ended (both output streams closed, then reaped);

@@ -64,22 +64,26 @@ pub use roomcast::peer::keyframe::{is_keyframe_request, KeyframeRequestIntercept
 use media::{H264Snapshotter, PayloadFormat, TrackCounter};
 use roomcast::peer::{self, codecs, PcSettings};
 
-/// Re-checks `check` each time `notify` fires (and once at the start) until it returns Some;
-/// None after `timeout`. The waiter is registered before every check, so no wake-up is lost.
+/// Re-checks `check` each time one of `notifies` fires (and once at the start) until it returns
+/// Some; None after `timeout`. The waiters are registered before every check, so no wake-up is
+/// lost. The one wait of devroom and its tests: packet counters, the event log, test-side
+/// notifiers.
 pub async fn wait_until_notified<T>(
-    notify: &tokio::sync::Notify,
+    notifies: &[&tokio::sync::Notify],
     timeout: Duration,
     mut check: impl FnMut() -> Option<T>,
 ) -> Option<T> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        let mut waits: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();
+        for wait in &mut waits {
+            wait.as_mut().enable();
+        }
         if let Some(value) = check() {
             return Some(value);
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        let any = futures_util::future::select_all(waits);
+        if tokio::time::timeout_at(deadline, any).await.is_err() {
             return check();
         }
     }
