@@ -610,6 +610,7 @@ mod tests {
             height: 128,
             fps: 60,
             bitrate: 300,
+            format: None,
         };
         let mut camera = crate::media::open_video_source(&settings).unwrap();
         assert_eq!(camera.format().pixel, PixelFormat::H264);

@@ -200,6 +200,9 @@ pub struct VideoSettings {
     pub fps: u32,
     /// kbit/s
     pub bitrate: u32,
+    /// `[video] format`: capture a V4L2 camera in this format; None picks the preferred one it
+    /// offers (see [`v4l2::choose_format`]).
+    pub format: Option<PixelFormat>,
 }
 
 impl Default for VideoSettings {
@@ -210,6 +213,7 @@ impl Default for VideoSettings {
             height: 480,
             fps: 30,
             bitrate: 1000,
+            format: None,
         }
     }
 }
@@ -282,6 +286,7 @@ pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn Vid
                 settings.width,
                 settings.height,
                 settings.fps,
+                settings.format,
             )?))
         }
         other => anyhow::bail!(

@@ -37,6 +37,7 @@ fn video_settings(config: &crate::config::Config) -> VideoSettings {
         height: v.height,
         fps: v.fps,
         bitrate: v.bitrate,
+        format: v.format.pixel(),
     }
 }
 

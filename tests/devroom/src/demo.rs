@@ -139,6 +139,7 @@ async fn demo(seconds: u64, leds: &LedDriver) -> anyhow::Result<Summary> {
         height: 480,
         fps: 30,
         bitrate: 1000,
+        format: None,
     };
     options.audio = AudioSettings {
         device: "tone".into(),

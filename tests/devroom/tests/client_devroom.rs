@@ -39,6 +39,7 @@ fn options(url: &str, token: String, path: PathChoice) -> RoomOptions {
         height: HEIGHT,
         fps: FPS,
         bitrate: 500,
+        format: None,
     };
     o.audio = AudioSettings {
         device: "tone".into(),

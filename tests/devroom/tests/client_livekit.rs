@@ -20,6 +20,7 @@ async fn joins_and_publishes(path: PathChoice, expect: SignalPath) {
         height: 240,
         fps: 15,
         bitrate: 500,
+        format: None,
     };
     options.audio = AudioSettings {
         device: "tone".into(),
