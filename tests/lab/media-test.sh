@@ -11,10 +11,12 @@
 # Hot-unplug: the camera is then removed with the node open (vivid's platform device unbound from its driver:
 # the same video_unregister_device a USB disconnect makes) and restored (bound again). roomcast must report the
 # video track failed (event and status line) and stop sending video while the camera is gone, then reopen it
-# by the same name and send video again on the same track sid (no republish), with vivid's picture.
+# by the same name and send video again on the same track sid (no republish), with vivid's picture. The microphone
+# likewise: snd-aloop's card unbound and bound again; no audio while it is gone, then the tone again on the same track.
 # Last, roomcast runs again with [video] format = "nv12": vivid captured as NV12 through software H.264, and the
 # PNG must again be vivid's bars.
-# The host drives the VM's phases through files in the shared directory (unplug, replug, nv12, stop).
+# The host drives the VM's phases through files in the shared directory (unplug, replug, mic-unplug, mic-replug,
+# nv12, stop).
 # Prints "lab-media: N passed, N failed"; exit 0 only if nothing failed. Needs root (tap device, network namespace).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -105,6 +107,19 @@ if wait_for replug; then
   echo vivid.0 > $VIVID/bind; echo "bind rc=$? nodes: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')" > replugged.tmp
   mv replugged.tmp replugged
 fi
+# The microphone the same way: snd-aloop's card unbound (the tone player loses its side too) and bound again.
+ALOOP=/sys/bus/platform/drivers/snd_aloop
+if wait_for mic-unplug; then
+  echo snd_aloop.0 > $ALOOP/unbind; echo "unbind rc=$? cards: $(cat /proc/asound/cards | tr -s ' \n' ' ')" > mic-unplugged.tmp
+  mv mic-unplugged.tmp mic-unplugged
+fi
+if wait_for mic-replug; then
+  kill $tone 2>/dev/null; wait $tone
+  echo snd_aloop.0 > $ALOOP/bind; echo "bind rc=$? cards: $(cat /proc/asound/cards | tr -s ' \n' ' ')" > mic-replugged.tmp
+  ./labprobe tone 1000 600 > tone2.log 2>&1 &
+  tone=$!
+  mv mic-replugged.tmp mic-replugged
+fi
 if wait_for nv12; then
   kill $pid; wait $pid; echo "ROOMCAST-EXIT $?"
   RUST_LOG=info,roomcast=debug ./roomcast run --config lab-nv12.toml > roomcast-nv12.log 2>&1 &
@@ -128,9 +143,10 @@ alive() { local t; t=$(date +%s); [ "$t" -lt $DEADLINE ] && [ "$t" -lt "${PHASE_
 phase() { PHASE_END=$(( $(date +%s) + $1 )); }
 
 # devroom's events (its long-poll API) after $AFTER, waiting up to $1 ms for one; records the published
-# tracks (KIND, OWNER by sid), which have RTP (FIRST) and how often each identity published video (VPUB).
+# tracks (KIND, OWNER by sid), which have RTP (FIRST) and how often each identity published video and audio
+# (VPUB, APUB).
 AFTER=0
-declare -A KIND FIRST OWNER VPUB
+declare -A KIND FIRST OWNER VPUB APUB
 poll_events() {
   local ev seq type tsid kind identity
   ev=$(curl -s --max-time 70 "$API/admin/events?after=$AFTER&wait_ms=$1") || return 0
@@ -139,7 +155,10 @@ poll_events() {
     AFTER=$seq
     case $type in
       track_published) KIND[$tsid]=$kind OWNER[$tsid]=$identity
-        [ "$kind" = video ] && VPUB[$identity]=$(( ${VPUB[$identity]:-0} + 1 ));;
+        case $kind in
+          video) VPUB[$identity]=$(( ${VPUB[$identity]:-0} + 1 ));;
+          audio) APUB[$identity]=$(( ${APUB[$identity]:-0} + 1 ));;
+        esac;;
       first_rtp) FIRST[$tsid]=1;;
     esac
   done < <(python3 -c 'import json,sys
@@ -203,29 +222,49 @@ if [ -n "$AUDIO" ]; then
 fi
 ROOMS=$(curl -s --max-time 5 "$API/admin/rooms")
 
-# ---- phase 2: the camera goes away and comes back
-FAILED='"event":"local_track_failed","kind":"video"' RECOVERED='"event":"local_track_recovered","kind":"video"'
-H_UNPLUG= H_GONE= H_P1= H_P2= H_REPLUG= H_BACK= H_RTP= P0= P1= P2= P3= PNG2= VPUB_BEFORE=
+# ---- phase 2: the camera, then the microphone, goes away and comes back
+FAILED='"event":"local_track_failed","kind":"video"'
+# Unplug and restore one device: ask the VM (the files PREFIXunplug and PREFIXreplug), then wait for roomcast's reports
+# on the KIND track and for devroom's packet counts on its SID. The first report ends the pipeline; the reopen
+# attempts that follow (backoff 0, 0.25-0.5 s, 0.5-1 s, 1-2 s) find no device, and between the 2nd and the REPORTSth
+# report nothing may reach the room. Sets U[KIND.x]: asked, gone, p1/t1 and p2/t2 (packets and time at the 2nd and
+# REPORTSth report), replug, back (recovered reported), p3/rtp (the first new packets).
+declare -A U
+unplug_replug() { # KIND SID PREFIX REPORTS
+  local kind=$1 sid=$2 pre=$3 n=$4 p3
+  local failed="\"event\":\"local_track_failed\",\"kind\":\"$kind\""
+  U[$kind.asked]=$(since)
+  touch "$W/share/${pre}unplug"
+  wait_file "${pre}unplugged"
+  wait_log roomcast.log "$failed" 1 && U[$kind.gone]=$(since)
+  wait_log roomcast.log "$failed" 2 && { U[$kind.p1]=$(packets "$sid"); U[$kind.t1]=$(since); }
+  wait_log roomcast.log "$failed" "$n" && { U[$kind.p2]=$(packets "$sid"); U[$kind.t2]=$(since); }
+  touch "$W/share/${pre}replug"; U[$kind.replug]=$(since)
+  wait_file "${pre}replugged"
+  wait_log roomcast.log "\"event\":\"local_track_recovered\",\"kind\":\"$kind\"" 1 && U[$kind.back]=$(since)
+  while alive && [ -n "${U[$kind.p2]:-}" ]; do
+    p3=$(packets "$sid")
+    [ "${p3:-0}" -gt "${U[$kind.p2]}" ] && { U[$kind.p3]=$p3 U[$kind.rtp]=$(since); break; }
+    poll_events 1000
+  done
+}
+P0= PNG2= VPUB_BEFORE= TONE2= APUB_BEFORE=
 if [ -n "$VIDEO" ]; then
   phase 150
   VPUB_BEFORE=${VPUB[lab-board]:-0}
-  P0=$(packets "$VIDEO"); H_UNPLUG=$(since)
-  touch "$W/share/unplug"
-  wait_file unplugged
-  # The first report ends the pipeline; the reopen attempts that follow (backoff 0, 0.25-0.5 s, 0.5-1 s, 1-2 s)
-  # find no camera. Between the 2nd and the 5th report (over 1.75 s) no video may reach the room.
-  wait_log roomcast.log "$FAILED" 1 && H_GONE=$(since)
-  wait_log roomcast.log "$FAILED" 2 && { P1=$(packets "$VIDEO"); H_P1=$(since); }
-  wait_log roomcast.log "$FAILED" 5 && { P2=$(packets "$VIDEO"); H_P2=$(since); }
-  touch "$W/share/replug"; H_REPLUG=$(since)
-  wait_file replugged
-  wait_log roomcast.log "$RECOVERED" 1 && H_BACK=$(since)
-  while alive; do
-    P3=$(packets "$VIDEO")
-    [ -n "$P2" ] && [ "${P3:-0}" -gt "$P2" ] && { H_RTP=$(since); break; }
+  P0=$(packets "$VIDEO")
+  unplug_replug video "$VIDEO" "" 5
+  PNG2=$(picture "$VIDEO" vivid-replugged)
+fi
+if [ -n "$AUDIO" ]; then
+  phase 150
+  APUB_BEFORE=${APUB[lab-board]:-0}
+  unplug_replug audio "$AUDIO" mic- 4
+  # The analysis reads the newest 1.4 s: once 2 s have come since the return, all of it is the new tone.
+  while alive && [ -n "${U[audio.p3]:-}" ]; do
+    [ "$(packets "$AUDIO")" -gt $(( ${U[audio.p3]} + 100 )) ] && { TONE2=$(curl -s --max-time 30 -X POST "$API/admin/tracks/$AUDIO/audio"); break; }
     poll_events 1000
   done
-  PNG2=$(picture "$VIDEO" vivid-replugged)
 fi
 
 # ---- phase 3: vivid as NV12
@@ -260,27 +299,43 @@ if python3 -c 'import json,sys; a=json.loads(sys.argv[1]); sys.exit(not (abs(a["
   ok "the room decodes the tone: $(python3 -c 'import json,sys; a=json.loads(sys.argv[1]); print("%.1f Hz, RMS %.3f, %.2f s of Opus" % (a["frequency_hz"], a["rms"], a["seconds"]))' "$TONE")"
 else bad "the room's audio is not the 1000 Hz tone (+- 3 %): ${TONE:-no answer}"; fi
 
-echo "# hot-unplug (s since boot started): unplug asked $H_UNPLUG; $(cat "$W/share/unplugged" 2>/dev/null)"
-echo "#   video failed reported $H_GONE; packets $P0 before, $P1 at the 2nd report ($H_P1), $P2 at the 5th ($H_P2)"
-echo "#   replug asked $H_REPLUG; $(cat "$W/share/replugged" 2>/dev/null)"
-echo "#   recovered reported $H_BACK; new video RTP at devroom $H_RTP ($P3 packets)"
+echo "# hot-unplug (s since boot started): unplug asked ${U[video.asked]:-}; $(cat "$W/share/unplugged" 2>/dev/null)"
+echo "#   video failed reported ${U[video.gone]:-}; packets $P0 before, ${U[video.p1]:-} at the 2nd report (${U[video.t1]:-}), ${U[video.p2]:-} at the 5th (${U[video.t2]:-})"
+echo "#   replug asked ${U[video.replug]:-}; $(cat "$W/share/replugged" 2>/dev/null)"
+echo "#   recovered reported ${U[video.back]:-}; new video RTP at devroom ${U[video.rtp]:-} (${U[video.p3]:-} packets)"
 grep -E "local_track|status: video|camera /dev|went away|not capturing" "$W/share/roomcast.log" 2>/dev/null | sed -n '/went away\|local_track_failed/,$p' | cut -c1-240 | head -14 | sed 's/^/#   roomcast: /'
-[ -n "$H_GONE" ] && grep -q "went away\|camera unplugged" "$W/share/roomcast.log" \
+[ -n "${U[video.gone]:-}" ] && grep -q "went away\|camera unplugged" "$W/share/roomcast.log" \
   && ok "unplugged: roomcast reports the video track failed (event) and says the camera went away" \
   || bad "unplugged: no local_track_failed for video naming the vanished camera"
 grep -q "status: video track failed" "$W/share/roomcast.log" && ok "unplugged: the status line (STATUS=) names the failed video track" \
   || bad "unplugged: no status line for the failed video track"
-[ -n "$P1" ] && [ "$P1" = "$P2" ] && ok "unplugged: no video RTP reaches the room while the camera is gone ($P1 packets for ${H_P1}-${H_P2} s)" \
-  || bad "unplugged: video packets while the camera was gone: ${P1:-?} -> ${P2:-?}"
+[ -n "${U[video.p1]:-}" ] && [ "${U[video.p1]:-}" = "${U[video.p2]:-}" ] && ok "unplugged: no video RTP reaches the room while the camera is gone (${U[video.p1]:-} packets for ${U[video.t1]:-}-${U[video.t2]:-} s)" \
+  || bad "unplugged: video packets while the camera was gone: ${U[video.p1]:-?} -> ${U[video.p2]:-?}"
 [ "$(count roomcast.log "$FAILED")" -ge 5 ] && grep -q '"event":"local_track_failed","kind":"video","error":"[^}]*vivid' "$W/share/roomcast.log" \
   && ok "unplugged: roomcast keeps looking for the camera by its name (vivid) with backoff" \
   || bad "unplugged: no reopen attempts by name"
-[ -n "$H_BACK" ] && ok "replugged: roomcast reports the video track recovered (local_track_recovered)" || bad "replugged: no local_track_recovered"
-[ -n "$H_RTP" ] && ok "replugged: video RTP reaches the room again on the same track $VIDEO ($P2 -> $P3 packets)" \
+[ -n "${U[video.back]:-}" ] && ok "replugged: roomcast reports the video track recovered (local_track_recovered)" || bad "replugged: no local_track_recovered"
+[ -n "${U[video.rtp]:-}" ] && ok "replugged: video RTP reaches the room again on the same track $VIDEO (${U[video.p2]:-} -> ${U[video.p3]:-} packets)" \
   || bad "replugged: no new video RTP on $VIDEO"
 [ -n "$VPUB_BEFORE" ] && [ "${VPUB[lab-board]:-0}" = "$VPUB_BEFORE" ] && ok "replugged: the video track was not republished (one publication, same sid)" \
   || bad "replugged: the video track was republished (${VPUB[lab-board]:-0} publications)"
 bars "$PNG2" "after the camera came back"
+
+echo "# microphone unplug (s since boot started): asked ${U[audio.asked]:-}; $(cat "$W/share/mic-unplugged" 2>/dev/null)"
+echo "#   audio failed reported ${U[audio.gone]:-}; packets ${U[audio.p1]:-} at the 2nd report (${U[audio.t1]:-}), ${U[audio.p2]:-} at the 4th (${U[audio.t2]:-})"
+echo "#   replug asked ${U[audio.replug]:-}; $(cat "$W/share/mic-replugged" 2>/dev/null)"
+echo "#   recovered reported ${U[audio.back]:-}; new audio RTP at devroom ${U[audio.rtp]:-} (${U[audio.p3]:-} packets); then $TONE2"
+grep -E '"kind":"audio"|status: audio|microphone ' "$W/share/roomcast.log" 2>/dev/null | grep -v local_track_published | cut -c1-220 | head -8 | sed 's/^/#   roomcast: /'
+[ -n "${U[audio.gone]:-}" ] && ok "microphone unplugged: roomcast reports the audio track failed" || bad "microphone unplugged: no local_track_failed for audio"
+[ -n "${U[audio.p1]:-}" ] && [ "${U[audio.p1]:-}" = "${U[audio.p2]:-}" ] && ok "microphone unplugged: no audio RTP reaches the room while it is gone (${U[audio.p1]:-} packets for ${U[audio.t1]:-}-${U[audio.t2]:-} s)" \
+  || bad "microphone unplugged: audio packets while it was gone: ${U[audio.p1]:-?} -> ${U[audio.p2]:-?}"
+[ -n "${U[audio.back]:-}" ] && [ -n "${U[audio.rtp]:-}" ] && ok "microphone replugged: recovered, audio RTP on the same track $AUDIO again (${U[audio.p2]:-} -> ${U[audio.p3]:-} packets)" \
+  || bad "microphone replugged: no recovery or no new audio RTP on $AUDIO"
+[ -n "$APUB_BEFORE" ] && [ "${APUB[lab-board]:-0}" = "$APUB_BEFORE" ] && ok "microphone replugged: the audio track was not republished" \
+  || bad "microphone replugged: the audio track was republished (${APUB[lab-board]:-0} publications)"
+python3 -c 'import json,sys; a=json.loads(sys.argv[1]); sys.exit(not abs(a["frequency_hz"]-1000) <= 30)' "$TONE2" 2>/dev/null \
+  && ok "microphone replugged: the room hears the tone again ($(python3 -c 'import json,sys; print("%.1f Hz" % json.loads(sys.argv[1])["frequency_hz"])' "$TONE2"))" \
+  || bad "microphone replugged: the room's audio is not the tone: ${TONE2:-no answer}"
 
 grep -E "camera |error|WARN" "$W/share/roomcast-nv12.log" 2>/dev/null | cut -c1-300 | head -10 | sed 's/^/# roomcast nv12: /'
 if grep -q "camera /dev/video[0-9]* (vivid): NV12 640x360" "$W/share/roomcast-nv12.log"; then ok "with [video] format = \"nv12\", roomcast opened vivid as NV12 640x360"
