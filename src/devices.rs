@@ -86,7 +86,7 @@ fn formats_text(list: &[v4l2::FormatInfo]) -> String {
 /// the M2M devices present: the same decision `roomcast run` makes.
 fn auto_choice(camera: &DeviceInfo, infos: &[DeviceInfo]) -> String {
     let offered: Vec<u32> = camera.capture_formats.iter().map(|f| f.fourcc).collect();
-    let pixel = match v4l2::choose_format(&offered) {
+    let pixel = match v4l2::choose_format(&offered, None) {
         Ok(pixel) => pixel,
         Err(why) => return format!("nothing: {why}"),
     };

@@ -147,6 +147,37 @@ impl EncoderChoice {
     }
 }
 
+/// `[video] format`: which pixel format to capture a V4L2 camera in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureFormat {
+    /// The camera's own H.264 if it has it, else YUYV, NV12, YU12 (first offered).
+    #[default]
+    Auto,
+    Yuyv,
+    Nv12,
+    Yu12,
+    H264,
+}
+
+impl CaptureFormat {
+    fn as_str(self) -> &'static str {
+        self.pixel().map_or("auto", |p| p.config_name())
+    }
+
+    /// The pixel format asked for; None lets the camera's offer decide.
+    pub fn pixel(self) -> Option<crate::media::PixelFormat> {
+        use crate::media::PixelFormat;
+        match self {
+            CaptureFormat::Auto => None,
+            CaptureFormat::Yuyv => Some(PixelFormat::Yuyv),
+            CaptureFormat::Nv12 => Some(PixelFormat::Nv12),
+            CaptureFormat::Yu12 => Some(PixelFormat::Yu12),
+            CaptureFormat::H264 => Some(PixelFormat::H264),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoConfig {
     pub device: VideoDevice,
@@ -162,6 +193,7 @@ pub struct VideoConfig {
     pub max_bitrate: Option<u32>,
     pub encoder: EncoderChoice,
     pub encoder_device: Option<PathBuf>,
+    pub format: CaptureFormat,
 }
 
 impl Default for VideoConfig {
@@ -176,6 +208,7 @@ impl Default for VideoConfig {
             max_bitrate: None,
             encoder: EncoderChoice::Auto,
             encoder_device: None,
+            format: CaptureFormat::Auto,
         }
     }
 }
@@ -716,6 +749,7 @@ fn build_video(
         max_bitrate,
         encoder: raw.encoder.map(|v| v.into_inner()).unwrap_or_default(),
         encoder_device: raw.encoder_device.map(|v| PathBuf::from(v.into_inner())),
+        format: raw.format.map(|v| v.into_inner()).unwrap_or_default(),
     })
 }
 
@@ -1073,6 +1107,7 @@ impl Config {
         if let Some(dev) = &self.video.encoder_device {
             video.insert("encoder_device".into(), dev.display().to_string().into());
         }
+        video.insert("format".into(), self.video.format.as_str().into());
         t.insert("video".into(), video.into());
         let mut audio = Table::new();
         audio.insert(

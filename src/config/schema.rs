@@ -36,6 +36,7 @@ pub const VIDEO_KEYS: &[&str] = &[
     "max_bitrate",
     "encoder",
     "encoder_device",
+    "format",
 ];
 pub const AUDIO_KEYS: &[&str] = &["device", "rate", "channels", "bitrate"];
 pub const SPEAKER_KEYS: &[&str] = &["device", "channels", "volume"];
@@ -82,6 +83,7 @@ pub fn expected_for(key: &str) -> Option<&'static str> {
         "speaker.channels" => "1 or 2",
         "speaker.volume" => "a whole number of percent, like 100",
         "video.encoder_device" => "a string",
+        "video.format" => "\"auto\", \"yuyv\", \"nv12\", \"yu12\" or \"h264\"",
         "leds.chip" => "a chip path (\"/dev/gpiochip0\"), name (\"gpiochip0\") or label (\"pinctrl-bcm2711\")",
         "leds.status" | "leds.media" => {
             "a GPIO line offset on `chip` (a whole number, like 17) or a line name (like \"GPIO17\")"
@@ -306,6 +308,7 @@ pub struct RawVideo {
     pub max_bitrate: Option<Spanned<u32>>,
     pub encoder: Option<Spanned<EncoderChoice>>,
     pub encoder_device: Option<Spanned<String>>,
+    pub format: Option<Spanned<super::CaptureFormat>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

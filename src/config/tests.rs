@@ -63,6 +63,7 @@ fps = 15
 bitrate = 800
 encoder = "v4l2m2m"
 encoder_device = "/dev/video11"
+format = "nv12"
 
 [audio]
 device = "tone"
@@ -96,6 +97,11 @@ connecting = [250, 750]
     assert_eq!(
         cfg.video.encoder_device.as_deref(),
         Some(Path::new("/dev/video11"))
+    );
+    assert_eq!(cfg.video.format, CaptureFormat::Nv12);
+    assert_eq!(
+        cfg.video.format.pixel(),
+        Some(crate::media::PixelFormat::Nv12)
     );
     assert_eq!(
         cfg.audio,
@@ -337,6 +343,17 @@ fn bad_enum_value_lists_the_choices() {
         (ConfigErrorKind::InvalidValue, "signal_path", Some(3))
     );
     assert!(e.fix.contains("\"v1\""), "{}", e.fix);
+
+    let e = err("url = \"wss://x\"\ntoken = \"a\"\n[video]\nformat = \"rgb\"\n");
+    assert_eq!(
+        (e.kind, e.key.as_str(), e.line),
+        (ConfigErrorKind::InvalidValue, "video.format", Some(4))
+    );
+    assert!(e.fix.contains("\"nv12\""), "{}", e.fix);
+    assert_eq!(
+        parse_str(MINIMAL).unwrap().video.format,
+        CaptureFormat::Auto
+    );
 }
 
 #[test]

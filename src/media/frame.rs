@@ -38,6 +38,17 @@ impl PixelFormat {
             .find(|f| f.fourcc() == fourcc)
     }
 
+    /// How `[video] format` spells it.
+    pub const fn config_name(self) -> &'static str {
+        match self {
+            Self::Yuyv => "yuyv",
+            Self::Nv12 => "nv12",
+            Self::Yu12 => "yu12",
+            Self::Mjpeg => "mjpeg",
+            Self::H264 => "h264",
+        }
+    }
+
     /// Compressed formats carry one plane of bytes, with no stride.
     pub const fn is_compressed(self) -> bool {
         matches!(self, Self::Mjpeg | Self::H264)

@@ -239,6 +239,9 @@ pub struct VideoSettings {
     pub encoder: EncoderChoice,
     /// `[video] encoder_device`: the M2M encoder to use instead of the first that fits.
     pub encoder_device: Option<PathBuf>,
+    /// `[video] format`: capture a V4L2 camera in this format; None picks the preferred one it
+    /// offers (see [`v4l2::choose_format`]).
+    pub format: Option<PixelFormat>,
 }
 
 impl Default for VideoSettings {
@@ -251,6 +254,7 @@ impl Default for VideoSettings {
             bitrate: 1000,
             encoder: EncoderChoice::Auto,
             encoder_device: None,
+            format: None,
         }
     }
 }
@@ -323,6 +327,7 @@ pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn Vid
                 settings.width,
                 settings.height,
                 settings.fps,
+                settings.format,
             )?))
         }
         other => anyhow::bail!(

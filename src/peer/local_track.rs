@@ -46,6 +46,11 @@ pub struct LocalTrack {
     muted: Arc<AtomicBool>,
     /// The running pipeline, once started: unmuting asks it for a keyframe.
     control: Mutex<Option<Arc<PipelineControl>>>,
+    /// Made by the first forwarder and kept by the track: a capture restarted after a failure
+    /// (a camera unplugged and back) sends on this same track, so its sequence numbers and RTP
+    /// time must go on from where they were. A fresh random start on the same SSRC looks to the
+    /// receiver's SRTP like a replay or a wrapped index, and it drops every packet.
+    packetizer: Arc<Mutex<Option<TimedPacketizer>>>,
 }
 
 /// The same MTU webrtc-rs's sample track packetizes at, so packets keep today's sizes.
@@ -67,6 +72,7 @@ const RTP_MTU: usize = 1200;
 pub struct TimedPacketizer {
     packetizer: Box<dyn Packetizer>,
     clock: RtpClock,
+    payload_type: u8,
 }
 
 impl TimedPacketizer {
@@ -89,6 +95,7 @@ impl TimedPacketizer {
         Ok(Self {
             packetizer: Box::new(packetizer),
             clock,
+            payload_type,
         })
     }
 
@@ -154,6 +161,7 @@ impl LocalTrack {
             stats: Arc::default(),
             muted: Arc::default(),
             control: Mutex::default(),
+            packetizer: Arc::default(),
         })
     }
 
@@ -233,6 +241,20 @@ impl LocalTrack {
             })
     }
 
+    /// The track's packetizer (see `packetizer`), made on first use: a full reconnect's new track
+    /// starts its own sequence, a restarted capture on this track continues this one.
+    fn packetizer_for(
+        &self,
+        codec: &RTCRtpCodec,
+        payload_type: u8,
+    ) -> anyhow::Result<Arc<Mutex<Option<TimedPacketizer>>>> {
+        let mut slot = self.packetizer.lock().unwrap();
+        if slot.as_ref().is_none_or(|p| p.payload_type != payload_type) {
+            *slot = Some(TimedPacketizer::new(codec, self.ssrc, payload_type)?);
+        }
+        Ok(self.packetizer.clone())
+    }
+
     /// Move frames from a capture pipeline onto the wire; answer PLI/FIR with a keyframe.
     /// Call once the PC is connected: webrtc-rs silently drops samples written before that.
     ///
@@ -251,8 +273,7 @@ impl LocalTrack {
             RtpCodecKind::Video => super::h264_codec(),
             _ => super::opus_codec(),
         };
-        // A new packetizer per track: a full reconnect's new track starts its own sequence.
-        let mut packetizer = TimedPacketizer::new(&codec, self.ssrc, payload_type)?;
+        let packetizer = self.packetizer_for(&codec, payload_type)?;
         *self.control.lock().unwrap() = Some(control.clone());
         let stats = self.stats.clone();
         let track = self.track.clone();
@@ -317,7 +338,11 @@ impl LocalTrack {
                 }
                 let bytes = sample.data.len() as u64;
                 let keyframe = sample.keyframe;
-                let packets = match packetizer.packetize(&sample) {
+                let packetized = match packetizer.lock().unwrap().as_mut() {
+                    Some(p) => p.packetize(&sample),
+                    None => Err(anyhow::anyhow!("the track has no packetizer")),
+                };
+                let packets = match packetized {
                     Ok(packets) => packets,
                     Err(e) => {
                         tracing::warn!("{kind} frame dropped: {e:#}");
@@ -412,6 +437,33 @@ mod tests {
         assert_eq!(
             second[0].header.sequence_number,
             first.last().unwrap().header.sequence_number.wrapping_add(1)
+        );
+    }
+
+    /// A capture restarted after a failure (a camera unplugged and back) gets a new forwarder on
+    /// the same track: its packets must continue the sequence and RTP time on the same SSRC, or
+    /// the receiver's SRTP drops them as replays.
+    #[test]
+    fn a_new_forwarder_on_the_same_track_continues_its_sequence_and_rtp_time() {
+        let track = LocalTrack::new(RtpCodecKind::Video, "stream").unwrap();
+        let codec = super::super::h264_codec();
+        let t0 = clock::session_epoch() + Duration::from_secs(3);
+        let packetize = |at: Duration| {
+            let slot = track.packetizer_for(&codec, 108).unwrap();
+            let mut slot = slot.lock().unwrap();
+            slot.as_mut().unwrap().packetize(&sample(at, 100)).unwrap()
+        };
+        let before = packetize(t0);
+        let after = packetize(t0 + Duration::from_secs(2));
+        assert_eq!(after[0].header.ssrc, track.ssrc);
+        assert_eq!(
+            after[0].header.sequence_number,
+            before[0].header.sequence_number.wrapping_add(1)
+        );
+        assert_eq!(
+            clock::rtp_diff(before[0].header.timestamp, after[0].header.timestamp),
+            180_000,
+            "two seconds of capture time at 90 kHz"
         );
     }
 

@@ -39,6 +39,7 @@ fn video_settings(config: &crate::config::Config) -> VideoSettings {
         bitrate: v.bitrate,
         encoder: v.encoder,
         encoder_device: v.encoder_device.clone(),
+        format: v.format.pixel(),
     }
 }
 

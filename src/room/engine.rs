@@ -1721,6 +1721,10 @@ impl Shell {
                 })
             }
             RoomEventKind::LocalTrackRecovered { track } => {
+                // The other half of a hot-unplug: the failure was logged when the pipeline ended.
+                tracing::info!(
+                    "{track} track recovered: its device delivers frames again, on the same publication"
+                );
                 self.emit(RoomEvent::LocalTrackRecovered {
                     kind: track_kind(track),
                 })

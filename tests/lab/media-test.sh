@@ -6,8 +6,17 @@
 # [audio] device = "plughw:Loopback,1,0" (snd-aloop's capture side, into which labprobe plays a 1 kHz tone).
 # On the host, devroom (over a tap device, as in board-test.sh) must receive RTP on both tracks; the PNG it
 # decodes from the video must show vivid's 75 % colour bars over the full height, which the synthetic
-# test pattern does not (its bottom quarter is a grey band), so the picture is the camera's.
-# The tone is captured and Opus-encoded; its frequency is not checked at the room (devroom does not decode Opus).
+# test pattern does not (its bottom quarter is a grey band), so the picture is the camera's; and the Opus it
+# decodes (POST /admin/tracks/<sid>/audio) must be the tone: 1000 Hz +- 3 %.
+# Hot-unplug: the camera is then removed with the node open (vivid's platform device unbound from its driver:
+# the same video_unregister_device a USB disconnect makes) and restored (bound again). roomcast must report the
+# video track failed (event and status line) and stop sending video while the camera is gone, then reopen it
+# by the same name and send video again on the same track sid (no republish), with vivid's picture. The microphone
+# likewise: snd-aloop's card unbound and bound again; no audio while it is gone, then the tone again on the same track.
+# Last, roomcast runs again with [video] format = "nv12": vivid captured as NV12 through software H.264, and the
+# PNG must again be vivid's bars.
+# The host drives the VM's phases through files in the shared directory (unplug, replug, mic-unplug, mic-replug,
+# nv12, stop).
 # Prints "lab-media: N passed, N failed"; exit 0 only if nothing failed. Needs root (tap device, network namespace).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -56,20 +65,26 @@ ip tuntap add dev rclab0 mode tap && ip addr add 198.51.100.1/24 dev rclab0 && i
 DEVROOM_BIN=$HOST devroom_start "$W" --listen 198.51.100.1:7880 --keys devkey:secret --media-ip 198.51.100.1 --frame-dir "$W/frames" \
   || { bad "devroom start"; finish; }
 DEVPID=$DEVROOM_PID
-TOKEN=$(DEVROOM_BIN=$HOST devroom_token lab-board lab)
-cat > "$W/share/lab.toml" <<X
+API=http://198.51.100.1:7880
+# One config per run: the YUYV run with the microphone, then the NV12 run (camera only).
+lab_config() { # FILE IDENTITY FORMAT AUDIO
+  cat > "$1" <<X
 url = "ws://198.51.100.1:7880"
-token = "$TOKEN"
+token = "$(DEVROOM_BIN=$HOST devroom_token "$2" lab)"
 [video]
 device = "name:vivid"
+format = "$3"
 width = 640
 height = 360
 fps = 15
 bitrate = 600
 [audio]
-device = "plughw:Loopback,1,0"
+device = "$4"
 channels = 1
 X
+}
+lab_config "$W/share/lab.toml" lab-board yuyv "plughw:Loopback,1,0"
+lab_config "$W/share/lab-nv12.toml" lab-board-nv12 nv12 none
 cat > "$W/share/run.sh" <<'X'
 #!/bin/sh
 cd /mnt/host
@@ -79,45 +94,186 @@ mkdir -p /usr/share && cp -r alsa-conf /usr/share/alsa
 tone=$!
 RUST_LOG=info,roomcast=debug ./roomcast run --config lab.toml > roomcast.log 2>&1 &
 pid=$!
-# the host creates ./stop once it has what it needs (or gives up); the VM then powers off
-while [ ! -e stop ] && kill -0 $pid 2>/dev/null; do sleep 0.2; done
+# The host creates each file once it has what it needs from the phase before (or gives up: ./stop).
+wait_for() { while [ ! -e "$1" ] && [ ! -e stop ] && kill -0 $pid 2>/dev/null; do sleep 0.2; done; [ -e "$1" ]; }
+# vivid's platform device, unbound from and bound to its driver: what a USB camera's disconnect and
+# return do to its node (video_unregister_device with the node open, then a new node).
+VIVID=/sys/bus/platform/drivers/vivid
+if wait_for unplug; then
+  echo vivid.0 > $VIVID/unbind; echo "unbind rc=$? nodes: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')" > unplugged.tmp
+  mv unplugged.tmp unplugged
+fi
+if wait_for replug; then
+  echo vivid.0 > $VIVID/bind; echo "bind rc=$? nodes: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')" > replugged.tmp
+  mv replugged.tmp replugged
+fi
+# The microphone the same way: snd-aloop's card unbound (the tone player loses its side too) and bound again.
+ALOOP=/sys/bus/platform/drivers/snd_aloop
+if wait_for mic-unplug; then
+  echo snd_aloop.0 > $ALOOP/unbind; echo "unbind rc=$? cards: $(cat /proc/asound/cards | tr -s ' \n' ' ')" > mic-unplugged.tmp
+  mv mic-unplugged.tmp mic-unplugged
+fi
+if wait_for mic-replug; then
+  kill $tone 2>/dev/null; wait $tone
+  echo snd_aloop.0 > $ALOOP/bind; echo "bind rc=$? cards: $(cat /proc/asound/cards | tr -s ' \n' ' ')" > mic-replugged.tmp
+  ./labprobe tone 1000 600 > tone2.log 2>&1 &
+  tone=$!
+  mv mic-replugged.tmp mic-replugged
+fi
+if wait_for nv12; then
+  kill $pid; wait $pid; echo "ROOMCAST-EXIT $?"
+  RUST_LOG=info,roomcast=debug ./roomcast run --config lab-nv12.toml > roomcast-nv12.log 2>&1 &
+  pid=$!
+fi
+wait_for stop
 kill $pid $tone 2>/dev/null
 wait $pid
 echo "ROOMCAST-EXIT $?"
 [ -e stop ]
 X
 chmod +x "$W/share/run.sh"
-"$HERE/lab.sh" --arch arm64 -t 420 -s "$W/share" --tap rclab0:198.51.100.2/24 --log "$W/vm.log" "$W/share/run.sh" >/dev/null 2>&1 &
+"$HERE/lab.sh" --arch arm64 -t 780 -s "$W/share" --tap rclab0:198.51.100.2/24 --log "$W/vm.log" "$W/share/run.sh" >/dev/null 2>&1 &
 LABPID=$!
+T0=$(date +%s.%N)
+DEADLINE=$(( $(date +%s) + 720 ))
+since() { echo "$(date +%s.%N) - $T0" | bc | cut -c1-6; }
+# Whether the VM still runs and neither the whole run's deadline nor the phase's ($PHASE_END) has passed: a phase
+# that fails still leaves the later ones their time.
+alive() { local t; t=$(date +%s); [ "$t" -lt $DEADLINE ] && [ "$t" -lt "${PHASE_END:-$DEADLINE}" ] && kill -0 $LABPID 2>/dev/null; }
+phase() { PHASE_END=$(( $(date +%s) + $1 )); }
 
-# Wait (devroom's long-poll event API) for first RTP on both tracks, then for video keyframes to decode.
-AFTER=0 VIDEO= AUDIO= DEADLINE=$(( $(date +%s) + 360 ))
-declare -A KIND FIRST
-while [ "$(date +%s)" -lt $DEADLINE ] && { [ -z "$VIDEO" ] || [ -z "$AUDIO" ]; } && kill -0 $LABPID 2>/dev/null; do
-  EV=$(curl -s --max-time 10 "http://198.51.100.1:7880/admin/events?after=$AFTER&wait_ms=5000") || continue
-  while IFS=$'\t' read -r seq type tsid kind; do
+# devroom's events (its long-poll API) after $AFTER, waiting up to $1 ms for one; records the published
+# tracks (KIND, OWNER by sid), which have RTP (FIRST) and how often each identity published video and audio
+# (VPUB, APUB).
+AFTER=0
+declare -A KIND FIRST OWNER VPUB APUB
+poll_events() {
+  local ev seq type tsid kind identity
+  ev=$(curl -s --max-time 70 "$API/admin/events?after=$AFTER&wait_ms=$1") || return 0
+  while IFS=$'\t' read -r seq type tsid kind identity; do
     [ -n "$seq" ] || continue
     AFTER=$seq
-    case $type in track_published) KIND[$tsid]=$kind;; first_rtp) FIRST[$tsid]=1;; esac
+    case $type in
+      track_published) KIND[$tsid]=$kind OWNER[$tsid]=$identity
+        case $kind in
+          video) VPUB[$identity]=$(( ${VPUB[$identity]:-0} + 1 ));;
+          audio) APUB[$identity]=$(( ${APUB[$identity]:-0} + 1 ));;
+        esac;;
+      first_rtp) FIRST[$tsid]=1;;
+    esac
   done < <(python3 -c 'import json,sys
-for e in json.load(sys.stdin).get("events",[]): print("\t".join(str(e.get(k,"")) for k in ("seq","type","track_sid","kind")))' <<<"$EV")
+for e in json.load(sys.stdin).get("events",[]): print("\t".join(str(e.get(k,"")) for k in ("seq","type","track_sid","kind","identity")))' <<<"$ev")
+}
+# The sid of IDENTITY's KIND track once it has RTP, else empty.
+flowing() {
+  local sid
   for sid in "${!FIRST[@]}"; do
-    case "${KIND[$sid]:-}" in video) VIDEO=$sid;; audio) AUDIO=$sid;; esac
+    [ "${KIND[$sid]:-}" = "$2" ] && [ "${OWNER[$sid]:-}" = "$1" ] && { echo "$sid"; return; }
   done
+}
+# RTP packets devroom counted on track SID.
+packets() {
+  curl -s --max-time 5 "$API/admin/rooms" | python3 -c 'import json,sys
+sid=sys.argv[1]
+print(sum(t["packets"] for r in json.load(sys.stdin)["rooms"] for p in r["participants"] for t in p["tracks"] if t["sid"]==sid))' "$1"
+}
+# The newest picture of video track SID as a PNG path, asking until one decodes (a picture needs a keyframe and
+# the frames after it, as for a viewer); empty when none did before the deadline.
+picture() {
+  local r png
+  while alive; do
+    r=$(curl -s --max-time 60 -X POST "$API/admin/tracks/$1/png")
+    png=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("path",""))' "$r" 2>/dev/null)
+    [ -n "$png" ] && [ -s "$png" ] && { cp "$png" "$W/$2.png"; echo "$W/$2.png"; return; }
+    poll_events 3000   # the next packets come in the meantime (event-driven, no fixed sleep)
+  done
+}
+bars() { # PNG WHAT
+  local check
+  if [ -z "$1" ]; then bad "devroom decoded no picture from the camera ($2)"
+  elif check=$(python3 "$HERE/png-bars.py" "$1" 2>&1); then ok "the room decoded vivid's picture ($2): $check"
+  else bad "the room's picture is not vivid's colour bars ($2): $check"; fi
+}
+# How many lines of roomcast's log (in the shared directory) match PATTERN.
+count() { local n; n=$(grep -c -- "$2" "$W/share/$1" 2>/dev/null); echo "${n:-0}"; }
+# Wait until roomcast's log LOG has at least N lines matching PATTERN (the VM writes it through 9p).
+wait_log() { # LOG PATTERN N
+  while alive; do [ "$(count "$1" "$2")" -ge "$3" ] && return 0; sleep 0.2; done; return 1
+}
+wait_file() { while alive; do [ -e "$W/share/$1" ] && return 0; sleep 0.2; done; return 1; }
+
+# ---- phase 1: vivid as YUYV and the tone
+phase 400
+VIDEO= AUDIO=
+while alive && { [ -z "$VIDEO" ] || [ -z "$AUDIO" ]; }; do
+  poll_events 5000
+  VIDEO=$(flowing lab-board video) AUDIO=$(flowing lab-board audio)
 done
-PNG= CHECK=
-if [ -n "$VIDEO" ]; then
-  # A picture needs a keyframe and the frames after it: ask until one decodes, the way a viewer would.
-  while [ "$(date +%s)" -lt $DEADLINE ] && kill -0 $LABPID 2>/dev/null; do
-    R=$(curl -s --max-time 60 -X POST "http://198.51.100.1:7880/admin/tracks/$VIDEO/png")
-    PNG=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("path",""))' "$R" 2>/dev/null)
-    [ -n "$PNG" ] && [ -s "$PNG" ] && break
-    PNG=
-    # wait for the next video packets before asking again (event-driven, no fixed sleep)
-    curl -s --max-time 10 "http://198.51.100.1:7880/admin/events?after=$AFTER&wait_ms=3000" >/dev/null
+PNG=
+[ -n "$VIDEO" ] && PNG=$(picture "$VIDEO" vivid-yuyv)
+TONE=
+if [ -n "$AUDIO" ]; then
+  # The analysis takes the newest 3 s of Opus: ask once at least 1.5 s of it has come.
+  while alive; do
+    TONE=$(curl -s --max-time 30 -X POST "$API/admin/tracks/$AUDIO/audio")
+    python3 -c 'import json,sys; sys.exit(json.loads(sys.argv[1]).get("seconds",0) < 1.5)' "$TONE" 2>/dev/null && break
+    poll_events 1000
   done
 fi
-ROOMS=$(curl -s --max-time 5 http://198.51.100.1:7880/admin/rooms)
+ROOMS=$(curl -s --max-time 5 "$API/admin/rooms")
+
+# ---- phase 2: the camera, then the microphone, goes away and comes back
+FAILED='"event":"local_track_failed","kind":"video"'
+# Unplug and restore one device: ask the VM (the files PREFIXunplug and PREFIXreplug), then wait for roomcast's reports
+# on the KIND track and for devroom's packet counts on its SID. The first report ends the pipeline; the reopen
+# attempts that follow (backoff 0, 0.25-0.5 s, 0.5-1 s, 1-2 s) find no device, and between the 2nd and the REPORTSth
+# report nothing may reach the room. Sets U[KIND.x]: asked, gone, p1/t1 and p2/t2 (packets and time at the 2nd and
+# REPORTSth report), replug, back (recovered reported), p3/rtp (the first new packets).
+declare -A U
+unplug_replug() { # KIND SID PREFIX REPORTS
+  local kind=$1 sid=$2 pre=$3 n=$4 p3
+  local failed="\"event\":\"local_track_failed\",\"kind\":\"$kind\""
+  U[$kind.asked]=$(since)
+  touch "$W/share/${pre}unplug"
+  wait_file "${pre}unplugged"
+  wait_log roomcast.log "$failed" 1 && U[$kind.gone]=$(since)
+  wait_log roomcast.log "$failed" 2 && { U[$kind.p1]=$(packets "$sid"); U[$kind.t1]=$(since); }
+  wait_log roomcast.log "$failed" "$n" && { U[$kind.p2]=$(packets "$sid"); U[$kind.t2]=$(since); }
+  touch "$W/share/${pre}replug"; U[$kind.replug]=$(since)
+  wait_file "${pre}replugged"
+  wait_log roomcast.log "\"event\":\"local_track_recovered\",\"kind\":\"$kind\"" 1 && U[$kind.back]=$(since)
+  while alive && [ -n "${U[$kind.p2]:-}" ]; do
+    p3=$(packets "$sid")
+    [ "${p3:-0}" -gt "${U[$kind.p2]}" ] && { U[$kind.p3]=$p3 U[$kind.rtp]=$(since); break; }
+    poll_events 1000
+  done
+}
+P0= PNG2= VPUB_BEFORE= TONE2= APUB_BEFORE=
+if [ -n "$VIDEO" ]; then
+  phase 150
+  VPUB_BEFORE=${VPUB[lab-board]:-0}
+  P0=$(packets "$VIDEO")
+  unplug_replug video "$VIDEO" "" 5
+  PNG2=$(picture "$VIDEO" vivid-replugged)
+fi
+if [ -n "$AUDIO" ]; then
+  phase 150
+  APUB_BEFORE=${APUB[lab-board]:-0}
+  unplug_replug audio "$AUDIO" mic- 4
+  # The analysis reads the newest 1.4 s: once 2 s have come since the return, all of it is the new tone.
+  while alive && [ -n "${U[audio.p3]:-}" ]; do
+    [ "$(packets "$AUDIO")" -gt $(( ${U[audio.p3]} + 100 )) ] && { TONE2=$(curl -s --max-time 30 -X POST "$API/admin/tracks/$AUDIO/audio"); break; }
+    poll_events 1000
+  done
+fi
+
+# ---- phase 3: vivid as NV12
+phase 300
+touch "$W/share/nv12"
+NV12=
+while alive && [ -z "$NV12" ]; do poll_events 5000; NV12=$(flowing lab-board-nv12 video); done
+PNG3=
+[ -n "$NV12" ] && PNG3=$(picture "$NV12" vivid-nv12)
 touch "$W/share/stop"
 wait $LABPID; LABPID=
 
@@ -128,7 +284,7 @@ grep -q 'hw:[0-9],1 .*Loopback' "$W/share/devices.txt" && ok "roomcast devices l
 grep -q 'vicodec.*encoder, not H.264' "$W/share/devices.txt" && ok "roomcast devices finds vicodec's encoder and that it is not H.264" \
   || bad "roomcast devices: vicodec's encoder not classified"
 grep -q 'gpiochip' "$W/share/devices.txt" && ok "roomcast devices lists the GPIO chips" || bad "roomcast devices: no GPIO chips"
-grep -E "camera |microphone |not capturing|error|WARN" "$W/share/roomcast.log" 2>/dev/null | head -20 | sed 's/^/# roomcast: /'
+grep -E "camera |microphone |not capturing|local_track|status: |error|WARN" "$W/share/roomcast.log" 2>/dev/null | cut -c1-300 | head -40 | sed 's/^/# roomcast: /'
 if grep -q "camera /dev/video[0-9]* (vivid): YUYV 640x360" "$W/share/roomcast.log"; then ok "roomcast opened vivid by name as YUYV 640x360"
 else bad "roomcast did not open vivid as YUYV 640x360"; fi
 if grep -q "microphone plughw:Loopback,1,0: 48000 Hz, 1 channel" "$W/share/roomcast.log"; then ok "roomcast opened snd-aloop's capture side at 48 kHz mono"
@@ -137,16 +293,59 @@ grep -q "^tone: 1000.0 Hz" "$W/share/tone.log" && ok "a 1 kHz tone played into s
 [ -n "$AUDIO" ] && ok "devroom received Opus RTP from the microphone" || bad "no audio RTP at devroom"
 [ -n "$VIDEO" ] && ok "devroom received H.264 RTP from the camera" || bad "no video RTP at devroom"
 echo "# rooms: $ROOMS" | cut -c1-600
-if [ -n "$PNG" ]; then
-  cp "$PNG" "$W/vivid.png"
-  if CHECK=$(python3 "$HERE/png-bars.py" "$PNG" 2>&1); then ok "the room decoded vivid's picture: $CHECK"
-  else bad "the room's picture is not vivid's colour bars: $CHECK"; fi
-  [ -n "${KEEP:-}" ] && echo "# picture: $W/vivid.png"
-else
-  bad "devroom decoded no picture from the camera"
-fi
+bars "$PNG" YUYV
+echo "# audio at the room: $TONE"
+if python3 -c 'import json,sys; a=json.loads(sys.argv[1]); sys.exit(not (abs(a["frequency_hz"]-1000) <= 30 and a["rms"] > 0.05 and a["seconds"] >= 1.5))' "$TONE" 2>/dev/null; then
+  ok "the room decodes the tone: $(python3 -c 'import json,sys; a=json.loads(sys.argv[1]); print("%.1f Hz, RMS %.3f, %.2f s of Opus" % (a["frequency_hz"], a["rms"], a["seconds"]))' "$TONE")"
+else bad "the room's audio is not the 1000 Hz tone (+- 3 %): ${TONE:-no answer}"; fi
+
+echo "# hot-unplug (s since boot started): unplug asked ${U[video.asked]:-}; $(cat "$W/share/unplugged" 2>/dev/null)"
+echo "#   video failed reported ${U[video.gone]:-}; packets $P0 before, ${U[video.p1]:-} at the 2nd report (${U[video.t1]:-}), ${U[video.p2]:-} at the 5th (${U[video.t2]:-})"
+echo "#   replug asked ${U[video.replug]:-}; $(cat "$W/share/replugged" 2>/dev/null)"
+echo "#   recovered reported ${U[video.back]:-}; new video RTP at devroom ${U[video.rtp]:-} (${U[video.p3]:-} packets)"
+grep -E "local_track|status: video|camera /dev|went away|not capturing" "$W/share/roomcast.log" 2>/dev/null | sed -n '/went away\|local_track_failed/,$p' | cut -c1-240 | head -14 | sed 's/^/#   roomcast: /'
+[ -n "${U[video.gone]:-}" ] && grep -q "went away\|camera unplugged" "$W/share/roomcast.log" \
+  && ok "unplugged: roomcast reports the video track failed (event) and says the camera went away" \
+  || bad "unplugged: no local_track_failed for video naming the vanished camera"
+grep -q "status: video track failed" "$W/share/roomcast.log" && ok "unplugged: the status line (STATUS=) names the failed video track" \
+  || bad "unplugged: no status line for the failed video track"
+[ -n "${U[video.p1]:-}" ] && [ "${U[video.p1]:-}" = "${U[video.p2]:-}" ] && ok "unplugged: no video RTP reaches the room while the camera is gone (${U[video.p1]:-} packets for ${U[video.t1]:-}-${U[video.t2]:-} s)" \
+  || bad "unplugged: video packets while the camera was gone: ${U[video.p1]:-?} -> ${U[video.p2]:-?}"
+[ "$(count roomcast.log "$FAILED")" -ge 5 ] && grep -q '"event":"local_track_failed","kind":"video","error":"[^}]*vivid' "$W/share/roomcast.log" \
+  && ok "unplugged: roomcast keeps looking for the camera by its name (vivid) with backoff" \
+  || bad "unplugged: no reopen attempts by name"
+[ -n "${U[video.back]:-}" ] && ok "replugged: roomcast reports the video track recovered (local_track_recovered)" || bad "replugged: no local_track_recovered"
+[ -n "${U[video.rtp]:-}" ] && ok "replugged: video RTP reaches the room again on the same track $VIDEO (${U[video.p2]:-} -> ${U[video.p3]:-} packets)" \
+  || bad "replugged: no new video RTP on $VIDEO"
+[ -n "$VPUB_BEFORE" ] && [ "${VPUB[lab-board]:-0}" = "$VPUB_BEFORE" ] && ok "replugged: the video track was not republished (one publication, same sid)" \
+  || bad "replugged: the video track was republished (${VPUB[lab-board]:-0} publications)"
+bars "$PNG2" "after the camera came back"
+
+echo "# microphone unplug (s since boot started): asked ${U[audio.asked]:-}; $(cat "$W/share/mic-unplugged" 2>/dev/null)"
+echo "#   audio failed reported ${U[audio.gone]:-}; packets ${U[audio.p1]:-} at the 2nd report (${U[audio.t1]:-}), ${U[audio.p2]:-} at the 4th (${U[audio.t2]:-})"
+echo "#   replug asked ${U[audio.replug]:-}; $(cat "$W/share/mic-replugged" 2>/dev/null)"
+echo "#   recovered reported ${U[audio.back]:-}; new audio RTP at devroom ${U[audio.rtp]:-} (${U[audio.p3]:-} packets); then $TONE2"
+grep -E '"kind":"audio"|status: audio|microphone ' "$W/share/roomcast.log" 2>/dev/null | grep -v local_track_published | cut -c1-220 | head -8 | sed 's/^/#   roomcast: /'
+[ -n "${U[audio.gone]:-}" ] && ok "microphone unplugged: roomcast reports the audio track failed" || bad "microphone unplugged: no local_track_failed for audio"
+[ -n "${U[audio.p1]:-}" ] && [ "${U[audio.p1]:-}" = "${U[audio.p2]:-}" ] && ok "microphone unplugged: no audio RTP reaches the room while it is gone (${U[audio.p1]:-} packets for ${U[audio.t1]:-}-${U[audio.t2]:-} s)" \
+  || bad "microphone unplugged: audio packets while it was gone: ${U[audio.p1]:-?} -> ${U[audio.p2]:-?}"
+[ -n "${U[audio.back]:-}" ] && [ -n "${U[audio.rtp]:-}" ] && ok "microphone replugged: recovered, audio RTP on the same track $AUDIO again (${U[audio.p2]:-} -> ${U[audio.p3]:-} packets)" \
+  || bad "microphone replugged: no recovery or no new audio RTP on $AUDIO"
+[ -n "$APUB_BEFORE" ] && [ "${APUB[lab-board]:-0}" = "$APUB_BEFORE" ] && ok "microphone replugged: the audio track was not republished" \
+  || bad "microphone replugged: the audio track was republished (${APUB[lab-board]:-0} publications)"
+python3 -c 'import json,sys; a=json.loads(sys.argv[1]); sys.exit(not abs(a["frequency_hz"]-1000) <= 30)' "$TONE2" 2>/dev/null \
+  && ok "microphone replugged: the room hears the tone again ($(python3 -c 'import json,sys; print("%.1f Hz" % json.loads(sys.argv[1])["frequency_hz"])' "$TONE2"))" \
+  || bad "microphone replugged: the room's audio is not the tone: ${TONE2:-no answer}"
+
+grep -E "camera |error|WARN" "$W/share/roomcast-nv12.log" 2>/dev/null | cut -c1-300 | head -10 | sed 's/^/# roomcast nv12: /'
+if grep -q "camera /dev/video[0-9]* (vivid): NV12 640x360" "$W/share/roomcast-nv12.log"; then ok "with [video] format = \"nv12\", roomcast opened vivid as NV12 640x360"
+else bad "roomcast did not open vivid as NV12 640x360"; fi
+[ -n "$NV12" ] && ok "devroom received H.264 RTP from the NV12 camera" || bad "no video RTP from the NV12 run"
+bars "$PNG3" NV12
+[ -n "${KEEP:-}" ] && echo "# pictures: $W/*.png"
 if [ "$FAIL" != 0 ]; then
   grep -E "LAB-|ROOMCAST-EXIT|DEVICES-RC" "$W/vm.log" | sed 's/^/# vm: /'
   tail -25 "$W/share/roomcast.log" 2>/dev/null | sed 's/^/# roomcast: /'
+  tail -10 "$W/share/roomcast-nv12.log" 2>/dev/null | sed 's/^/# roomcast nv12: /'
 fi
 finish

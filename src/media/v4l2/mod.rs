@@ -8,8 +8,12 @@
 //! capture time.
 //!
 //! Formats, in order of preference: H.264 (the camera encodes; passed through), then YUYV,
-//! NV12 and YU12 (to the H.264 encoder). A camera that only offers MJPEG is refused with the
-//! reason: this build has no JPEG decoder.
+//! NV12 and YU12 (to the H.264 encoder), unless `[video] format` names one. A camera that only
+//! offers MJPEG is refused with the reason: this build has no JPEG decoder.
+//!
+//! A camera that vanishes (unplugged: poll reports an error, DQBUF fails with ENODEV) ends the
+//! capture with an error; the supervisor keeps the publication and opens the camera again by the
+//! same path, name or bus with backoff until it is back.
 pub mod m2m;
 pub mod selftest;
 pub mod sys;
@@ -320,10 +324,31 @@ pub fn find(selector: &Selector) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// The format to capture in, from what the camera offers: its own H.264 first (nothing to
-/// encode), then the raw formats the encoder takes. MJPEG alone is refused with the reason.
-pub fn choose_format(offered: &[u32]) -> Result<PixelFormat, String> {
+/// The format to capture in, from what the camera offers: the one `[video] format` asks for
+/// (`wanted`), or else its own H.264 first (nothing to encode), then the raw formats the encoder
+/// takes. MJPEG alone is refused with the reason.
+pub fn choose_format(offered: &[u32], wanted: Option<PixelFormat>) -> Result<PixelFormat, String> {
     let has = |p: PixelFormat| offered.contains(&sys::fourcc(p.fourcc()));
+    let list = || {
+        offered
+            .iter()
+            .map(|&f| sys::fourcc_text(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(p) = wanted {
+        // Asked for by name: another format would not be what the owner configured.
+        return if has(p) {
+            Ok(p)
+        } else {
+            Err(format!(
+                "[video] format = \"{}\", but the camera does not offer {p} (it offers: {}); \
+                 set [video] format to one it offers or to \"auto\"",
+                p.config_name(),
+                list()
+            ))
+        };
+    }
     for p in [
         PixelFormat::H264,
         PixelFormat::Yuyv,
@@ -334,11 +359,7 @@ pub fn choose_format(offered: &[u32]) -> Result<PixelFormat, String> {
             return Ok(p);
         }
     }
-    let list = offered
-        .iter()
-        .map(|&f| sys::fourcc_text(f))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = list();
     if has(PixelFormat::Mjpeg) {
         return Err(format!(
             "the camera offers only compressed MJPEG ({list}), and this build has no JPEG decoder: \
@@ -497,8 +518,15 @@ const BUFFERS: u32 = 4;
 const SHARED_BUFFERS: u32 = 8;
 
 impl Camera {
-    /// Open the camera `device` names and negotiate `width`×`height` at `fps`.
-    pub fn open(device: &str, width: u32, height: u32, fps: u32) -> anyhow::Result<Self> {
+    /// Open the camera `device` names and negotiate `width`×`height` at `fps`, in `format` when
+    /// the config names one (else the preferred one the camera offers, see [`choose_format`]).
+    pub fn open(
+        device: &str,
+        width: u32,
+        height: u32,
+        fps: u32,
+        format: Option<PixelFormat>,
+    ) -> anyhow::Result<Self> {
         let path = find(&Selector::parse(device))?;
         let shown = path.display().to_string();
         let fd = open_node(&path).map_err(|e| {
@@ -529,7 +557,7 @@ impl Camera {
             .iter()
             .map(|f| f.fourcc)
             .collect();
-        let pixel = choose_format(&offered)
+        let pixel = choose_format(&offered, format)
             .map_err(|e| anyhow::anyhow!("[video] {shown} ({card}): {e}"))?;
 
         let mut fmt: sys::v4l2_format = sys::zeroed();
@@ -856,21 +884,41 @@ mod tests {
     #[test]
     fn format_preference_h264_then_raw_and_mjpeg_alone_is_refused() {
         assert_eq!(
-            choose_format(&codes(&[b"MJPG", b"YUYV", b"H264"])),
+            choose_format(&codes(&[b"MJPG", b"YUYV", b"H264"]), None),
             Ok(PixelFormat::H264)
         );
         assert_eq!(
-            choose_format(&codes(&[b"MJPG", b"NV12", b"YUYV"])),
+            choose_format(&codes(&[b"MJPG", b"NV12", b"YUYV"]), None),
             Ok(PixelFormat::Yuyv)
         );
         assert_eq!(
-            choose_format(&codes(&[b"YU12", b"NV12"])),
+            choose_format(&codes(&[b"YU12", b"NV12"]), None),
             Ok(PixelFormat::Nv12)
         );
-        let err = choose_format(&codes(&[b"MJPG"])).unwrap_err();
+        let err = choose_format(&codes(&[b"MJPG"]), None).unwrap_err();
         assert!(err.contains("MJPEG") && err.contains("YUYV"), "{err}");
-        let err = choose_format(&codes(&[b"RGB3", b"BA81"])).unwrap_err();
+        let err = choose_format(&codes(&[b"RGB3", b"BA81"]), None).unwrap_err();
         assert!(err.contains("RGB3, BA81"), "{err}");
+    }
+
+    #[test]
+    fn a_configured_format_wins_over_the_preference_or_names_the_fix() {
+        let offered = codes(&[b"YUYV", b"NV12", b"H264"]);
+        assert_eq!(
+            choose_format(&offered, Some(PixelFormat::Nv12)),
+            Ok(PixelFormat::Nv12)
+        );
+        assert_eq!(
+            choose_format(&offered, Some(PixelFormat::Yuyv)),
+            Ok(PixelFormat::Yuyv)
+        );
+        let err = choose_format(&offered, Some(PixelFormat::Yu12)).unwrap_err();
+        assert!(
+            err.contains("format = \"yu12\"")
+                && err.contains("YUYV, NV12, H264")
+                && err.contains("\"auto\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -984,7 +1032,7 @@ mod tests {
 
     #[test]
     fn a_missing_camera_is_named_with_the_fix() {
-        let err = Camera::open("/dev/video-roomcast-absent", 640, 480, 30)
+        let err = Camera::open("/dev/video-roomcast-absent", 640, 480, 30, None)
             .err()
             .unwrap();
         let msg = format!("{err:#}");

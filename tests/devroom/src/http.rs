@@ -30,6 +30,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/events", get(admin_events))
         .route("/admin/fault/{name}", post(admin_fault))
         .route("/admin/tracks/{sid}/png", post(admin_png))
+        .route("/admin/tracks/{sid}/audio", post(admin_audio))
         .route(
             "/twirp/livekit.RoomService/{method}",
             post(super::twirp::room_service),
@@ -385,6 +386,17 @@ async fn admin_png(
             "path": path.display().to_string(), "width": width, "height": height
         }))
         .into_response(),
+        Err(e) => text(404, format!("{e:#}")),
+    }
+}
+
+/// Decodes the last seconds of an Opus track: `{"frequency_hz", "rms", "seconds", "packets"}`.
+async fn admin_audio(
+    State(shared): AppState,
+    axum::extract::Path(sid): axum::extract::Path<String>,
+) -> Response {
+    match shared.analyse_audio(&sid).await {
+        Ok(analysis) => axum::Json(analysis).into_response(),
         Err(e) => text(404, format!("{e:#}")),
     }
 }

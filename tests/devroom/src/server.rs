@@ -1552,20 +1552,31 @@ impl Shared {
         Some(track)
     }
 
+    /// The SFU's key of a published track, by its sid.
+    fn track_key(&self, track_sid: &str) -> anyhow::Result<TrackKey> {
+        let state = self.state.lock().unwrap();
+        let (_, _, t) = state.find_track(track_sid).ok_or_else(|| {
+            anyhow::anyhow!("no track {track_sid}: see GET /admin/rooms for track sids")
+        })?;
+        t.key
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("track {track_sid} has no media yet"))
+    }
+
     pub async fn write_png(
         &self,
         track_sid: &str,
     ) -> anyhow::Result<(std::path::PathBuf, u32, u32)> {
-        let key = {
-            let state = self.state.lock().unwrap();
-            let (_, _, t) = state.find_track(track_sid).ok_or_else(|| {
-                anyhow::anyhow!("no track {track_sid}: see GET /admin/rooms for track sids")
-            })?;
-            t.key
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("track {track_sid} has no media yet"))?
-        };
+        let key = self.track_key(track_sid)?;
         self.sfu.write_png(&key).await
+    }
+
+    pub async fn analyse_audio(
+        &self,
+        track_sid: &str,
+    ) -> anyhow::Result<crate::sfu::audio::AudioAnalysis> {
+        let key = self.track_key(track_sid)?;
+        self.sfu.analyse_audio(&key).await
     }
 }
 

@@ -22,6 +22,7 @@
 //! [`Sfu::set_paused`] each send a PLI to the publisher (at most one per 100 ms per track) and
 //! emit [`SfuEvent::KeyframeRequested`].
 
+pub mod audio;
 pub mod media;
 #[cfg(test)]
 mod tests;
@@ -262,6 +263,8 @@ struct PubTrack {
     remote: Mutex<Option<RemoteInfo>>,
     counter: Mutex<TrackCounter>,
     snapshot: Mutex<H264Snapshotter>,
+    /// The last seconds of an Opus track, for `POST /admin/tracks/<sid>/audio`.
+    opus: Mutex<audio::OpusRecorder>,
     /// Serialises PNG writes so two decodes never race for the decoder.
     png_lock: tokio::sync::Mutex<()>,
     forwards: Mutex<Vec<Arc<Forward>>>,
@@ -760,6 +763,29 @@ impl Sfu {
         Ok((path, width, height))
     }
 
+    /// Decodes the last seconds of an Opus track and says what the room hears.
+    pub async fn analyse_audio(&self, track: &TrackKey) -> anyhow::Result<audio::AudioAnalysis> {
+        let entry = lock(&self.inner.tracks)
+            .get(&(track.peer, track.mid.clone()))
+            .cloned()
+            .ok_or_else(|| anyhow!("unknown track {}", track.track_sid))?;
+        let mime = lock(&entry.remote)
+            .as_ref()
+            .map(|r| r.codec.mime_type.clone());
+        match mime {
+            Some(m) if m.eq_ignore_ascii_case("audio/opus") => {}
+            Some(m) => bail!(
+                "track {} carries {m}; only Opus tracks can be analysed",
+                track.track_sid
+            ),
+            None => bail!("track {} has received no RTP yet", track.track_sid),
+        }
+        let packets = lock(&entry.opus).snapshot();
+        tokio::task::spawn_blocking(move || audio::analyse_opus(&packets))
+            .await
+            .context("audio analysis task panicked")?
+    }
+
     /// Stops (true) or resumes (false) all forwarding. Counting continues. Resuming asks
     /// every publisher for a keyframe so subscribers recover at once.
     pub fn set_paused(&self, paused: bool) {
@@ -877,6 +903,7 @@ impl Inner {
                     remote: Mutex::new(None),
                     counter: Mutex::new(TrackCounter::new(PayloadFormat::Audio)),
                     snapshot: Mutex::new(H264Snapshotter::new()),
+                    opus: Mutex::new(audio::OpusRecorder::default()),
                     png_lock: tokio::sync::Mutex::new(()),
                     forwards: Mutex::new(Vec::new()),
                     last_pli: Mutex::new(None),
@@ -1367,6 +1394,9 @@ impl Inner {
         let first =
             lock(&entry.counter).on_packet(packet.header.timestamp, &packet.payload, self.now_ms());
         self.counters_changed.notify_waiters();
+        if format == PayloadFormat::Audio {
+            lock(&entry.opus).on_packet(&packet.payload);
+        }
         if format == PayloadFormat::H264 {
             let overflowed = lock(&entry.snapshot).on_packet(
                 packet.header.sequence_number,
