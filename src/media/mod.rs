@@ -15,6 +15,7 @@
 //! jitter buffer, Opus decode and mix on a playout thread, paced by the device.
 pub mod alsa_pcm;
 pub mod annexb;
+pub mod bitrate;
 pub mod clock;
 pub mod frame;
 pub mod microphone;
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod speaker;
 pub mod synthetic;
+pub mod timing;
 pub mod v4l2;
 
 #[cfg(feature = "software-h264")]

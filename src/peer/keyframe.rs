@@ -1,6 +1,6 @@
 //! Hands inbound PLI/FIR to the application: the encoder on the device, the SFU in devroom.
-//! REMB goes through as well: it is the receiver's bandwidth estimate, which the device turns
-//! into the encoder's bitrate.
+//! REMB and receiver reports go through as well: the receiver's bandwidth estimate and the loss
+//! it saw, which the device turns into the encoder's bitrate (`media::bitrate`).
 //!
 //! webrtc 0.21 stops inbound RTCP at the end of the interceptor chain unless an interceptor
 //! marks a packet with `Attribute::DeliverToApplication` (webrtc `track_local/mod.rs`). Without
@@ -21,7 +21,7 @@ use rtc::shared::error::Error;
 /// seen the whole inbound RTCP before this one narrows it down.
 pub const KEYFRAME_SLOT: usize = 14_000;
 
-/// Marks inbound PLI, FIR and REMB for delivery to the application; drops other inbound RTCP
+/// Marks inbound PLI, FIR, REMB and RR for delivery to the application; drops other inbound RTCP
 /// at this stage (the interceptors before it have acted on it already).
 #[derive(Default)]
 pub struct KeyframeRequestInterceptor {
@@ -47,7 +47,10 @@ pub fn remb_bitrate_for(packet: &dyn rtc::rtcp::Packet, ssrc: u32) -> Option<u32
 }
 
 fn for_application(packet: &dyn rtc::rtcp::Packet) -> bool {
-    is_keyframe_request(packet) || packet.as_any().is::<ReceiverEstimatedMaximumBitrate>()
+    let any = packet.as_any();
+    is_keyframe_request(packet)
+        || any.is::<ReceiverEstimatedMaximumBitrate>()
+        || any.is::<rtc::rtcp::receiver_report::ReceiverReport>()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestInterceptor {
@@ -116,5 +119,12 @@ mod tests {
         };
         assert_eq!(remb_bitrate_for(&pli, 42), None);
         assert!(for_application(&pli));
+        // Receiver reports carry the loss the bitrate controller reads.
+        assert!(for_application(
+            &rtc::rtcp::receiver_report::ReceiverReport::default()
+        ));
+        assert!(!for_application(
+            &rtc::rtcp::sender_report::SenderReport::default()
+        ));
     }
 }
