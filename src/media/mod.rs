@@ -19,6 +19,7 @@ pub mod bitrate;
 pub mod clock;
 pub mod frame;
 pub mod microphone;
+pub mod mjpeg;
 pub mod opus_encoder;
 pub mod passthrough;
 pub mod pipeline;
@@ -309,8 +310,8 @@ pub fn open_audio_source(settings: &AudioSettings) -> anyhow::Result<Box<dyn Aud
     }
 }
 
-/// The encoder for what the camera delivers: its own H.264 passes through; raw pictures go to
-/// the software encoder.
+/// The encoder for what the camera delivers: its own H.264 passes through; raw pictures, and
+/// MJPEG decoded in software, go to the software encoder.
 pub fn open_video_encoder(
     settings: &VideoSettings,
     camera: &mut dyn VideoSource,
@@ -323,10 +324,6 @@ pub fn open_video_encoder(
         }
         return Ok(Box::new(passthrough));
     }
-    anyhow::ensure!(
-        source.pixel != PixelFormat::Mjpeg,
-        "[video] the camera delivers MJPEG, which needs a JPEG decoder this build does not have"
-    );
     #[cfg(feature = "software-h264")]
     {
         // The source's own geometry: a camera may settle on a size near the one configured.
