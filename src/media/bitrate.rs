@@ -127,7 +127,7 @@ pub fn fraction_lost_for(packet: &dyn rtc::rtcp::Packet, ssrc: u32) -> Option<u8
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const LIMITS: BitrateLimits = BitrateLimits {
@@ -235,20 +235,29 @@ mod tests {
         assert_eq!(c.target(), 300_000);
     }
 
+    /// A receiver report from SSRC 1 with a block per `(ssrc, fraction_lost)`.
+    pub(crate) fn receiver_report(
+        blocks: &[(u32, u8)],
+    ) -> rtc::rtcp::receiver_report::ReceiverReport {
+        rtc::rtcp::receiver_report::ReceiverReport {
+            ssrc: 1,
+            reports: blocks
+                .iter()
+                .map(
+                    |&(ssrc, fraction_lost)| rtc::rtcp::reception_report::ReceptionReport {
+                        ssrc,
+                        fraction_lost,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn the_loss_of_our_ssrc_is_read_from_a_receiver_report() {
-        use rtc::rtcp::receiver_report::ReceiverReport;
-        use rtc::rtcp::reception_report::ReceptionReport;
-        let block = |ssrc, fraction_lost| ReceptionReport {
-            ssrc,
-            fraction_lost,
-            ..Default::default()
-        };
-        let rr = ReceiverReport {
-            ssrc: 1,
-            reports: vec![block(7, 3), block(42, 64)],
-            ..Default::default()
-        };
+        let rr = receiver_report(&[(7, 3), (42, 64)]);
         assert_eq!(fraction_lost_for(&rr, 42), Some(64));
         assert_eq!(fraction_lost_for(&rr, 99), None);
         let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
