@@ -138,7 +138,9 @@ fn cameras_and_encoders(out: &mut String) {
         for f in &cam.capture_formats {
             let usable = match crate::media::PixelFormat::from_fourcc(f.fourcc.to_le_bytes()) {
                 Some(crate::media::PixelFormat::H264) => "passed through",
-                Some(crate::media::PixelFormat::Mjpeg) => "not usable: no JPEG decoder",
+                Some(crate::media::PixelFormat::Mjpeg) => {
+                    "decoded in software, then the H.264 encoder: CPU on every frame"
+                }
                 Some(_) => "to the H.264 encoder",
                 None => {
                     others.push(v4l2::sys::fourcc_text(f.fourcc));

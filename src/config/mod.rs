@@ -341,6 +341,8 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     /// Where the refreshed-token cache lives; None disables the cache.
     pub state_dir: Option<PathBuf>,
+    /// Seconds between `media_stats` events (latency, encoder CPU per frame); 0: none.
+    pub stats_interval: u32,
     pub video: VideoConfig,
     pub audio: AudioConfig,
     /// `[speaker]`: subscribed remote audio is played when it names a device; off by default.
@@ -348,6 +350,9 @@ pub struct Config {
     /// Present when the file has a `[leds]` section.
     pub leds: Option<LedConfig>,
 }
+
+/// A `media_stats` line a minute: enough to watch a board, little enough for its journal.
+pub const DEFAULT_STATS_INTERVAL: u32 = 60;
 
 /// Read, validate and resolve a config file.
 pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
@@ -591,6 +596,17 @@ fn build(ctx: &Ctx, index: &KeyIndex, raw: Raw) -> Result<Config, ConfigError> {
         .map(|s| PathBuf::from(s.into_inner()))
         .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from));
 
+    let stats_interval = match raw.stats_interval {
+        Some(v) => check_range(
+            ctx,
+            index,
+            "stats_interval",
+            v.into_inner(),
+            0..=86_400,
+            " s",
+        )?,
+        None => DEFAULT_STATS_INTERVAL,
+    };
     let video = build_video(ctx, index, raw.video.unwrap_or_default())?;
     let audio = build_audio(ctx, index, raw.audio.unwrap_or_default())?;
     let speaker = match raw.speaker {
@@ -615,6 +631,7 @@ fn build(ctx: &Ctx, index: &KeyIndex, raw: Raw) -> Result<Config, ConfigError> {
         force_relay: raw.force_relay.map(|v| v.into_inner()).unwrap_or(false),
         ca_file,
         state_dir,
+        stats_interval,
         video,
         audio,
         speaker,
@@ -1082,6 +1099,10 @@ impl Config {
         if let Some(dir) = &self.state_dir {
             t.insert("state_dir".into(), dir.display().to_string().into());
         }
+        t.insert(
+            "stats_interval".into(),
+            i64::from(self.stats_interval).into(),
+        );
         let mut video = Table::new();
         video.insert(
             "device".into(),

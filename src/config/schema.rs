@@ -21,6 +21,7 @@ pub const TOP_KEYS: &[&str] = &[
     "force_relay",
     "ca_file",
     "state_dir",
+    "stats_interval",
     "video",
     "audio",
     "speaker",
@@ -98,6 +99,7 @@ pub fn expected_for(key: &str) -> Option<&'static str> {
             "a whole number of kbit/s"
         }
         "audio.rate" => "a sample rate in Hz, like 48000",
+        "stats_interval" => "a whole number of seconds, like 60 (0: off)",
         "audio.channels" => "1 or 2",
         "video" | "audio" | "speaker" | "leds" => "a table (a [section])",
         _ if key.ends_with(".file") => "a file path string",
@@ -291,6 +293,7 @@ pub struct Raw {
     pub force_relay: Option<Spanned<bool>>,
     pub ca_file: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
+    pub stats_interval: Option<Spanned<u32>>,
     pub video: Option<RawVideo>,
     pub audio: Option<RawAudio>,
     pub speaker: Option<RawSpeaker>,

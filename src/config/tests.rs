@@ -624,3 +624,16 @@ fn a_speaker_section_without_a_device_says_how_to_fix_it() {
     assert_eq!(e.kind, ConfigErrorKind::UnknownKey);
     assert!(e.fix.contains("did you mean `device`?"), "{}", e.fix);
 }
+
+#[test]
+fn stats_interval_defaults_to_a_minute_and_zero_turns_it_off() {
+    assert_eq!(parse_str(MINIMAL).unwrap().stats_interval, 60);
+    let cfg = parse_str(&format!("{MINIMAL}stats_interval = 0\n")).unwrap();
+    assert_eq!(cfg.stats_interval, 0);
+    let e = err(&format!("{MINIMAL}stats_interval = 100000\n"));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("stats_interval", Some(3)),
+        "{e:?}"
+    );
+}

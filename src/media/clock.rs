@@ -22,13 +22,19 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// Now on CLOCK_MONOTONIC, as V4L2 and ALSA stamp their buffers.
 pub fn monotonic_now() -> Duration {
+    read_clock(libc::CLOCK_MONOTONIC)
+}
+
+/// `clock_gettime` for a clock that always exists on Linux (CLOCK_MONOTONIC, and the calling
+/// thread's CPU clock since 2.6.12).
+pub(crate) fn read_clock(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    debug_assert_eq!(rc, 0, "clock_gettime({clock})");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 

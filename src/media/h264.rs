@@ -137,8 +137,8 @@ impl OpenH264Encoder {
     }
 }
 
-/// Convert any raw format into packed I420 in `out`. YUYV's chroma is 4:2:2: two rows are
-/// averaged into one 4:2:0 row.
+/// Convert any raw format, or an MJPEG frame (decoded), into packed I420 in `out`. YUYV's chroma
+/// is 4:2:2: two rows are averaged into one 4:2:0 row.
 fn to_i420(frame: &VideoFrame, out: &mut Vec<u8>) -> anyhow::Result<()> {
     let (w, h) = (frame.width as usize, frame.height as usize);
     let (cw, ch) = (w / 2, h / 2);
@@ -190,7 +190,12 @@ fn to_i420(frame: &VideoFrame, out: &mut Vec<u8>) -> anyhow::Result<()> {
                 }
             }
         }
-        other => anyhow::bail!("the software encoder takes YU12, NV12 or YUYV, not {other}"),
+        PixelFormat::Mjpeg => {
+            super::mjpeg::decode_i420(&p[0].data, frame.width, frame.height, out)?;
+        }
+        other => {
+            anyhow::bail!("the software encoder takes YU12, NV12, YUYV or MJPEG, not {other}")
+        }
     }
     Ok(())
 }
@@ -542,7 +547,7 @@ mod tests {
             let checked = decode_and_check(&encoded.data, w, h);
             assert!(checked > 100, "{format}: only {checked} pixels compared");
         }
-        let mjpeg = VideoFrame::compressed(
+        let broken = VideoFrame::compressed(
             PixelFormat::Mjpeg,
             w,
             h,
@@ -550,7 +555,35 @@ mod tests {
             Duration::ZERO,
         );
         let mut encoder = OpenH264Encoder::new(w, h, 30, 1500).unwrap();
-        assert!(encoder.submit(mjpeg).is_err());
+        assert!(encoder.submit(broken).is_err());
+    }
+
+    #[test]
+    fn an_mjpeg_frame_is_decoded_and_encoded_with_its_picture() {
+        let (w, h) = (64u32, 48u32);
+        let jpeg = super::super::mjpeg::tests::two_halves_jpeg(w as u16, h as u16);
+        let frame = VideoFrame::compressed(
+            PixelFormat::Mjpeg,
+            w,
+            h,
+            bytes::Bytes::from(jpeg),
+            Duration::from_millis(7),
+        );
+        let mut encoder = OpenH264Encoder::new(w, h, 30, 1500).unwrap();
+        let encoded = encode(&mut encoder, frame);
+        assert!(encoded.keyframe);
+        assert_eq!(encoded.capture, Duration::from_millis(7));
+        // The H.264 decodes to the JPEG's two halves: dark luma left, bright right.
+        use openh264::formats::YUVSource as _;
+        let mut decoder = openh264::decoder::Decoder::new().unwrap();
+        let yuv = decoder.decode(&encoded.data).unwrap().expect("a picture");
+        let (y_stride, _, _) = yuv.strides();
+        let y = yuv.y();
+        for row in [4, 24, 44] {
+            let (left, right) = (y[row * y_stride + 4], y[row * y_stride + 59]);
+            assert!(left.abs_diff(60) <= 8, "left luma {left}");
+            assert!(right.abs_diff(200) <= 8, "right luma {right}");
+        }
     }
 
     /// A camera that sends SPS/PPS only once: openh264's later IDR with its SPS/PPS cut out

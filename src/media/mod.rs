@@ -15,15 +15,18 @@
 //! jitter buffer, Opus decode and mix on a playout thread, paced by the device.
 pub mod alsa_pcm;
 pub mod annexb;
+pub mod bitrate;
 pub mod clock;
 pub mod frame;
 pub mod microphone;
+pub mod mjpeg;
 pub mod opus_encoder;
 pub mod passthrough;
 pub mod pipeline;
 pub mod queue;
 pub mod speaker;
 pub mod synthetic;
+pub mod timing;
 pub mod v4l2;
 
 #[cfg(feature = "software-h264")]
@@ -410,7 +413,22 @@ pub fn choose_encoder(
         };
     }
     if camera == PixelFormat::Mjpeg {
-        return Err("[video] the camera delivers MJPEG, which needs a JPEG decoder this build does not have".into());
+        // Decoded to I420 on the CPU (media::mjpeg) for openh264; no M2M encoder takes JPEG.
+        return match choice {
+            EncoderChoice::Auto | EncoderChoice::Software if software => decision(
+                EncoderKind::Software,
+                "the camera gives MJPEG, decoded in software for openh264".into(),
+            ),
+            EncoderChoice::Auto | EncoderChoice::Software => Err(format!(
+                "[video] the camera delivers MJPEG, which roomcast decodes for the software \
+                 encoder, and {no_software}"
+            )),
+            other => Err(format!(
+                "[video] encoder = \"{}\": the camera delivers MJPEG, which roomcast decodes in \
+                 software for openh264; set encoder = \"auto\" or \"software\"",
+                other.as_str()
+            )),
+        };
     }
     let usable = candidates.iter().find(|c| c.1.is_ok());
     let reasons = || {
@@ -615,9 +633,13 @@ mod encoder_choice_tests {
             .contains("no V4L2 memory-to-memory encoder"));
         let err = auto(PixelFormat::Yuyv, &lab, false).unwrap_err();
         assert!(err.contains("software-h264"), "{err}");
-        assert!(auto(PixelFormat::Mjpeg, &pi, true)
+        // MJPEG is decoded on the CPU for openh264: no M2M encoder takes JPEG.
+        let mjpeg = auto(PixelFormat::Mjpeg, &pi, true).unwrap();
+        assert_eq!(mjpeg.kind, EncoderKind::Software);
+        assert!(mjpeg.reason.contains("MJPEG"), "{}", mjpeg.reason);
+        assert!(auto(PixelFormat::Mjpeg, &pi, false)
             .unwrap_err()
-            .contains("MJPEG"));
+            .contains("software-h264"));
     }
 
     #[test]

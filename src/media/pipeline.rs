@@ -6,6 +6,7 @@
 //! frame, so the encoder is only ever touched by its own thread. Stopping wakes the source at
 //! once and the thread is joined, so a stopped pipeline leaves nothing running.
 use super::queue::{DropOldest, Pushed};
+use super::timing::{thread_cpu_time, FrameTiming};
 use super::{AudioEncoder, AudioSource, StopSignal, VideoEncoder, VideoSource};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,9 @@ pub struct PipelineControl {
     keyframe: AtomicBool,
     /// A bitrate (bit/s) waiting to be applied; 0 means none.
     bitrate: AtomicU32,
+    /// The bitrate the encoder runs at or is about to (bit/s): its configured one (see
+    /// [`PipelineControl::note_start_bitrate`]) until feedback moves it; 0 when unknown.
+    pub bitrate_target: AtomicU32,
     limits: BitrateLimits,
     /// Frames that came out of the encoder.
     pub encoded: AtomicU64,
@@ -61,6 +65,8 @@ pub struct PipelineControl {
     pub dropped: AtomicU64,
     /// IDRs requested because a drop broke the stream.
     pub drop_keyframe_requests: AtomicU64,
+    /// Encoder CPU per frame (the capture thread) and capture → RTP latency (the forwarder).
+    pub timing: FrameTiming,
 }
 
 impl PipelineControl {
@@ -81,7 +87,13 @@ impl PipelineControl {
     pub fn set_bitrate(&self, bps: u32) -> u32 {
         let bps = self.limits.clamp(bps).max(1);
         self.bitrate.store(bps, Ordering::Relaxed);
+        self.bitrate_target.store(bps, Ordering::Relaxed);
         bps
+    }
+
+    /// The bitrate the encoder was opened with, where congestion control starts from.
+    pub fn note_start_bitrate(&self, bps: u32) {
+        self.bitrate_target.store(bps, Ordering::Relaxed);
     }
 
     pub fn limits(&self) -> BitrateLimits {
@@ -269,6 +281,9 @@ pub fn start_video(
                     Err(e) => tracing::warn!("video bitrate {bps} bit/s: {e:#}"),
                 }
             }
+            // Thread CPU, not wall time: an M2M encoder's wait for the hardware costs nothing.
+            // The span includes the queue pushes, a lock and a wake-up each.
+            let cpu = thread_cpu_time();
             encoder.submit(frame)?;
             while let Some(encoded) = encoder.poll()? {
                 ctl.encoded.fetch_add(1, Ordering::Relaxed);
@@ -294,6 +309,7 @@ pub fn start_video(
                     encoder.request_keyframe();
                 }
             }
+            ctl.timing.record_encode(thread_cpu_time() - cpu, 1);
             if tx.receiver_gone() {
                 break;
             }
@@ -310,7 +326,9 @@ pub fn start_audio(
     let stop = control.stop.clone();
     spawn("audio", control, AUDIO_QUEUE, move |ctl, tx| {
         while let Some(frame) = source.next_frame(&stop)? {
+            let cpu = thread_cpu_time();
             let data = encoder.encode(&frame)?;
+            ctl.timing.record_encode(thread_cpu_time() - cpu, 1);
             ctl.encoded.fetch_add(1, Ordering::Relaxed);
             // Every Opus packet decodes on its own.
             let pushed = tx.push(
@@ -419,6 +437,13 @@ mod tests {
         pipeline.stop_and_join();
         assert!(pipeline.is_finished());
         assert!(pipeline.error.lock().unwrap().is_none());
+        // Every frame that went through the encoder was timed.
+        let timing = pipeline.control.timing.take_report();
+        assert_eq!(
+            timing.frames_encoded,
+            pipeline.control.encoded.load(Ordering::Relaxed)
+        );
+        assert!(timing.encode_cpu_ms_per_frame.is_some());
     }
 
     /// A camera that has `n` frames ready at once, then ends: drops become deterministic.

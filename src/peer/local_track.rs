@@ -1,6 +1,7 @@
 //! A local audio or video track: its webrtc-rs sample track, its sender, and the task that moves
 //! encoded frames from a media pipeline onto the wire.
 use super::Transport;
+use crate::media::bitrate::{fraction_lost_for, LossController};
 use crate::media::clock::{self, RtpClock};
 use crate::media::pipeline::{EncodedSample, PipelineControl, SampleReceiver};
 use rtc::media_stream::MediaStreamTrack;
@@ -27,7 +28,8 @@ pub struct SendStats {
     pub bytes_sent: AtomicU64,
     /// PLI/FIR received from the far end.
     pub keyframe_requests: AtomicU64,
-    /// The video bitrate (bit/s) the last REMB set, clamped to the limits; 0 before any.
+    /// The video bitrate (bit/s) congestion feedback (receiver-report loss, REMB) last set,
+    /// within the limits; 0 before any.
     pub bitrate_target: AtomicU32,
     /// Encoded frames the capture queue dropped because the network fell behind.
     pub frames_dropped: AtomicU64,
@@ -279,6 +281,11 @@ impl LocalTrack {
         let track = self.track.clone();
         let (kind, ssrc) = (self.kind, self.ssrc);
         let rtcp_control = control.clone();
+        // A new track (after a full reconnect) goes on from the bitrate the last one reached.
+        let mut rate = LossController::new(
+            control.limits(),
+            control.bitrate_target.load(Ordering::Relaxed),
+        );
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event {
@@ -289,20 +296,26 @@ impl LocalTrack {
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         rtcp_control.request_keyframe();
                     }
-                    // The receiver's estimate (REMB) sets the video bitrate, within the
-                    // configured limits. LiveKit's SFU offers goog-remb only in its single-PC
-                    // setup and otherwise leaves the publisher's estimate to TWCC: rtc 0.21 has
-                    // a GCC estimator for that (`configure_congestion_control`, which also adds
-                    // a pacer), whose target shows up in `get_stats()` as the outbound stream's
-                    // `target_bitrate`; it would feed `PipelineControl::set_bitrate` the same way.
+                    // The loss in the server's receiver reports (and its REMB, when it sends
+                    // one) sets the video bitrate within the configured limits; see
+                    // `media::bitrate` for what LiveKit sends and why TWCC is not used.
                     if kind == RtpCodecKind::Video {
-                        if let Some(bps) = packets
-                            .iter()
-                            .rev()
-                            .find_map(|p| super::keyframe::remb_bitrate_for(p.as_ref(), ssrc))
-                        {
-                            let applied = rtcp_control.set_bitrate(bps);
-                            stats.bitrate_target.store(applied, Ordering::Relaxed);
+                        let now = Instant::now();
+                        for packet in &packets {
+                            let packet = packet.as_ref();
+                            let changed = match (
+                                super::keyframe::remb_bitrate_for(packet, ssrc),
+                                fraction_lost_for(packet, ssrc),
+                            ) {
+                                (Some(bps), _) => rate.on_remb(bps, now),
+                                (None, Some(lost)) => rate.on_receiver_report(lost, now),
+                                (None, None) => None,
+                            };
+                            if let Some(bps) = changed {
+                                let applied = rtcp_control.set_bitrate(bps);
+                                stats.bitrate_target.store(applied, Ordering::Relaxed);
+                                tracing::debug!("video bitrate target {applied} bit/s");
+                            }
                         }
                     }
                 }
@@ -337,7 +350,7 @@ impl LocalTrack {
                     wait_for_keyframe = false;
                 }
                 let bytes = sample.data.len() as u64;
-                let keyframe = sample.keyframe;
+                let (keyframe, capture) = (sample.keyframe, sample.capture);
                 let packetized = match packetizer.lock().unwrap().as_mut() {
                     Some(p) => p.packetize(&sample),
                     None => Err(anyhow::anyhow!("the track has no packetizer")),
@@ -358,6 +371,12 @@ impl LocalTrack {
                 }
                 match result {
                     Ok(()) => {
+                        // Capture → RTP: every packet of the frame is with the peer
+                        // connection's driver (a bounded queue; it encrypts and sends from
+                        // here), on the clock the capture time came from.
+                        control
+                            .timing
+                            .record_sent(clock::monotonic_now().saturating_sub(capture));
                         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
                         if keyframe {
                             stats.keyframes_sent.fetch_add(1, Ordering::Relaxed);

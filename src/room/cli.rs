@@ -133,6 +133,8 @@ async fn run_config(config: crate::config::Config) -> anyhow::Result<ExitCode> {
         .filter(|period| !period.is_zero())
         .map(|period| period / 2);
     options.watch_network = true;
+    options.stats_interval =
+        (config.stats_interval > 0).then(|| Duration::from_secs(config.stats_interval.into()));
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

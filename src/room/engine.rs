@@ -27,6 +27,7 @@ use prost::Message as _;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -524,7 +525,11 @@ impl Capture {
                 let limits = options
                     .video_bitrate_limits
                     .unwrap_or_else(|| video.bitrate_limits());
-                media::pipeline::start_video(source, encoder, limits)
+                let pipeline = media::pipeline::start_video(source, encoder, limits);
+                pipeline
+                    .control
+                    .note_start_bitrate(video.bitrate.saturating_mul(1000));
+                pipeline
             }
             Track::Audio => media::pipeline::start_audio(
                 media::open_audio_source(&options.audio)?,
@@ -1163,6 +1168,12 @@ pub(crate) async fn run(
     };
     shell.speaker = open_speaker(shell.options.speaker.as_ref());
     let mut channels = Channels::default();
+    let mut stats_timer = shell.options.stats_interval.map(|period| {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A stalled loop reports once when it comes back, not a burst of short windows.
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    });
     loop {
         if let Some(code) = shell.step(&mut channels).await {
             for done in shell.close_done.drain(..) {
@@ -1222,6 +1233,12 @@ pub(crate) async fn run(
                 }
             } => shell.inputs.push_back(jumped),
             _ = sleep_until(wake) => shell.supervisor.handle_timeout(Instant::now()),
+            _ = async {
+                match stats_timer.as_mut() {
+                    Some(timer) => timer.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => shell.report_media_stats(),
         }
     }
 }
@@ -1292,6 +1309,23 @@ impl Shell {
 
     fn emit(&self, event: RoomEvent) {
         let _ = self.shared.events.send(event);
+    }
+
+    /// One `media_stats` event per running capture: what it did since the last report.
+    fn report_media_stats(&self) {
+        for (track, capture) in [Track::Video, Track::Audio]
+            .into_iter()
+            .filter_map(|t| Some((t, self.captures[t.index()].as_ref()?)))
+        {
+            let control = &capture.control;
+            let bitrate = control.bitrate_target.load(Ordering::Relaxed);
+            self.emit(RoomEvent::MediaStats {
+                kind: track_kind(track),
+                timing: control.timing.take_report(),
+                bitrate_bps: (track == Track::Video && bitrate != 0).then_some(bitrate),
+                frames_dropped: control.dropped.load(Ordering::Relaxed),
+            });
+        }
     }
 
     fn set_state(&self, new: ConnectionState) {

@@ -68,6 +68,8 @@ pub struct RoomOptions {
     /// resume on the new path at once; and watch the wall clock being set (time sync), which
     /// retries a refused token at once.
     pub watch_network: bool,
+    /// Emit [`RoomEvent::MediaStats`] this often; None: never.
+    pub stats_interval: Option<Duration>,
 }
 
 impl RoomOptions {
@@ -89,6 +91,7 @@ impl RoomOptions {
             token_source: None,
             watchdog_interval: None,
             watch_network: false,
+            stats_interval: None,
         }
     }
 }
@@ -251,6 +254,20 @@ pub enum RoomEvent {
     /// A failed local track delivers frames again.
     LocalTrackRecovered {
         kind: TrackKind,
+    },
+    /// Every `stats_interval` seconds, per running capture pipeline: its frames, capture → RTP
+    /// latency and encoder CPU time over the interval since the last report (the benchmark
+    /// reads these).
+    MediaStats {
+        kind: TrackKind,
+        #[serde(flatten)]
+        timing: crate::media::timing::TimingReport,
+        /// Video: the bitrate congestion control last asked the encoder for, bit/s (`null`
+        /// before any feedback).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bitrate_bps: Option<u32>,
+        /// Encoded frames dropped because the network fell behind, since the capture started.
+        frames_dropped: u64,
     },
     Disconnected {
         /// The DisconnectReason name (e.g. DUPLICATE_IDENTITY, SIGNAL_CLOSE).

@@ -189,7 +189,8 @@ class Publishers:
         self.n = 0
 
     def start(self, who: str, server, identity: str, *, width=320, height=240, fps=30,
-              device="test-pattern", bitrate=500) -> subprocess.Popen:
+              device="test-pattern", bitrate=500, stats_interval=0) -> subprocess.Popen:
+        """With `stats_interval` (roomcast only), roomcast's stdout events are read into `proc.lines`."""
         self.n += 1
         err = open(self.workdir / f"{self.n:03d}-{identity}.log", "w")
         if who == "roomcast":
@@ -198,10 +199,15 @@ class Publishers:
             config = self.workdir / f"{identity}.toml"
             config.write_text(
                 f'url = "{server.url}"\napi_key = "{server.key}"\napi_secret = "{server.secret}"\n'
-                f'room = "{ROOM}"\nidentity = "{identity}"\nstate_dir = "{state}"\n\n'
+                f'room = "{ROOM}"\nidentity = "{identity}"\nstate_dir = "{state}"\n'
+                f'stats_interval = {stats_interval}\n\n'
                 f'[video]\ndevice = "{device}"\nwidth = {width}\nheight = {height}\nfps = {fps}\n'
                 f'bitrate = {bitrate}\n\n[audio]\ndevice = "tone"\n')
             cmd = [self.roomcast, "run", "--config", str(config)]
+            if stats_interval:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
+                proc.lines = Lines(proc)
+                return proc
         else:
             cmd = [self.python, str(ROOT / "tests/peers/py_peer.py"), "--url", server.url, "--identity", identity,
                    "--room", ROOM, "--key", server.key, "--secret", server.secret, "--publish", "audio,video",
@@ -213,11 +219,11 @@ class Publishers:
 WHO = {"roomcast": "roomcast", "sdk": "python SDK"}
 
 
-def stats(values: list[float]) -> dict:
+def stats(values: list[float], digits: int = 1) -> dict:
     if not values:
         return {"n": 0, "median": None, "min": None, "max": None}
-    return {"n": len(values), "median": round(statistics.median(values), 1),
-            "min": round(min(values), 1), "max": round(max(values), 1)}
+    return {"n": len(values), "median": round(statistics.median(values), digits),
+            "min": round(min(values), digits), "max": round(max(values), digits)}
 
 
 def first_rtp_rows(server, pubs: Publishers, runs: int, tag: str, who_list) -> dict:
@@ -257,19 +263,45 @@ def proc_cpu_rss(pid: int) -> tuple[float, int, int]:
     return cpu, rss, hwm
 
 
+# roomcast's media_stats windows while publish_rows measures: short, so a 10 s window holds several whole ones.
+STATS_INTERVAL_S = 2
+TIMING_KEYS = ("capture_to_rtp_p50_ms", "capture_to_rtp_p99_ms", "encode_cpu_ms_per_frame")
+
+
+def frame_timing(lines: Lines, start: float, end: float) -> dict:
+    """roomcast's video media_stats events whose whole interval lies in [start, end]: capture -> RTP p50 (the
+    median of the intervals' p50s), p99 (the highest interval p99) and encoder CPU ms per frame (all frames)."""
+    with lines.cond:
+        events = [o for t, o in lines.items if start + STATS_INTERVAL_S <= t <= end
+                  and o.get("event") == "media_stats" and o.get("kind") == "video"]
+    lat = [e["capture_to_rtp_ms"] for e in events if e.get("capture_to_rtp_ms")]
+    frames = sum(e["frames_encoded"] for e in events if e.get("encode_cpu_ms_per_frame") is not None)
+    cpu = sum(e["encode_cpu_ms_per_frame"] * e["frames_encoded"] for e in events
+              if e.get("encode_cpu_ms_per_frame") is not None)
+    out = {}
+    if lat:
+        out["capture_to_rtp_p50_ms"] = statistics.median(x["p50"] for x in lat)
+        out["capture_to_rtp_p99_ms"] = max(x["p99"] for x in lat)
+    if frames:
+        out["encode_cpu_ms_per_frame"] = cpu / frames
+    return out
+
+
 def publish_rows(server: Devroom, pubs: Publishers, runs: int, window: float, who_list) -> dict:
     """720p30 + Opus into devroom; measured for `window` seconds once media flows."""
     configs = [("roomcast_sw_h264", "roomcast", "test-pattern"),
                ("roomcast_passthrough_h264", "roomcast", "test-pattern-h264"),
                ("sdk_h264", "sdk", None)]
     configs = [c for c in configs if c[1] in who_list]
-    res = {name: {"cpu_s_per_min": [], "rss_peak_mib": [], "rss_steady_mib": []} for name, _, _ in configs}
+    res = {name: {"cpu_s_per_min": [], "rss_peak_mib": [], "rss_steady_mib": [],
+                  **({k: [] for k in TIMING_KEYS} if w == "roomcast" else {})} for name, w, _ in configs}
     for i in range(runs):
         for name, w, device in configs:
             identity = f"cpu-{name}-{i}"
             t0 = time.monotonic()
             proc = pubs.start(w, server, identity, width=1280, height=720, fps=30,
-                              device=device or "test-pattern", bitrate=1700)
+                              device=device or "test-pattern", bitrate=1700,
+                              stats_interval=STATS_INTERVAL_S if w == "roomcast" else 0)
             found = server.first_media(identity, t0 + 30)
             if len(found) < 2 or proc.poll() is not None:
                 log(f"  publish 720p30 {name} #{i}: no media, skipped")
@@ -289,13 +321,17 @@ def publish_rows(server: Devroom, pubs: Publishers, runs: int, window: float, wh
             cpu = (samples[-1][1] - c0) / elapsed * 60
             steady = statistics.median(s[2] for s in samples if s[0] >= window / 2) / 1024
             peak = samples[-1][3] / 1024
+            timing = frame_timing(proc.lines, start, time.monotonic()) if w == "roomcast" else {}
             stop(proc)
             res[name]["cpu_s_per_min"].append(cpu)
             res[name]["rss_peak_mib"].append(peak)
             res[name]["rss_steady_mib"].append(steady)
+            for k, v in timing.items():
+                res[name][k].append(v)
             log(f"  publish 720p30 {name:26} #{i}: {cpu:.1f} CPU-s/min, RSS peak {peak:.1f} MiB, "
-                f"steady {steady:.1f} MiB")
-    return {name: {k: stats(v) for k, v in r.items()} for name, r in res.items()}
+                f"steady {steady:.1f} MiB"
+                + "".join(f", {k} {v:.2f}" for k, v in timing.items()))
+    return {name: {k: stats(v, 2 if k in TIMING_KEYS else 1) for k, v in r.items()} for name, r in res.items()}
 
 
 def board_size() -> dict:
@@ -310,8 +346,8 @@ def board_size() -> dict:
 
 
 NA = {
-    "capture_to_rtp_latency_ms": "n/a: capture-timestamp to RTP-send p50/p99 needs the media pipeline's "
-                                 "per-frame timing hooks (media issue, not landed)",
+    "capture_to_rtp_m2m": "n/a: the V4L2 M2M encoder path needs an M2M H.264 device, which this host has not "
+                          "(boards only; the qemu lab's vicodec encodes FWHT, not H.264)",
     "rss_drift_soak": "n/a: not built yet (a soak with an uplink switch every 30 s, on suite 55's topology)",
 }
 
@@ -392,6 +428,10 @@ def table(result: dict) -> list[str]:
             add("CPU s/min, 720p30+Opus", name, d["cpu_s_per_min"], "")
             add("RSS peak MiB, 720p30+Opus", name, d["rss_peak_mib"], "")
             add("RSS steady MiB, 720p30+Opus", name, d["rss_steady_mib"], "")
+            if "capture_to_rtp_p50_ms" in d:
+                add("capture -> RTP p50 ms, 720p30 video", name, d["capture_to_rtp_p50_ms"], "")
+                add("capture -> RTP p99 ms, 720p30 video", name, d["capture_to_rtp_p99_ms"], "")
+                add("encoder CPU ms/frame, 720p30 video", name, d["encode_cpu_ms_per_frame"], "")
     elif pub:
         rows.append(("CPU/RSS 720p30+Opus", "-", "n/a: " + pub["na"], "", "", ""))
     rec = result.get("recovery_ms")
@@ -508,7 +548,12 @@ def main() -> int:
         "into devroom, after first media: user+sys CPU seconds per minute, VmHWM (peak) and median VmRSS over the "
         "second half (steady) of the window. roomcast_passthrough_h264 is device = test-pattern-h264, a synthetic "
         "camera that runs openh264 in-process the way a UVC H.264 camera would in hardware, so its CPU includes "
-        "that camera-side encode")
+        "that camera-side encode. capture -> RTP (roomcast only, from its media_stats events every "
+        f"{STATS_INTERVAL_S} s within the window): capture timestamp (CLOCK_MONOTONIC) to the last RTP packet of "
+        "the frame handed to the WebRTC stack; p50 is the median of the intervals' p50s, p99 the highest interval "
+        "p99. For passthrough it includes the synthetic camera's encode (the capture time is stamped before it). "
+        "Encoder CPU ms/frame is the capture thread's CPU time in the encoder (openh264, or passthrough's Annex-B "
+        "parse), not the synthetic camera's")
     result["recovery_measures"] = (
         "tests/peers/recovery.py at livekit-server, timed at an official Python SDK subscriber; the publisher "
         "(roomcast, or the Python SDK) in a namespace of its own with two uplinks. Switch: SWITCH_GAP (0.3 s) "

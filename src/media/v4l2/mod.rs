@@ -8,8 +8,8 @@
 //! capture time.
 //!
 //! Formats, in order of preference: H.264 (the camera encodes; passed through), then YUYV,
-//! NV12 and YU12 (to the H.264 encoder), unless `[video] format` names one. A camera that only
-//! offers MJPEG is refused with the reason: this build has no JPEG decoder.
+//! NV12 and YU12 (to the H.264 encoder), then MJPEG (decoded in software, see `media::mjpeg`,
+//! with a warning about its cost), unless `[video] format` names one.
 //!
 //! A camera that vanishes (unplugged: poll reports an error, DQBUF fails with ENODEV) ends the
 //! capture with an error; the supervisor keeps the publication and opens the camera again by the
@@ -326,7 +326,7 @@ pub fn find(selector: &Selector) -> anyhow::Result<PathBuf> {
 
 /// The format to capture in, from what the camera offers: the one `[video] format` asks for
 /// (`wanted`), or else its own H.264 first (nothing to encode), then the raw formats the encoder
-/// takes. MJPEG alone is refused with the reason.
+/// takes, then MJPEG (decoded in software on every frame: the last resort).
 pub fn choose_format(offered: &[u32], wanted: Option<PixelFormat>) -> Result<PixelFormat, String> {
     let has = |p: PixelFormat| offered.contains(&sys::fourcc(p.fourcc()));
     let list = || {
@@ -354,20 +354,15 @@ pub fn choose_format(offered: &[u32], wanted: Option<PixelFormat>) -> Result<Pix
         PixelFormat::Yuyv,
         PixelFormat::Nv12,
         PixelFormat::Yu12,
+        PixelFormat::Mjpeg,
     ] {
         if has(p) {
             return Ok(p);
         }
     }
     let list = list();
-    if has(PixelFormat::Mjpeg) {
-        return Err(format!(
-            "the camera offers only compressed MJPEG ({list}), and this build has no JPEG decoder: \
-             use a camera (or a mode of it) that gives YUYV, NV12, YU12 or H.264"
-        ));
-    }
     Err(format!(
-        "the camera offers none of the formats roomcast takes (H264, YUYV, NV12, YU12); it offers: {list}"
+        "the camera offers none of the formats roomcast takes (H264, YUYV, NV12, YU12, MJPG); it offers: {list}"
     ))
 }
 
@@ -559,6 +554,15 @@ impl Camera {
             .collect();
         let pixel = choose_format(&offered, format)
             .map_err(|e| anyhow::anyhow!("[video] {shown} ({card}): {e}"))?;
+        if pixel == PixelFormat::Mjpeg {
+            // Once per open: the cost is on every frame, and a board owner can often avoid it.
+            tracing::warn!(
+                "[video] {shown} ({card}) offers only MJPEG: every frame is decoded in software \
+                 before the H.264 encode, which costs more CPU than any other format (see \
+                 `encoder CPU ms/frame` in the media_stats events). A camera or mode with YUYV, \
+                 NV12 or H.264 avoids it"
+            );
+        }
 
         let mut fmt: sys::v4l2_format = sys::zeroed();
         fmt.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
@@ -882,7 +886,7 @@ mod tests {
     }
 
     #[test]
-    fn format_preference_h264_then_raw_and_mjpeg_alone_is_refused() {
+    fn format_preference_h264_then_raw_then_mjpeg() {
         assert_eq!(
             choose_format(&codes(&[b"MJPG", b"YUYV", b"H264"]), None),
             Ok(PixelFormat::H264)
@@ -895,8 +899,10 @@ mod tests {
             choose_format(&codes(&[b"YU12", b"NV12"]), None),
             Ok(PixelFormat::Nv12)
         );
-        let err = choose_format(&codes(&[b"MJPG"]), None).unwrap_err();
-        assert!(err.contains("MJPEG") && err.contains("YUYV"), "{err}");
+        assert_eq!(
+            choose_format(&codes(&[b"MJPG"]), None),
+            Ok(PixelFormat::Mjpeg)
+        );
         let err = choose_format(&codes(&[b"RGB3", b"BA81"]), None).unwrap_err();
         assert!(err.contains("RGB3, BA81"), "{err}");
     }
