@@ -151,13 +151,16 @@ impl EncoderChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureFormat {
-    /// The camera's own H.264 if it has it, else YUYV, NV12, YU12 (first offered).
+    /// The camera's own H.264 if it has it, else YUYV, NV12, YU12 (first offered), else MJPEG.
     #[default]
     Auto,
     Yuyv,
     Nv12,
     Yu12,
     H264,
+    /// Decoded in software on every frame (media::mjpeg); for a camera whose raw modes are too
+    /// slow or too small.
+    Mjpeg,
 }
 
 impl CaptureFormat {
@@ -174,6 +177,7 @@ impl CaptureFormat {
             CaptureFormat::Nv12 => Some(PixelFormat::Nv12),
             CaptureFormat::Yu12 => Some(PixelFormat::Yu12),
             CaptureFormat::H264 => Some(PixelFormat::H264),
+            CaptureFormat::Mjpeg => Some(PixelFormat::Mjpeg),
         }
     }
 }
