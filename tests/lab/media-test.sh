@@ -36,36 +36,14 @@ HOST=${HOST:-$(devroom_bin)}
 if [ -z "${ROOMCAST_IN_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
   exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" --host "$HOST"
 fi
-ip link set lo up
-PASS=0 FAIL=0
-ok()  { PASS=$((PASS + 1)); echo "ok - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
-finish() { echo "lab-media: $PASS passed, $FAIL failed"; [ "$FAIL" = 0 ]; exit $?; }
-W=$(mktemp -d /tmp/roomcast-lab-media.XXXXXX)
+. "$HERE/media-lab.sh"
+media_lab_begin media
 DEVPID= LABPID=
 cleanup() { for p in $DEVPID $LABPID; do kill "$p" 2>/dev/null; done; ip link del rclab0 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 
-mkdir -p "$W/share"
-cp "$BOARD" "$W/share/roomcast"
-# labprobe plays the tone: the lab's copy, or built here when tests/lab/labprobe.c is newer.
-PROBE=${LAB:-${ROOMCAST_LAB:-$HOME/.cache/roomcast-lab}}/bin/labprobe.arm64
-if command -v aarch64-linux-gnu-gcc >/dev/null; then
-  aarch64-linux-gnu-gcc -O2 -static -o "$W/share/labprobe" "$HERE/labprobe.c" -lm || { bad "build labprobe"; finish; }
-else
-  cp "$PROBE" "$W/share/labprobe" || { bad "no labprobe (run tests/lab/setup.sh)"; finish; }
-fi
-# A static alsa-lib reads its configuration (what "hw", "plughw" and "default" mean) at run time from
-# /usr/share/alsa, as on a board; the lab's initramfs has none, so the host's goes in.
-[ -e /usr/share/alsa/alsa.conf ] || { bad "/usr/share/alsa/alsa.conf missing on the host (apt-get install libasound2-data)"; finish; }
-cp -r /usr/share/alsa "$W/share/alsa-conf"
-
-ip tuntap add dev rclab0 mode tap && ip addr add 198.51.100.1/24 dev rclab0 && ip link set rclab0 up \
-  || { bad "tap device rclab0 (needs root)"; finish; }
-DEVROOM_BIN=$HOST devroom_start "$W" --listen 198.51.100.1:7880 --keys devkey:secret --media-ip 198.51.100.1 --frame-dir "$W/frames" \
-  || { bad "devroom start"; finish; }
-DEVPID=$DEVROOM_PID
-API=http://198.51.100.1:7880
+media_lab_share
+media_lab_devroom --frame-dir "$W/frames"
 # One config per run: the YUYV run with the microphone, then the NV12 run (camera only).
 lab_config() { # FILE IDENTITY FORMAT AUDIO
   cat > "$1" <<X
