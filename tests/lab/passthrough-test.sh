@@ -65,6 +65,14 @@ VIDEO=
 while alive && [ -z "$VIDEO" ]; do poll_events 5000; VIDEO=$(flowing lab-passthrough video); done
 PNG=
 [ -n "$VIDEO" ] && PNG=$(picture "$VIDEO" passthrough)
+# The writer loops the 6 s file, with IDRs at its frames 0, 30 and 60: 4 keyframes at the room are the camera's
+# IDRs passed through for longer than one pass of the file, and the picture after that is the bands still.
+KEYS= PNG2=
+while alive && [ -n "$VIDEO" ]; do
+  KEYS=$(track_stat "$VIDEO" keyframes)
+  [ "${KEYS:-0}" -ge 4 ] && { PNG2=$(picture "$VIDEO" passthrough-looped); break; }
+  poll_events 2000
+done
 ROOMS=$(curl -s --max-time 5 "$API/admin/rooms")
 touch "$W/share/stop"
 wait $LABPID; LABPID=
@@ -90,5 +98,11 @@ echo "# rooms: $ROOMS" | cut -c1-600
 if [ -z "$PNG" ]; then bad "devroom decoded no picture from the passed-through stream"
 elif check=$(python3 "$HERE/png-bars.py" "$PNG" "${BANDS[@]}" 2>&1); then ok "devroom decodes the sample's picture: $check"
 else bad "the room's picture is not the sample's bands: $check"; fi
-[ -n "${KEEP:-}" ] && echo "# picture: $PNG"
+[ "${KEYS:-0}" -ge 4 ] && grep -q "^h264: loop 1 " "$W/share/writer.log" \
+  && ok "the camera's IDRs keep coming through as the writer loops the file ($KEYS keyframes at the room)" \
+  || bad "keyframes at the room: ${KEYS:-none} (want 4, across the writer's loop)"
+if [ -z "$PNG2" ]; then bad "no picture decoded after the writer looped the file"
+elif check=$(python3 "$HERE/png-bars.py" "$PNG2" "${BANDS[@]}" 2>&1); then ok "after the loop devroom still decodes the sample's bands"
+else bad "after the loop the room's picture is not the sample's bands: $check"; fi
+[ -n "${KEEP:-}" ] && echo "# pictures: $PNG $PNG2"
 lab_finish "LAB-|ROOMCAST-EXIT" roomcast.log:25:roomcast writer.log:5:writer

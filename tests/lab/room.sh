@@ -109,12 +109,14 @@ flowing() {
     [ "${KIND[$sid]:-}" = "$2" ] && [ "${OWNER[$sid]:-}" = "$1" ] && { echo "$sid"; return; }
   done
 }
-# RTP packets devroom counted on track SID.
-packets() {
+# What devroom counted on track SID: FIELD is packets, frames, keyframes or bytes (see /admin/rooms).
+track_stat() { # SID FIELD
   curl -s --max-time 5 "$API/admin/rooms" | python3 -c 'import json,sys
-sid=sys.argv[1]
-print(sum(t["packets"] for r in json.load(sys.stdin)["rooms"] for p in r["participants"] for t in p["tracks"] if t["sid"]==sid))' "$1"
+sid, field = sys.argv[1:3]
+print(sum(t[field] for r in json.load(sys.stdin)["rooms"] for p in r["participants"] for t in p["tracks"] if t["sid"]==sid))' "$1" "$2"
 }
+# RTP packets devroom counted on track SID.
+packets() { track_stat "$1" packets; }
 # The newest picture of video track SID as a PNG path (copied to W/NAME.png), asking until one decodes (a picture
 # needs a keyframe and the frames after it, as for a viewer); empty when none did before the deadline.
 picture() { # SID NAME
