@@ -97,6 +97,26 @@ fn rgb_to_yuv([r, g, b]: [u8; 3]) -> (u8, u8, u8) {
     )
 }
 
+/// A packed I420 picture (even `width`×`height`) whose pixel at `(x, y)` is `colour(x, y)` (RGB);
+/// chroma is taken at the top-left pixel of each 2×2 block.
+pub fn paint_i420(width: u32, height: u32, colour: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    let (w, h) = (width as usize, height as usize);
+    let mut out = vec![0u8; w * h * 3 / 2];
+    let (y_plane, chroma) = out.split_at_mut(w * h);
+    let (u_plane, v_plane) = chroma.split_at_mut(w * h / 4);
+    for y in 0..h {
+        for x in 0..w {
+            let (luma, u, v) = rgb_to_yuv(colour(x as u32, y as u32));
+            y_plane[y * w + x] = luma;
+            if x % 2 == 0 && y % 2 == 0 {
+                u_plane[(y / 2) * (w / 2) + x / 2] = u;
+                v_plane[(y / 2) * (w / 2) + x / 2] = v;
+            }
+        }
+    }
+    out
+}
+
 impl TestPattern {
     pub fn new(width: u32, height: u32, fps: u32) -> anyhow::Result<Self> {
         anyhow::ensure!(
@@ -125,21 +145,7 @@ impl TestPattern {
     }
 
     fn render_background(&self) -> Vec<u8> {
-        let (w, h) = (self.width as usize, self.height as usize);
-        let mut out = vec![0u8; w * h * 3 / 2];
-        let (y_plane, chroma) = out.split_at_mut(w * h);
-        let (u_plane, v_plane) = chroma.split_at_mut(w * h / 4);
-        for y in 0..h {
-            for x in 0..w {
-                let (luma, u, v) = rgb_to_yuv(self.colour_at(x as u32, y as u32));
-                y_plane[y * w + x] = luma;
-                if x % 2 == 0 && y % 2 == 0 {
-                    u_plane[(y / 2) * (w / 2) + x / 2] = u;
-                    v_plane[(y / 2) * (w / 2) + x / 2] = v;
-                }
-            }
-        }
-        out
+        paint_i420(self.width, self.height, |x, y| self.colour_at(x, y))
     }
 
     /// When frame `index` is due after frame 0: exact nanoseconds, never a sum of rounded

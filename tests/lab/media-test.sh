@@ -21,29 +21,12 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BOARD= HOST=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --board) BOARD=$(realpath "$2"); shift 2;;
-    --host) HOST=$(realpath "$2"); shift 2;;
-    *) echo "media-test.sh: unknown argument $1" >&2; exit 2;;
-  esac
-done
-[ -x "$BOARD" ] || { echo "media-test.sh: need --board BIN" >&2; exit 2; }
-. "$ROOT/tests/lib/devroom.sh"
-HOST=${HOST:-$(devroom_bin)}
-[ -x "$HOST" ] || { echo "media-test.sh: no devroom binary at $HOST (cargo build --workspace)" >&2; exit 2; }
-if [ -z "${ROOMCAST_IN_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
-  exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" --host "$HOST"
-fi
-. "$HERE/media-lab.sh"
-media_lab_begin media
-DEVPID= LABPID=
-cleanup() { for p in $DEVPID $LABPID; do kill "$p" 2>/dev/null; done; ip link del rclab0 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
-trap cleanup EXIT
+. "$HERE/room.sh"
+lab_begin lab-media "$@"
+cp "$BOARD" "$W/share/roomcast"
+lab_alsa_conf
 
-media_lab_share
-media_lab_devroom --frame-dir "$W/frames"
+lab_room
 # One config per run: the YUYV run with the microphone, then the NV12 run (camera only).
 lab_config() { # FILE IDENTITY FORMAT AUDIO
   cat > "$1" <<X
@@ -110,76 +93,14 @@ echo "ROOMCAST-EXIT $?"
 [ -e stop ]
 X
 chmod +x "$W/share/run.sh"
-"$HERE/lab.sh" --arch arm64 -t 780 -s "$W/share" --tap rclab0:198.51.100.2/24 --log "$W/vm.log" "$W/share/run.sh" >/dev/null 2>&1 &
-LABPID=$!
-T0=$(date +%s.%N)
-DEADLINE=$(( $(date +%s) + 720 ))
-since() { echo "$(date +%s.%N) - $T0" | bc | cut -c1-6; }
-# Whether the VM still runs and neither the whole run's deadline nor the phase's ($PHASE_END) has passed: a phase
-# that fails still leaves the later ones their time.
-alive() { local t; t=$(date +%s); [ "$t" -lt $DEADLINE ] && [ "$t" -lt "${PHASE_END:-$DEADLINE}" ] && kill -0 $LABPID 2>/dev/null; }
-phase() { PHASE_END=$(( $(date +%s) + $1 )); }
+lab_boot 780 "$W/share/run.sh"
 
-# devroom's events (its long-poll API) after $AFTER, waiting up to $1 ms for one; records the published
-# tracks (KIND, OWNER by sid), which have RTP (FIRST) and how often each identity published video and audio
-# (VPUB, APUB).
-AFTER=0
-declare -A KIND FIRST OWNER VPUB APUB
-poll_events() {
-  local ev seq type tsid kind identity
-  ev=$(curl -s --max-time 70 "$API/admin/events?after=$AFTER&wait_ms=$1") || return 0
-  while IFS=$'\t' read -r seq type tsid kind identity; do
-    [ -n "$seq" ] || continue
-    AFTER=$seq
-    case $type in
-      track_published) KIND[$tsid]=$kind OWNER[$tsid]=$identity
-        case $kind in
-          video) VPUB[$identity]=$(( ${VPUB[$identity]:-0} + 1 ));;
-          audio) APUB[$identity]=$(( ${APUB[$identity]:-0} + 1 ));;
-        esac;;
-      first_rtp) FIRST[$tsid]=1;;
-    esac
-  done < <(python3 -c 'import json,sys
-for e in json.load(sys.stdin).get("events",[]): print("\t".join(str(e.get(k,"")) for k in ("seq","type","track_sid","kind","identity")))' <<<"$ev")
-}
-# The sid of IDENTITY's KIND track once it has RTP, else empty.
-flowing() {
-  local sid
-  for sid in "${!FIRST[@]}"; do
-    [ "${KIND[$sid]:-}" = "$2" ] && [ "${OWNER[$sid]:-}" = "$1" ] && { echo "$sid"; return; }
-  done
-}
-# RTP packets devroom counted on track SID.
-packets() {
-  curl -s --max-time 5 "$API/admin/rooms" | python3 -c 'import json,sys
-sid=sys.argv[1]
-print(sum(t["packets"] for r in json.load(sys.stdin)["rooms"] for p in r["participants"] for t in p["tracks"] if t["sid"]==sid))' "$1"
-}
-# The newest picture of video track SID as a PNG path, asking until one decodes (a picture needs a keyframe and
-# the frames after it, as for a viewer); empty when none did before the deadline.
-picture() {
-  local r png
-  while alive; do
-    r=$(curl -s --max-time 60 -X POST "$API/admin/tracks/$1/png")
-    png=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("path",""))' "$r" 2>/dev/null)
-    [ -n "$png" ] && [ -s "$png" ] && { cp "$png" "$W/$2.png"; echo "$W/$2.png"; return; }
-    poll_events 3000   # the next packets come in the meantime (event-driven, no fixed sleep)
-  done
-}
 bars() { # PNG WHAT
   local check
   if [ -z "$1" ]; then bad "devroom decoded no picture from the camera ($2)"
   elif check=$(python3 "$HERE/png-bars.py" "$1" 2>&1); then ok "the room decoded vivid's picture ($2): $check"
   else bad "the room's picture is not vivid's colour bars ($2): $check"; fi
 }
-# How many lines of roomcast's log (in the shared directory) match PATTERN.
-count() { local n; n=$(grep -c -- "$2" "$W/share/$1" 2>/dev/null); echo "${n:-0}"; }
-# Wait until roomcast's log LOG has at least N lines matching PATTERN (the VM writes it through 9p).
-wait_log() { # LOG PATTERN N
-  while alive; do [ "$(count "$1" "$2")" -ge "$3" ] && return 0; sleep 0.2; done; return 1
-}
-wait_file() { while alive; do [ -e "$W/share/$1" ] && return 0; sleep 0.2; done; return 1; }
-
 # ---- phase 1: vivid as YUYV and the tone
 phase 400
 VIDEO= AUDIO=
@@ -321,9 +242,4 @@ else bad "roomcast did not open vivid as NV12 640x360"; fi
 [ -n "$NV12" ] && ok "devroom received H.264 RTP from the NV12 camera" || bad "no video RTP from the NV12 run"
 bars "$PNG3" NV12
 [ -n "${KEEP:-}" ] && echo "# pictures: $W/*.png"
-if [ "$FAIL" != 0 ]; then
-  grep -E "LAB-|ROOMCAST-EXIT|DEVICES-RC" "$W/vm.log" | sed 's/^/# vm: /'
-  tail -25 "$W/share/roomcast.log" 2>/dev/null | sed 's/^/# roomcast: /'
-  tail -10 "$W/share/roomcast-nv12.log" 2>/dev/null | sed 's/^/# roomcast nv12: /'
-fi
-finish
+lab_finish "LAB-|ROOMCAST-EXIT|DEVICES-RC" roomcast.log:25:roomcast "roomcast-nv12.log:10:roomcast nv12"

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""png-bars.py PICTURE.png: does the picture show vivid's default test pattern, 75 % colour bars
-(white, yellow, cyan, green, magenta, red, blue, black, left to right) over its full height?
+"""png-bars.py PICTURE.png [NAME=R,G,B ...]: does the picture show vivid's default test pattern, 75 %
+colour bars (white, yellow, cyan, green, magenta, red, blue, black, left to right) over its full height?
+Or, given NAME=R,G,B arguments, those bars instead, equally wide, left to right (the passthrough test's
+H.264 sample, as `devroom h264-sample` describes it).
 
 roomcast's synthetic test pattern has the same bars over the top three quarters only, with a grey band
 below: sampling the bottom rows tells the camera's picture from the synthetic one. Exit 0 on a match;
@@ -56,12 +58,17 @@ def read_png(path):
 
 def main():
     width, height, pixel = read_png(sys.argv[1])
+    # vivid writes text over its top rows; given bars are sampled from the top down
+    bars, heights = BARS, (0.55, 0.7, 0.9)
+    if len(sys.argv) > 2:
+        bars = [(name, tuple(int(c) for c in rgb.split(","))) for name, rgb in (a.split("=") for a in sys.argv[2:])]
+        heights = (0.1, 0.3, 0.55, 0.7, 0.9)
     bad, seen = [], []
-    for frac in (0.55, 0.7, 0.9):
+    for frac in heights:
         y = int(height * frac)
         row = []
-        for i, (name, want) in enumerate(BARS):
-            x = int((i + 0.5) * width / 8)
+        for i, (name, want) in enumerate(bars):
+            x = int((i + 0.5) * width / len(bars))
             got = pixel(x, y)
             row.append("%s=%d,%d,%d" % ((name,) + got))
             if max(abs(g - w) for g, w in zip(got, want)) > TOLERANCE:
@@ -70,8 +77,8 @@ def main():
     if bad:
         print("%dx%d; %s; sampled %s" % (width, height, "; ".join(bad[:4]), " | ".join(seen)))
         sys.exit(1)
-    print("%dx%d, 8 colour bars at 3 heights down to %d%% of the picture (the synthetic pattern has a grey band there)"
-          % (width, height, 90))
+    print("%dx%d, %d colour bars at %d heights down to %d%% of the picture (the synthetic pattern has a grey band there)"
+          % (width, height, len(bars), len(heights), 90))
 
 
 main()

@@ -34,15 +34,20 @@ PY=$VENV/bin/python
 if [ -z "${ROOMCAST_IN_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
   exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" --host "$HOST" --venv "$VENV"
 fi
-. "$HERE/media-lab.sh"
-media_lab_begin speaker
+. "$HERE/room.sh"
+LAB_NAME=lab-speaker PASS=0 FAIL=0
+ip link set lo up
+W=$(mktemp -d /tmp/roomcast-lab-speaker.XXXXXX)
 DEVPID= LABPID= TALKPID=
 cleanup() { for p in $TALKPID $DEVPID $LABPID; do kill "$p" 2>/dev/null; done; ip link del rclab0 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 "$PY" -c 'import livekit, numpy' 2>/dev/null || { bad "no Python SDK venv at $VENV (tests/peers/setup.sh, or ROOMCAST_VENV)"; finish; }
 
-media_lab_share
-media_lab_devroom
+mkdir -p "$W/share"
+cp "$BOARD" "$W/share/roomcast"
+lab_labprobe
+lab_alsa_conf
+lab_room
 cat > "$W/share/lab.toml" <<X
 url = "ws://198.51.100.1:7880"
 token = "$(DEVROOM_BIN=$HOST devroom_token lab-board lab)"

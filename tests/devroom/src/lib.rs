@@ -31,6 +31,7 @@ pub mod demo;
 pub mod events;
 mod http;
 pub mod room;
+pub mod sample;
 pub mod sdp;
 mod server;
 pub mod sfu;

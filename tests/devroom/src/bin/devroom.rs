@@ -1,5 +1,7 @@
 //! `devroom [--listen ADDR --keys KEY:SECRET ...]` runs the test room server;
-//! `devroom mint-token IDENTITY ROOM` prints a token for it (shell suites and the qemu lab).
+//! `devroom mint-token IDENTITY ROOM` prints a token for it (shell suites and the qemu lab);
+//! `devroom h264-sample --out FILE` writes an H.264 stream of a recognisable picture (the lab's
+//! passthrough test feeds it to v4l2loopback).
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -21,6 +23,9 @@ struct Cli {
 enum Command {
     /// Print a LiveKit token (HS256) for IDENTITY in ROOM, signed with devroom's key by default.
     MintToken(devroom::token::MintArgs),
+    /// Write an Annex-B H.264 stream of four colour bands (an IDR every --gop frames) and print
+    /// a JSON summary.
+    H264Sample(devroom::sample::SampleArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +34,10 @@ fn main() -> ExitCode {
         Some(Command::MintToken(args)) => devroom::token::mint_cli(args).map(|token| {
             println!("{token}");
             ExitCode::SUCCESS
+        }),
+        Some(Command::H264Sample(args)) => devroom::sample::run(args).and_then(|summary| {
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(ExitCode::SUCCESS)
         }),
         None => roomcast::logging::init(None)
             .map_err(anyhow::Error::msg)
