@@ -52,7 +52,7 @@ pub struct LocalTrack {
     /// (a camera unplugged and back) sends on this same track, so its sequence numbers and RTP
     /// time must go on from where they were. A fresh random start on the same SSRC looks to the
     /// receiver's SRTP like a replay or a wrapped index, and it drops every packet.
-    packetizer: Arc<Mutex<Option<TimedPacketizer>>>,
+    packetizer: Mutex<Option<Arc<Mutex<TimedPacketizer>>>>,
 }
 
 /// The same MTU webrtc-rs's sample track packetizes at, so packets keep today's sizes.
@@ -163,7 +163,7 @@ impl LocalTrack {
             stats: Arc::default(),
             muted: Arc::default(),
             control: Mutex::default(),
-            packetizer: Arc::default(),
+            packetizer: Mutex::default(),
         })
     }
 
@@ -249,12 +249,20 @@ impl LocalTrack {
         &self,
         codec: &RTCRtpCodec,
         payload_type: u8,
-    ) -> anyhow::Result<Arc<Mutex<Option<TimedPacketizer>>>> {
+    ) -> anyhow::Result<Arc<Mutex<TimedPacketizer>>> {
         let mut slot = self.packetizer.lock().unwrap();
-        if slot.as_ref().is_none_or(|p| p.payload_type != payload_type) {
-            *slot = Some(TimedPacketizer::new(codec, self.ssrc, payload_type)?);
+        match slot.as_ref() {
+            Some(p) if p.lock().unwrap().payload_type == payload_type => Ok(p.clone()),
+            _ => {
+                let p = Arc::new(Mutex::new(TimedPacketizer::new(
+                    codec,
+                    self.ssrc,
+                    payload_type,
+                )?));
+                *slot = Some(p.clone());
+                Ok(p)
+            }
         }
-        Ok(self.packetizer.clone())
     }
 
     /// Move frames from a capture pipeline onto the wire; answer PLI/FIR with a keyframe.
@@ -351,10 +359,7 @@ impl LocalTrack {
                 }
                 let bytes = sample.data.len() as u64;
                 let (keyframe, capture) = (sample.keyframe, sample.capture);
-                let packetized = match packetizer.lock().unwrap().as_mut() {
-                    Some(p) => p.packetize(&sample),
-                    None => Err(anyhow::anyhow!("the track has no packetizer")),
-                };
+                let packetized = packetizer.lock().unwrap().packetize(&sample);
                 let packets = match packetized {
                     Ok(packets) => packets,
                     Err(e) => {
@@ -468,9 +473,13 @@ mod tests {
         let codec = super::super::h264_codec();
         let t0 = clock::session_epoch() + Duration::from_secs(3);
         let packetize = |at: Duration| {
-            let slot = track.packetizer_for(&codec, 108).unwrap();
-            let mut slot = slot.lock().unwrap();
-            slot.as_mut().unwrap().packetize(&sample(at, 100)).unwrap()
+            let packetizer = track.packetizer_for(&codec, 108).unwrap();
+            let packets = packetizer
+                .lock()
+                .unwrap()
+                .packetize(&sample(at, 100))
+                .unwrap();
+            packets
         };
         let before = packetize(t0);
         let after = packetize(t0 + Duration::from_secs(2));

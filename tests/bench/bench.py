@@ -338,8 +338,8 @@ def board_size() -> dict:
     target_dir = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     b = target_dir / "aarch64-unknown-linux-musl/small/roomcast"
     if not b.exists():
-        return {"na": f"no static aarch64 binary at <target>/aarch64-unknown-linux-musl/small/roomcast; "
-                      f"`tests/bench/run.sh --build` builds it (slow: 3-17 min)"}
+        return {"na": "no static aarch64 binary at <target>/aarch64-unknown-linux-musl/small/roomcast; "
+                      "`tests/bench/run.sh --build` builds it (slow: 3-17 min)"}
     data = b.read_bytes()
     return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9)),
             "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(b.stat().st_mtime))}

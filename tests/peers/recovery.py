@@ -152,7 +152,7 @@ class Publisher:
         netlab.stop(self.proc)
 
 
-def frames_after(world: World, identity: str, key: str, after: float, timeout: float, what: str) -> float:
+def frames_after(world: World, key: str, after: float, timeout: float, what: str) -> float:
     """Time of the first frame of `key` decoded at the subscriber at or after `after`."""
     _, e = world.sub_out.wait_for(
         lambda e: e.get("event") == "frame" and e.get("key") == key and e["mono"] >= after, timeout, what)
@@ -169,14 +169,14 @@ def case_switch(world: World, pub: Publisher) -> float:
     old = world.uplink
     new = "cell" if old == "wifi" else "wifi"
     # A second of media first: frames decoded after "up" must not be a backlog from before "down".
-    frames_after(world, pub.identity, pub.track, time.monotonic() + 1.0, 30, "video before the switch")
+    frames_after(world, pub.track, time.monotonic() + 1.0, 30, "video before the switch")
     since = time.monotonic()
     world.down(old)
     # The gap between the two uplinks is the fault's shape (see SWITCH_GAP), not a wait for an event.
     time.sleep(SWITCH_GAP)
     world.up(new)
     t_up = time.monotonic()
-    t_frame = frames_after(world, pub.identity, pub.track, t_up, 30,
+    t_frame = frames_after(world, pub.track, t_up, 30,
                            f"{pub.identity}'s video after the {old}->{new} switch")
     if pub.kind == "roomcast":
         pub.wait_event({"resumed"}, 10, "resumed after the switch", after=since)
@@ -190,7 +190,7 @@ def signalling_port(world: World) -> str:
 
 def case_drop(world: World, pub: Publisher) -> float:
     # A second of media first, so that the gap measured below is the drop's, not the last case's.
-    frames_after(world, pub.identity, pub.track, time.monotonic() + 1.0, 10, "video before the drop")
+    frames_after(world, pub.track, time.monotonic() + 1.0, 10, "video before the drop")
     t_drop = time.monotonic()
     killed = dev("ss", "-K", "-t", "state", "established", "dst", SERVER_IP, "dport", "=", signalling_port(world))
     assert SERVER_IP in killed.stdout, f"ss -K found no signalling connection to kill: {killed.stdout!r}"
@@ -201,7 +201,7 @@ def case_drop(world: World, pub: Publisher) -> float:
         pub.wait_event({"reconnecting"}, 20, "reconnecting after the drop", after=t_drop)
         t_back, _ = pub.wait_event({"reconnected"}, 20, "reconnected after the drop", after=t_drop)
     # Frames up to a second after the publisher says it is back: the gap must have closed by then.
-    end = frames_after(world, pub.identity, pub.track, t_back + 1.0, 10, "video after the drop")
+    end = frames_after(world, pub.track, t_back + 1.0, 10, "video after the drop")
     times = [e["mono"] for _, e in world.sub_out.events(t_drop - 0.2)
              if e.get("event") == "frame" and e.get("key") == pub.track and t_drop - 0.2 <= e["mono"] <= end]
     gaps = [b - a for a, b in zip(times, times[1:])]
@@ -231,7 +231,7 @@ def assert_full_reconnect_order(events: list[dict]) -> None:
 
 
 def case_restart(world: World, pub: Publisher) -> tuple[float, float]:
-    frames_after(world, pub.identity, pub.track, time.monotonic(), 10, "video before the restart")
+    frames_after(world, pub.track, time.monotonic(), 10, "video before the restart")
     seen = len(pub.out.seen)
     t_crash = time.monotonic()
     netlab.run(netlab.LIVEKIT_SH, "crash", world.lk["dir"])
