@@ -5,18 +5,56 @@
 //! one `u32` written into a fixed ring under an uncontended lock (the forwarder is its only
 //! writer), and CPU time is two `clock_gettime` calls per encode on the capture thread.
 //! Percentiles are computed only when a report takes the window, every few seconds.
+//!
+//! `roomcast encoder-test --bench` uses the same window for capture → coded latency and encoder
+//! CPU, next to the whole process's CPU ([`process_cpu_time`]).
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// Latencies kept per report window: 34 s of 30 fps video, 20 s of 20 ms audio. A longer window
 /// keeps its newest samples (the count still says how many frames it had).
-const WINDOW: usize = 1024;
+pub const WINDOW: usize = 1024;
 
 /// CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID): wall time would count the
 /// waits for the next frame and the time other threads of a 2-core board take.
 pub fn thread_cpu_time() -> Duration {
     super::clock::read_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time the whole process has used (getrusage(RUSAGE_SELF)): every thread, split into user
+/// time and system time, which holds what drivers do inside its system calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessCpu {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl ProcessCpu {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The CPU used between `earlier` and `self`.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+pub fn process_cpu_time() -> ProcessCpu {
+    // SAFETY: rusage is plain old data (integers and timevals); all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into the struct we own; RUSAGE_SELF always exists.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    debug_assert_eq!(rc, 0, "getrusage(RUSAGE_SELF)");
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    ProcessCpu {
+        user: time(usage.ru_utime),
+        system: time(usage.ru_stime),
+    }
 }
 
 /// One pipeline's timing since the last report. Shared by the capture thread (encode CPU) and
@@ -56,7 +94,8 @@ pub struct Percentiles {
 }
 
 impl FrameTiming {
-    /// A frame captured `latency` ago has just been written to its RTP track.
+    /// A frame captured `latency` ago has just been written to its RTP track (in encoder-test
+    /// `--bench`: has just come out of the encoder).
     pub fn record_sent(&self, latency: Duration) {
         let us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
         let mut window = self.latencies.lock().unwrap();
@@ -168,6 +207,24 @@ mod tests {
                 max: 2.345
             })
         );
+    }
+
+    #[test]
+    fn process_cpu_time_counts_work_done_by_any_thread() {
+        let before = process_cpu_time();
+        // getrusage's resolution can be a scheduler tick: work on another thread until it moves.
+        let worker = std::thread::spawn(move || {
+            let mut x = 0u64;
+            while process_cpu_time().total() == before.total() {
+                for i in 0..10_000u64 {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                }
+            }
+        });
+        worker.join().unwrap();
+        let used = process_cpu_time().since(before);
+        assert!(used.total() > Duration::ZERO);
+        assert_eq!(used.total(), used.user + used.system);
     }
 
     #[test]

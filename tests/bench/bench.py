@@ -346,8 +346,9 @@ def board_size() -> dict:
 
 
 NA = {
-    "capture_to_rtp_m2m": "n/a: the V4L2 M2M encoder path needs an M2M H.264 device, which this host has not "
-                          "(boards only; the qemu lab's vicodec encodes FWHT, not H.264)",
+    "capture_to_rtp_m2m_h264": "n/a: no V4L2 M2M H.264 encoder here or in the qemu lab (boards only: Raspberry Pi, "
+                               "Rockchip). The M2M path itself is measured on the lab's vicodec (FWHT) against "
+                               "software H.264 on the same emulated CPU: tests/bench/run.sh --only lab-m2m",
     "rss_drift_soak": "n/a: not built yet (a soak with an uplink switch every 30 s, on suite 55's topology)",
 }
 
@@ -392,6 +393,108 @@ def path_rows(runs: int, workdir: Path, python: str) -> dict:
         by_case.setdefault(c["case"], {"path": c["path"], "values": []})["values"].append(c["ttfm_ms"])
     return {"by_case": {k: {"path": v["path"], **stats(v["values"])} for k, v in by_case.items()},
             "failures": r["failures"]}
+
+
+# ---------------------------------------------------------------- the qemu lab's M2M encoder
+
+# vivid's picture sizes, at 30 fps: one both encoders keep up with on the emulated CPU, and one where a
+# picture costs about a frame interval there, so the queue in front of the encoder shows.
+LAB_M2M_SIZES = [(320, 180, 30), (640, 360, 30)]
+LAB_M2M_WARMUP = 30
+# Row name -> the `encoder-test --bench` arguments that pick its encoder.
+LAB_M2M_ENCODERS = {
+    "roomcast_m2m_vicodec_fwht": ["--encoder", "m2m", "--format", "FWHT"],
+    "roomcast_software_h264": ["--encoder", "software"],
+}
+# JSON field of encoder-test --bench -> table row (each row also says it is qemu TCG, not a board).
+LAB_M2M_ROWS = {
+    "capture_to_encoded_p50_ms": "capture -> encoded p50 ms",
+    "capture_to_encoded_p99_ms": "capture -> encoded p99 ms",
+    "encoder_cpu_ms_per_frame": "encoder CPU ms/frame",
+    "process_cpu_ms_per_frame": "process CPU ms/frame",
+    "machine_cpu_ms_per_frame": "whole-VM CPU ms/frame",
+    "rss_steady_mib": "RSS steady MiB",
+    "camera_fps": "frames/s the camera delivered",
+}
+LAB_TAG = "qemu TCG lab, not a board"
+
+
+def board_binary(workdir: Path) -> tuple[str | None, str]:
+    """The static aarch64 board binary the lab runs: ROOMCAST_BOARD_BIN, else scripts/build-static.sh's
+    (built now if needed; niced). (path, "") or (None, why)."""
+    given = os.environ.get("ROOMCAST_BOARD_BIN")
+    if given:
+        return (given, "") if os.access(given, os.X_OK) else (None, f"ROOMCAST_BOARD_BIN={given} is not executable")
+    log("bench: lab-m2m: building the static aarch64 board binary (scripts/build-static.sh; slow the first time)")
+    with open(workdir / "build-static.log", "w") as logf:
+        out = subprocess.run(["nice", "-n", "10", str(ROOT / "scripts/build-static.sh"), "aarch64-unknown-linux-musl",
+                              "--alsa"], stdout=subprocess.PIPE, stderr=logf, text=True, cwd=ROOT)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        return None, f"scripts/build-static.sh exited {out.returncode} (log {workdir / 'build-static.log'})"
+    return lines[-1], ""
+
+
+def lab_m2m_rows(runs: int, frames: int, workdir: Path) -> dict:
+    """tests/lab/lab.sh (qemu TCG, emulated cortex-a72) runs `roomcast encoder-test --bench` on vivid's pictures:
+    vicodec's FWHT encoder through the M2M path, and openh264, alternately, `runs` times each."""
+    lab = Path(os.environ.get("LAB") or os.environ.get("ROOMCAST_LAB") or Path.home() / ".cache/roomcast-lab")
+    if not (lab / "initramfs-arm64.cpio.gz").exists():
+        return {"na": f"n/a: no qemu lab at {lab}: scripts/install-cross-tools.sh --lab"}
+    board, why = board_binary(workdir)
+    if board is None:
+        return {"na": f"n/a: no board binary: {why}"}
+    share = workdir / "lab-m2m"
+    share.mkdir()
+    shutil.copy(board, share / "roomcast")
+    script = ["#!/bin/sh", "cd /mnt/host", "nproc > cpus.txt"]
+    for w, h, fps in LAB_M2M_SIZES:
+        common = ["--bench", "--source", "name:vivid", "--width", str(w), "--height", str(h), "--fps", str(fps),
+                  "--frames", str(frames), "--warmup", str(LAB_M2M_WARMUP)]
+        for i in range(runs):
+            for name, args in LAB_M2M_ENCODERS.items():
+                out = f"{name}-{w}x{h}p{fps}-{i}"
+                script.append(f"./roomcast encoder-test {' '.join(common + args)} > {out}.json 2> {out}.log")
+    (share / "run.sh").write_text("\n".join(script) + "\n")
+    (share / "run.sh").chmod(0o755)
+    load = os.getloadavg()[0]
+    log(f"bench: lab-m2m: {runs} runs each of {', '.join(LAB_M2M_ENCODERS)} in the qemu lab "
+        f"(host load {load:.2f}; log {workdir / 'lab-m2m.log'})")
+    t0 = time.monotonic()
+    with open(workdir / "lab-m2m.log", "w") as logf:
+        done = subprocess.run([str(ROOT / "tests/lab/lab.sh"), "--arch", "arm64", "-t", "1500", "-s", str(share),
+                               "--log", str(workdir / "lab-m2m-vm.log"), str(share / "run.sh")],
+                              stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    by_size: dict = {}
+    failures = []
+    for w, h, fps in LAB_M2M_SIZES:
+        size = f"{w}x{h}p{fps}"
+        values: dict = {name: {k: [] for k in LAB_M2M_ROWS} for name in LAB_M2M_ENCODERS}
+        for i in range(runs):
+            for name in LAB_M2M_ENCODERS:
+                out = share / f"{name}-{size}-{i}"
+                try:
+                    j = json.loads(out.with_suffix(".json").read_text().strip().splitlines()[-1])
+                except (OSError, ValueError, IndexError):
+                    err = out.with_suffix(".log")
+                    tail = err.read_text(errors="replace").strip().splitlines()[-2:] if err.exists() else []
+                    failures.append(f"{name} {size} #{i}: no result (lab exit {done.returncode}) {' | '.join(tail)}")
+                    continue
+                if not j.get("ok"):
+                    failures.append(f"{name} {size} #{i}: encoder-test said ok=false")
+                lat = j.get("capture_to_encoded_ms") or {}
+                figures = {**j, "capture_to_encoded_p50_ms": lat.get("p50"),
+                           "capture_to_encoded_p99_ms": lat.get("p99")}
+                for k in LAB_M2M_ROWS:
+                    if figures.get(k) is not None:
+                        values[name][k].append(figures[k])
+                log(f"  lab-m2m {name:26} {size} #{i}: " + ", ".join(f"{k} {figures.get(k)}" for k in LAB_M2M_ROWS))
+        by_size[size] = {name: {k: stats(v, 2) for k, v in rows.items()} for name, rows in values.items()}
+    cpus = (share / "cpus.txt").read_text().strip() if (share / "cpus.txt").exists() else "?"
+    return {"by_size": by_size, "failures": failures, "host_load_at_start": load,
+            "duration_s": round(time.monotonic() - t0, 1),
+            "vm": f"qemu-system-aarch64 -M virt -cpu cortex-a72, TCG (emulated), {cpus} vCPUs",
+            "pictures": f"vivid YUYV, {LAB_M2M_WARMUP} pictures warm-up, then {frames} measured, per run"}
 
 
 def machine() -> dict:
@@ -451,6 +554,16 @@ def table(result: dict) -> list[str]:
             rows.append(("connectivity path", "-", f"n/a: failed: {f}", "", "", ""))
     elif paths:
         rows.append(("start -> first video per path", "-", paths["na"], "", "", ""))
+    lab = result.get("lab_m2m")
+    if isinstance(lab, dict) and "na" not in lab:
+        for size, by_encoder in lab["by_size"].items():
+            for name, d in by_encoder.items():
+                for k, label in LAB_M2M_ROWS.items():
+                    add(f"{label}, {size}, {LAB_TAG}", name, d[k], "")
+        for f in lab["failures"]:
+            rows.append(("lab-m2m", "-", f"n/a: failed: {f}", "", "", ""))
+    elif lab:
+        rows.append(("M2M encoder in the qemu lab", "-", lab["na"], "", "", ""))
     bs = result["board_binary"]
     if "na" in bs:
         rows.append(("static aarch64 binary", "roomcast", "n/a: " + bs["na"], "", "", ""))
@@ -481,8 +594,11 @@ def main() -> int:
     p.add_argument("--no-sdk", action="store_true", help="roomcast only")
     p.add_argument("--recovery-runs", type=int, default=5, help="runs per publisher of switch/drop/restart")
     p.add_argument("--path-runs", type=int, default=3, help="runs per connectivity case")
+    p.add_argument("--lab-runs", type=int, default=3, help="lab-m2m: runs per encoder")
+    p.add_argument("--lab-frames", type=int, default=300, help="lab-m2m: pictures measured per run")
     p.add_argument("--only", default="",
-                   help="comma list of row groups: devroom,livekit,cpu,recovery,paths")
+                   help="comma list of row groups: devroom,livekit,cpu,recovery,paths; lab-m2m (only when "
+                        "named: boots the qemu lab with the static board binary)")
     a = p.parse_args()
     if os.environ.get("ROOMCAST_IN_NETNS") != "1":
         log("bench.py: run me through tests/bench/run.sh (it enters the network namespace)")
@@ -532,6 +648,9 @@ def main() -> int:
             if want("paths"):
                 log("bench: first media per connectivity path (tests/peers/connectivity.py)")
                 result["first_media_per_path_ms"] = path_rows(a.path_runs, workdir, python)
+            # Only when asked for by name: it boots a VM and may build the board binary first.
+            if "lab-m2m" in only:
+                result["lab_m2m"] = lab_m2m_rows(a.lab_runs, a.lab_frames, workdir)
     finally:
         dev.close()
     # The quick smoke test's contract: first_rtp_ms.{roomcast,python_sdk} (video/audio at devroom).
@@ -562,6 +681,17 @@ def main() -> int:
         "tests/peers/connectivity.py: roomcast start -> first decoded video at the SDK subscriber, each path "
         "forced by nftables in the device's namespace; udp-v0 is the udp case over /rtc (PeerConnection built at the "
         "JoinResponse) against /rtc/v1 (first offer in join_request, gathering after the JoinResponse)")
+    result["lab_m2m_measures"] = (
+        "tests/bench/run.sh --only lab-m2m: `roomcast encoder-test --bench` (the static aarch64 board binary) in the "
+        "qemu lab, emulated by TCG: absolute figures are far slower than a board's; the ratio M2M vs software and the "
+        "latency the M2M queue adds are what they show. Each run: vivid's pictures through the capture thread's loop "
+        "(next picture, submit, poll), warm-up excluded. capture -> encoded: vivid's capture timestamp to the poll "
+        "that returns the coded frame (p50/p99 per run; the row's median/min/max are over runs). Encoder CPU: the "
+        "thread's CPU inside submit+poll (media_stats' definition); vicodec codes inside VIDIOC_QBUF when it is "
+        "idle (v4l2_m2m_try_run from the ioctl), so that is in it as system time, and only a job started after "
+        "another finishes runs in a kworker, which only the whole-VM row sees. Process CPU: getrusage user+sys over "
+        "the window. Whole-VM CPU: /proc/stat busy time of every vCPU, including vivid's picture generator. "
+        "RSS steady: median VmRSS over the window's second half")
     result["board_binary"] = board_size()
     na = dict(NA)
     na["rss_drift_soak"] += f" (--soak-minutes {a.soak_minutes:g} asked)"

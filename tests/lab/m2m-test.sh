@@ -11,6 +11,8 @@
 # as lacking (not fatal). It also checks that asking vicodec for H.264 fails with the reason, and that
 # `roomcast devices` shows "auto" falling back to software for vivid because vicodec does not give H.264, and a
 # picture smaller than vicodec's aligned buffers (640x364 in 640x368) goes through the crop rectangle.
+# `encoder-test --bench` (what tests/bench/run.sh --only lab-m2m times) is run briefly on vivid → vicodec and
+# vivid → openh264, and its figures are checked for being there and consistent, not for their size.
 # Prints "lab-m2m: N passed, N failed"; exit 0 only if nothing failed.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -45,6 +47,9 @@ test_run vivid --format FWHT --frames 30 --source name:vivid --width 640 --heigh
 test_run h264 --format H264 --frames 10
 # 364 rows: vicodec's buffers are 8-row aligned (368), so the picture needs the crop rectangle
 test_run padded --format FWHT --frames 20 --height 364
+bench="--bench --source name:vivid --width 640 --height 360 --frames 30 --warmup 5"
+test_run benchm2m --format FWHT $bench
+test_run benchsw --encoder software $bench
 # vicodec's multi-planar variant: the same driver, reloaded with multiplanar=1
 ko=$(grep '/vicodec.ko' /etc/lab-modules | cut -d' ' -f1)
 rmmod vicodec && insmod "$ko" multiplanar=1
@@ -70,7 +75,7 @@ j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 for expr in sys.argv[2:]:
     if not eval(expr):
         sys.exit("failed: %s (summary: %s)" % (expr, json.dumps(j)))
-print(json.dumps({k: j[k] for k in ("api", "raw", "coded", "frames_in", "frames_out", "output_buffers", "restart", "keyframes", "bytes") if k in j}))
+print(json.dumps({k: j[k] for k in ("api", "raw", "coded", "frames_in", "frames_out", "output_buffers", "restart", "keyframes", "bytes", "capture_to_encoded_ms", "encoder_cpu_ms_per_frame", "rss_steady_mib") if k in j}))
 P
   ); then ok "$what: $out"; else bad "$what: $out"; fi
 }
@@ -112,6 +117,20 @@ check padded "vicodec with a picture smaller than its aligned buffers: the crop 
   "j['buffer_size'] == '640x368'" "j['crop'] == 'set'" "(j['first_bytes'] or '')[24:40] == '%08x%08x' % (640, 364)" \
   "j['frames_out'] == 20" "j['ok'] is True"
 
+# --bench: every picture out once and in order, and each figure present and consistent (a latency per
+# picture coded inside the window, p99 >= p50 > 0, CPU > 0, the peak RSS not below the steady one).
+bench_figures=("j['bench'] is True" "j['frames_measured'] == 30" "j['frames_in'] == 35 == j['frames_out']"
+  "j['timestamps_equal_inputs'] and j['timestamps_monotonic']"
+  "0 < j['capture_to_encoded_ms']['p50'] <= j['capture_to_encoded_ms']['p99'] <= j['capture_to_encoded_ms']['max']"
+  "j['encoder_cpu_ms_per_frame'] > 0" "j['process_cpu_ms_per_frame'] > 0" "j['machine_cpu_ms_per_frame'] > 0"
+  "0 < j['rss_steady_mib'] <= j['rss_peak_mib']" "j['camera_fps'] > 0" "j['window_s'] > 0" "j['ok'] is True")
+check benchm2m "encoder-test --bench, vivid → vicodec: figures for the M2M path" "${bench_figures[@]}" \
+  "j['encoder'] == 'm2m' and j['coded'] == 'FWHT' and j['dmabuf'] == 'imported'" \
+  "0 < j['latency_samples'] <= 30" "j['drain_last_seen'] is True"
+# openh264 codes each picture inside submit, so every picture of the window has its latency.
+check benchsw "encoder-test --bench --encoder software, vivid → openh264: figures for the software path" "${bench_figures[@]}" \
+  "j['encoder'] == 'software' and j['coded'] == 'H264' and j['name'] == 'openh264'" "j['latency_samples'] == 30"
+
 if [ "$(cat "$W/share/h264.rc" 2>/dev/null)" != 0 ] && grep -q "does not encode H264: it gives FWHT" "$W/share/h264.log"; then
   ok "asking vicodec for H.264 fails with the reason (it gives FWHT)"
 else
@@ -125,6 +144,6 @@ grep -q 'encoder = "auto" uses: software (openh264): the camera gives YUYV and n
   || bad "roomcast devices: no auto choice with its reason for vivid"
 if [ "$FAIL" != 0 ]; then
   grep -E "LAB-|panic" "$W/vm.log" 2>/dev/null | sed 's/^/# vm: /'
-  for f in single mplane vivid vividmp padded; do tail -8 "$W/share/$f.log" 2>/dev/null | sed "s/^/# $f: /"; done
+  for f in single mplane vivid vividmp padded benchm2m benchsw; do tail -8 "$W/share/$f.log" 2>/dev/null | sed "s/^/# $f: /"; done
 fi
 finish

@@ -3,8 +3,9 @@
 # Suite 66: the V4L2 M2M encoder path on vicodec in the qemu lab. The static aarch64 roomcast drives vicodec's
 # FWHT encoder through `roomcast encoder-test`, single- and multi-planar and with vivid's pictures as input:
 # format negotiation on both queues, buffer cycling, drain and restart, capture times carried through, and
-# missing controls tolerated (tests/lab/m2m-test.sh). vicodec cannot prove H.264 itself: no emulated H.264
-# encoder exists.
+# missing controls tolerated (tests/lab/m2m-test.sh); and `encoder-test --bench` briefly, M2M and software, for
+# its figures being there (their size is the benchmark's: tests/bench/run.sh --only lab-m2m). vicodec cannot
+# prove H.264 itself: no emulated H.264 encoder exists.
 # Like suite 62: runs when the lab is installed (scripts/install-cross-tools.sh --lab) or ROOMCAST_TEST_LAB=1
 # (then a missing lab is a failure); ROOMCAST_TEST_LAB=0 skips it.
 set -uo pipefail

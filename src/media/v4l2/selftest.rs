@@ -6,15 +6,30 @@
 //! It submits the frames in two halves with a drain (V4L2_ENC_CMD_STOP → LAST) and a restart
 //! between them, then checks that every picture came out once, in order, stamped with its own
 //! capture time.
+//!
+//! With `--bench` it measures instead (see [`bench`]): the M2M encoder, or with
+//! `--encoder software` openh264, on the same pictures, the way the capture thread drives them.
+mod bench;
+
 use super::m2m::{self, EncoderSettings, M2mEncoder, Restart};
 use super::sys;
 use crate::media::{
     clock, open_video_source, synthetic::TestPattern, EncodedFrame, StopSignal, VideoEncoder,
-    VideoFrame, VideoSettings, VideoSource,
+    VideoFormat, VideoFrame, VideoSettings, VideoSource,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// Which encoder encoder-test drives.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncoderArg {
+    /// A V4L2 memory-to-memory encoder (`--device`, or the first that fits).
+    M2m,
+    /// openh264 on the CPU, as `[video] encoder = "software"` (with `--bench` only: it has no
+    /// queue to drain and restart).
+    Software,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,6 +56,18 @@ pub struct Args {
     /// kbit/s
     #[arg(long, default_value_t = 1000)]
     pub bitrate: u32,
+    /// Which encoder to drive.
+    #[arg(long, value_enum, default_value = "m2m")]
+    pub encoder: EncoderArg,
+    /// Measure rather than check: `--warmup` pictures, then `--frames` more at the source's own
+    /// rate with no drain between them; the JSON line adds capture → coded latency (p50, p99),
+    /// CPU per frame and steady RSS. The test pattern is paced like a camera here.
+    #[arg(long)]
+    pub bench: bool,
+    /// With `--bench`: pictures coded before the measured window starts (opening the encoder,
+    /// its first keyframe and the camera's start stay out of the figures).
+    #[arg(long, default_value_t = 30)]
+    pub warmup: u32,
 }
 
 /// Pictures from the test pattern (rendered at once, stamped as if captured now) or a camera.
@@ -102,58 +129,97 @@ fn collect(encoder: &mut M2mEncoder, outputs: &mut Vec<EncodedFrame>) -> anyhow:
     Ok(())
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let coded = coded_fourcc(&args.format)?;
-    let mut source = if args.source == "test-pattern" {
+/// The source's pictures as the camera (or pattern) gives them. With `--bench` the test pattern
+/// is the paced one `[video] device = "test-pattern"` uses, so every source runs at its rate.
+fn open_source(args: &Args) -> anyhow::Result<Source> {
+    if args.source == "test-pattern" && !args.bench {
         let pattern = TestPattern::new(args.width, args.height, args.fps)?;
-        Source::Pattern(pattern, 0, clock::monotonic_now())
-    } else {
-        let settings = VideoSettings {
-            device: args.source.clone(),
-            width: args.width,
-            height: args.height,
-            fps: args.fps,
-            bitrate: args.bitrate,
-            ..Default::default()
-        };
-        Source::Camera(open_video_source(&settings)?, StopSignal::new())
+        return Ok(Source::Pattern(pattern, 0, clock::monotonic_now()));
+    }
+    let settings = VideoSettings {
+        device: args.source.clone(),
+        width: args.width,
+        height: args.height,
+        fps: args.fps,
+        bitrate: args.bitrate,
+        ..Default::default()
     };
-    // A camera lends its buffers, so the encoder can import their DMABUFs.
-    let import = match &mut source {
-        Source::Pattern(..) => None,
-        Source::Camera(camera, _) => camera.share_buffers(),
-    };
-    let format = match &source {
-        Source::Pattern(p, ..) => p.format(),
-        Source::Camera(c, _) => c.format(),
-    };
+    Ok(Source::Camera(
+        open_video_source(&settings)?,
+        StopSignal::new(),
+    ))
+}
+
+impl Source {
+    fn format(&self) -> VideoFormat {
+        match self {
+            Self::Pattern(p, ..) => p.format(),
+            Self::Camera(c, _) => c.format(),
+        }
+    }
+
+    /// A camera lends its buffers, so the encoder can import their DMABUFs.
+    fn share_buffers(&mut self) -> Option<u32> {
+        match self {
+            Self::Pattern(..) => None,
+            Self::Camera(camera, _) => camera.share_buffers(),
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut source = open_source(&args)?;
+    let format = source.format();
     anyhow::ensure!(
         !format.pixel.is_compressed(),
         "the source gives {}, which an encoder does not take: use a camera mode with raw pictures",
         format.pixel
     );
-    let device = match args.device {
-        Some(device) => device,
-        None => {
-            let (found, passed) = m2m::find_encoders(format.pixel, coded);
-            found
-                .into_iter()
-                .next()
-                .map(|(info, _)| info.path)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no M2M encoder turns {} into {}: {}",
-                        format.pixel,
-                        args.format,
-                        if passed.is_empty() {
-                            "no memory-to-memory device is present".to_owned()
-                        } else {
-                            passed.join("; ")
-                        }
-                    )
-                })?
+    match args.encoder {
+        EncoderArg::M2m => run_m2m(&args, source, format),
+        EncoderArg::Software => {
+            anyhow::ensure!(
+                args.bench,
+                "--encoder software: only with --bench (openh264 has no queue to drain and restart)"
+            );
+            anyhow::ensure!(
+                args.format == "H264",
+                "--encoder software codes H264, not {}",
+                args.format
+            );
+            bench::software(&args, &mut source, format)
         }
-    };
+    }
+}
+
+/// The M2M node: `--device`, else the first that turns the source's pictures into `coded`.
+fn find_device(args: &Args, format: VideoFormat, coded: u32) -> anyhow::Result<PathBuf> {
+    if let Some(device) = &args.device {
+        return Ok(device.clone());
+    }
+    let (found, passed) = m2m::find_encoders(format.pixel, coded);
+    found
+        .into_iter()
+        .next()
+        .map(|(info, _)| info.path)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no M2M encoder turns {} into {}: {}",
+                format.pixel,
+                args.format,
+                if passed.is_empty() {
+                    "no memory-to-memory device is present".to_owned()
+                } else {
+                    passed.join("; ")
+                }
+            )
+        })
+}
+
+fn run_m2m(args: &Args, mut source: Source, format: VideoFormat) -> anyhow::Result<ExitCode> {
+    let coded = coded_fourcc(&args.format)?;
+    let import = source.share_buffers();
+    let device = find_device(args, format, coded)?;
     let settings = EncoderSettings {
         width: format.width,
         height: format.height,
@@ -163,6 +229,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         coded,
     };
     let mut encoder = M2mEncoder::open_with(&device, settings, import)?;
+    if args.bench {
+        return bench::m2m(args, &mut source, &mut encoder, &device, format, coded);
+    }
     let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
     let first_half = args.frames / 2;
     feed(
@@ -189,14 +258,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let captures: Vec<Duration> = outputs.iter().map(|o| o.capture).collect();
     let equal = captures == inputs;
     let monotonic = captures.windows(2).all(|w| w[0] < w[1]);
-    let (out_bufs, cap_bufs) = encoder.buffers();
+    let (out_bufs, _) = encoder.buffers();
     let after_restart = outputs.len() - out_before_restart;
     let stats = encoder.stats;
-    let controls = encoder.controls();
-    let dmabuf = match encoder.import_status() {
-        Ok(()) => "imported".to_owned(),
-        Err(why) => format!("not used: {why}; each picture is copied once into an mmap buffer"),
-    };
     let ok = equal
         && monotonic
         && first_drain
@@ -205,7 +269,43 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         && inputs.len() > out_bufs
         && after_restart > 0
         && stats.unmatched == 0;
-    let summary = serde_json::json!({
+    let mut summary = m2m_description(&encoder, &device, args, format, coded);
+    summary.extend(object(serde_json::json!({
+        "frames_in": inputs.len(),
+        "frames_out": outputs.len(),
+        "frames_after_restart": after_restart,
+        "bytes": stats.bytes,
+        "keyframes": stats.keyframes,
+        "first_keyframe": outputs.first().map(|o| o.keyframe),
+        // Enough for a codec header's picture size (FWHT: big-endian width and height at 12..20).
+        "first_bytes": outputs.first().map(|o| o.data.iter().take(20).map(|b| format!("{b:02x}")).collect::<String>()),
+        "timestamps_equal_inputs": equal,
+        "timestamps_monotonic": monotonic,
+        "unmatched": stats.unmatched,
+        "skipped": stats.skipped,
+        "drain_last_seen": [first_drain, second_drain],
+        "restart": match restart { Restart::Command => "V4L2_ENC_CMD_START", Restart::Streamoff => "STREAMOFF/STREAMON" },
+        "ok": ok,
+    })));
+    println!("{}", serde_json::Value::Object(summary));
+    Ok(exit_code(ok))
+}
+
+/// What the M2M encoder is and how it was set up: the first fields of every JSON line.
+fn m2m_description(
+    encoder: &M2mEncoder,
+    device: &std::path::Path,
+    args: &Args,
+    format: VideoFormat,
+    coded: u32,
+) -> serde_json::Map<String, serde_json::Value> {
+    let (out_bufs, cap_bufs) = encoder.buffers();
+    let controls = encoder.controls();
+    let dmabuf = match encoder.import_status() {
+        Ok(()) => "imported".to_owned(),
+        Err(why) => format!("not used: {why}; each picture is copied once into an mmap buffer"),
+    };
+    object(serde_json::json!({
         "device": device.display().to_string(),
         "name": encoder.name(),
         "api": encoder.api().as_str(),
@@ -222,31 +322,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         "output_buffers": out_bufs,
         "capture_buffers": cap_bufs,
-        "frames_in": inputs.len(),
-        "frames_out": outputs.len(),
-        "frames_after_restart": after_restart,
-        "bytes": stats.bytes,
-        "keyframes": stats.keyframes,
-        "first_keyframe": outputs.first().map(|o| o.keyframe),
-        // Enough for a codec header's picture size (FWHT: big-endian width and height at 12..20).
-        "first_bytes": outputs.first().map(|o| o.data.iter().take(20).map(|b| format!("{b:02x}")).collect::<String>()),
-        "timestamps_equal_inputs": equal,
-        "timestamps_monotonic": monotonic,
-        "unmatched": stats.unmatched,
-        "skipped": stats.skipped,
-        "drain_last_seen": [first_drain, second_drain],
-        "restart": match restart { Restart::Command => "V4L2_ENC_CMD_START", Restart::Streamoff => "STREAMOFF/STREAMON" },
         "controls_applied": controls.applied,
         "controls_lacking": controls.lacking.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
         "dmabuf": dmabuf,
-        "ok": ok,
-    });
-    println!("{summary}");
-    Ok(if ok {
+    }))
+}
+
+/// The fields of a `json!({...})` literal, to extend another line's.
+fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => unreachable!("json! of an object literal gave {other}"),
+    }
+}
+
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 #[cfg(test)]
