@@ -119,6 +119,9 @@ pub enum VideoDevice {
     /// The same pattern from a synthetic camera that encodes H.264 itself (the passthrough path,
     /// for tests and benchmarks).
     TestPatternH264,
+    /// The pattern with a block of fresh noise in every frame: a stream that uses its whole
+    /// bitrate, for checking what an uplink carries.
+    TestPatternBusy,
     /// Publish no video.
     None,
 }
@@ -678,6 +681,7 @@ fn build_video(
         None => defaults.device,
         Some(d) if d == "test-pattern" => VideoDevice::TestPattern,
         Some(d) if d == "test-pattern-h264" => VideoDevice::TestPatternH264,
+        Some(d) if d == "test-pattern-busy" => VideoDevice::TestPatternBusy,
         Some(d) if d == "none" => VideoDevice::None,
         // A node, or a USB camera by card name or bus (its /dev/videoN moves between boots).
         Some(d) if d.starts_with('/') || d.starts_with("name:") || d.starts_with("bus:") => {
@@ -689,7 +693,7 @@ fn build_video(
                 "video.device",
                 index.line(ctx, "video.device"),
                 format!("`{d}` is not a device path"),
-                "use a V4L2 device path like \"/dev/video0\", \"name:<camera name>\", \"bus:<bus info>\" (see `roomcast devices`), \"test-pattern\" or \"none\"",
+                "use a V4L2 device path like \"/dev/video0\", \"name:<camera name>\", \"bus:<bus info>\" (see `roomcast devices`), \"test-pattern\", \"test-pattern-busy\" or \"none\"",
             ))
         }
     };
@@ -1114,6 +1118,7 @@ impl Config {
                 VideoDevice::Path(p) => p.display().to_string(),
                 VideoDevice::TestPattern => "test-pattern".into(),
                 VideoDevice::TestPatternH264 => "test-pattern-h264".into(),
+                VideoDevice::TestPatternBusy => "test-pattern-busy".into(),
                 VideoDevice::None => "none".into(),
             }
             .into(),

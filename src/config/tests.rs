@@ -562,12 +562,17 @@ fn video_bitrate_limits_are_read_and_must_bracket_the_bitrate() {
 }
 
 #[test]
-fn the_h264_test_camera_is_a_video_device() {
+fn the_synthetic_cameras_are_video_devices() {
     let cfg = parse_str(&format!(
         "{MINIMAL}\n[video]\ndevice = \"test-pattern-h264\"\n"
     ))
     .unwrap();
     assert_eq!(cfg.video.device, VideoDevice::TestPatternH264);
+    let cfg = parse_str(&format!(
+        "{MINIMAL}\n[video]\ndevice = \"test-pattern-busy\"\n"
+    ))
+    .unwrap();
+    assert_eq!(cfg.video.device, VideoDevice::TestPatternBusy);
 }
 
 #[test]

@@ -313,6 +313,9 @@ pub fn open_video_source(settings: &VideoSettings) -> anyhow::Result<Box<dyn Vid
             settings.height,
             settings.fps,
         )?)),
+        "test-pattern-busy" => Ok(Box::new(
+            synthetic::TestPattern::new(settings.width, settings.height, settings.fps)?.busy(),
+        )),
         #[cfg(feature = "software-h264")]
         "test-pattern-h264" => Ok(Box::new(h264::H264TestCamera::new(
             settings.width,

@@ -33,6 +33,8 @@ pub struct TestPattern {
     /// CLOCK_MONOTONIC time of frame 0.
     started: Option<Duration>,
     background: Vec<u8>,
+    /// Fill the block with fresh noise every frame (see [`TestPattern::busy`]).
+    busy: bool,
 }
 
 /// The pixel a decoded test-pattern frame should show at `(x, y)`, or `None` where the moving
@@ -131,9 +133,19 @@ impl TestPattern {
             frame_index: 0,
             started: None,
             background: Vec::new(),
+            busy: false,
         };
         pattern.background = pattern.render_background();
         Ok(pattern)
+    }
+
+    /// The busy variant (`[video] device = "test-pattern-busy"`): the moving block carries new
+    /// noise in every frame, which no encoder can predict, so the stream uses the bitrate it is
+    /// given instead of the few kbit/s the plain pattern needs. For measuring what an uplink
+    /// carries and watching the bitrate follow it; the bars stay as they are.
+    pub fn busy(mut self) -> Self {
+        self.busy = true;
+        self
     }
 
     fn colour_at(&self, x: u32, y: u32) -> [u8; 3] {
@@ -165,8 +177,20 @@ impl TestPattern {
         let travel = (w - block) as u64;
         let left = ((index * block as u64 / self.fps as u64) % travel.max(1)) as usize & !1;
         let (luma, u, v) = rgb_to_yuv(BLOCK);
+        // xorshift64, seeded by the frame number: fresh in every frame, the same on every run.
+        let mut noise = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         for y in top..top + block {
-            i420[y * w + left..y * w + left + block].fill(luma);
+            let row = &mut i420[y * w + left..y * w + left + block];
+            if self.busy {
+                for px in row {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    *px = (noise >> 56) as u8;
+                }
+            } else {
+                row.fill(luma);
+            }
         }
         let (u_off, v_off) = (w * h, w * h + w * h / 4);
         for y in (top / 2)..(top + block) / 2 {
@@ -313,6 +337,25 @@ mod tests {
     fn the_block_moves_between_frames() {
         let pattern = TestPattern::new(320, 240, 30).unwrap();
         assert_ne!(pattern.render(0).planes[0], pattern.render(15).planes[0]);
+    }
+
+    #[test]
+    fn the_busy_pattern_keeps_its_bars_and_fills_the_block_with_new_noise_each_frame() {
+        let plain = TestPattern::new(320, 240, 30).unwrap();
+        let busy = TestPattern::new(320, 240, 30).unwrap().busy();
+        let (a, b) = (busy.render(3), busy.render(4));
+        check_rgb(&i420_to_rgb(&a), 320, 240, 6).unwrap();
+        // Noise, not a flat block: the luma across the block's rows takes many values, and
+        // differently in consecutive frames.
+        let block_row = |f: &VideoFrame| f.planes[0].data[210 * 320..211 * 320].to_vec();
+        let distinct: std::collections::HashSet<u8> = block_row(&a).into_iter().collect();
+        assert!(distinct.len() > 20, "{} distinct values", distinct.len());
+        assert!(block_row(&a) != block_row(&b), "the same noise twice");
+        assert!(block_row(&plain.render(3)) != block_row(&a));
+        assert!(
+            busy.render(3).planes[0].data == a.planes[0].data,
+            "the same frame renders the same"
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct FrameTiming {
     latencies: Mutex<LatencyWindow>,
     encode_cpu_ns: AtomicU64,
     encoded_frames: AtomicU64,
+    /// Payload bytes of the frames sent since the last report: what the encoder really
+    /// produced, next to the target it was given.
+    bytes_sent: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +81,10 @@ struct LatencyWindow {
 pub struct TimingReport {
     /// Frames handed to the RTP track in the window.
     pub frames_sent: u64,
+    /// Encoded payload bytes of those frames (RTP and SRTP overhead not counted); the event
+    /// shows them as `sent_bps`.
+    #[serde(skip)]
+    pub bytes_sent: u64,
     /// Capture → RTP latency percentiles, ms (µs resolution); `None` when no frame went out.
     pub capture_to_rtp_ms: Option<Percentiles>,
     /// Frames that went into the encoder in the window.
@@ -94,9 +101,10 @@ pub struct Percentiles {
 }
 
 impl FrameTiming {
-    /// A frame captured `latency` ago has just been written to its RTP track (in encoder-test
-    /// `--bench`: has just come out of the encoder).
-    pub fn record_sent(&self, latency: Duration) {
+    /// A frame of `bytes` captured `latency` ago has just been written to its RTP track (in
+    /// encoder-test `--bench`: has just come out of the encoder).
+    pub fn record_sent(&self, latency: Duration, bytes: u64) {
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
         let us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
         let mut window = self.latencies.lock().unwrap();
         window.ring.write(us);
@@ -123,6 +131,7 @@ impl FrameTiming {
         latencies.sort_unstable();
         TimingReport {
             frames_sent,
+            bytes_sent: self.bytes_sent.swap(0, Ordering::Relaxed),
             capture_to_rtp_ms: percentiles(&latencies),
             frames_encoded,
             encode_cpu_ms_per_frame: (frames_encoded > 0)
@@ -160,11 +169,12 @@ mod tests {
         let timing = FrameTiming::default();
         // 1..=100 ms, out of order.
         for ms in (1..=100u64).rev() {
-            timing.record_sent(Duration::from_millis(ms));
+            timing.record_sent(Duration::from_millis(ms), 10);
         }
         timing.record_encode(Duration::from_millis(30), 10);
         let report = timing.take_report();
         assert_eq!(report.frames_sent, 100);
+        assert_eq!(report.bytes_sent, 1000);
         assert_eq!(
             report.capture_to_rtp_ms,
             Some(Percentiles {
@@ -178,6 +188,7 @@ mod tests {
 
         let empty = timing.take_report();
         assert_eq!(empty.frames_sent, 0);
+        assert_eq!(empty.bytes_sent, 0);
         assert_eq!(empty.capture_to_rtp_ms, None);
         assert_eq!(empty.encode_cpu_ms_per_frame, None);
     }
@@ -186,10 +197,10 @@ mod tests {
     fn a_window_longer_than_the_ring_keeps_its_newest_latencies_and_counts_every_frame() {
         let timing = FrameTiming::default();
         for _ in 0..WINDOW {
-            timing.record_sent(Duration::from_millis(500));
+            timing.record_sent(Duration::from_millis(500), 1);
         }
         for _ in 0..WINDOW {
-            timing.record_sent(Duration::from_micros(1_500));
+            timing.record_sent(Duration::from_micros(1_500), 1);
         }
         let report = timing.take_report();
         assert_eq!(report.frames_sent, 2 * WINDOW as u64);

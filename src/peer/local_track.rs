@@ -1,7 +1,7 @@
 //! A local audio or video track: its webrtc-rs sample track, its sender, and the task that moves
 //! encoded frames from a media pipeline onto the wire.
 use super::Transport;
-use crate::media::bitrate::{fraction_lost_for, LossController};
+use crate::media::bitrate::{fraction_lost_for, LossController, SentRate};
 use crate::media::clock::{self, RtpClock};
 use crate::media::pipeline::{EncodedSample, PipelineControl, SampleReceiver};
 use rtc::media_stream::MediaStreamTrack;
@@ -11,7 +11,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -28,9 +28,6 @@ pub struct SendStats {
     pub bytes_sent: AtomicU64,
     /// PLI/FIR received from the far end.
     pub keyframe_requests: AtomicU64,
-    /// The video bitrate (bit/s) congestion feedback (receiver-report loss, REMB) last set,
-    /// within the limits; 0 before any.
-    pub bitrate_target: AtomicU32,
     /// Encoded frames the capture queue dropped because the network fell behind.
     pub frames_dropped: AtomicU64,
 }
@@ -290,6 +287,7 @@ impl LocalTrack {
         let (kind, ssrc) = (self.kind, self.ssrc);
         let rtcp_control = control.clone();
         // A new track (after a full reconnect) goes on from the bitrate the last one reached.
+        let mut sent = SentRate::default();
         let mut rate = LossController::new(
             control.limits(),
             control.bitrate_target.load(Ordering::Relaxed),
@@ -316,12 +314,17 @@ impl LocalTrack {
                                 fraction_lost_for(packet, ssrc),
                             ) {
                                 (Some(bps), _) => rate.on_remb(bps, now),
-                                (None, Some(lost)) => rate.on_receiver_report(lost, now),
+                                (None, Some(lost)) => {
+                                    let sent_bytes = stats.bytes_sent.load(Ordering::Relaxed);
+                                    if let Some(bps) = sent.sample(sent_bytes, now) {
+                                        rate.on_sent_rate(bps);
+                                    }
+                                    rate.on_receiver_report(lost, now)
+                                }
                                 (None, None) => None,
                             };
                             if let Some(bps) = changed {
                                 let applied = rtcp_control.set_bitrate(bps);
-                                stats.bitrate_target.store(applied, Ordering::Relaxed);
                                 tracing::debug!("video bitrate target {applied} bit/s");
                             }
                         }
@@ -381,7 +384,7 @@ impl LocalTrack {
                         // here), on the clock the capture time came from.
                         control
                             .timing
-                            .record_sent(clock::monotonic_now().saturating_sub(capture));
+                            .record_sent(clock::monotonic_now().saturating_sub(capture), bytes);
                         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
                         if keyframe {
                             stats.keyframes_sent.fetch_add(1, Ordering::Relaxed);

@@ -30,6 +30,7 @@ fn video_settings(config: &crate::config::Config) -> VideoSettings {
         device: match &v.device {
             VideoDevice::TestPattern => "test-pattern".into(),
             VideoDevice::TestPatternH264 => "test-pattern-h264".into(),
+            VideoDevice::TestPatternBusy => "test-pattern-busy".into(),
             VideoDevice::None => "none".into(),
             VideoDevice::Path(p) => p.display().to_string(),
         },

@@ -571,6 +571,15 @@ struct MediaNote {
     kind: MediaNoteKind,
 }
 
+/// `bytes` over `interval` as bit/s (0 for an empty interval).
+fn bits_per_second(bytes: u64, interval: Duration) -> u64 {
+    let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return 0;
+    }
+    bytes.saturating_mul(8_000) / ms
+}
+
 fn track_kind(track: Track) -> TrackKind {
     match track {
         Track::Video => TrackKind::Video,
@@ -1126,6 +1135,9 @@ struct Shell {
     first_join: Option<FirstJoin>,
     close_done: Vec<oneshot::Sender<()>>,
     ever_connected: bool,
+    /// When the last `media_stats` went out (or the room started): the interval the next
+    /// one's bytes are divided by.
+    stats_since: Instant,
 }
 
 /// Run the room: `Input::Start`, then the supervisor's loop until `Exit`. Returns the exit code.
@@ -1165,6 +1177,7 @@ pub(crate) async fn run(
         first_join,
         close_done: Vec::new(),
         ever_connected: false,
+        stats_since: Instant::now(),
     };
     shell.speaker = open_speaker(shell.options.speaker.as_ref());
     let mut channels = Channels::default();
@@ -1238,7 +1251,7 @@ pub(crate) async fn run(
                     Some(timer) => timer.tick().await,
                     None => std::future::pending().await,
                 }
-            } => shell.report_media_stats(),
+            } => shell.report_media_stats(Instant::now()),
         }
     }
 }
@@ -1312,16 +1325,19 @@ impl Shell {
     }
 
     /// One `media_stats` event per running capture: what it did since the last report.
-    fn report_media_stats(&self) {
+    fn report_media_stats(&mut self, now: Instant) {
+        let interval = now.duration_since(std::mem::replace(&mut self.stats_since, now));
         for (track, capture) in [Track::Video, Track::Audio]
             .into_iter()
             .filter_map(|t| Some((t, self.captures[t.index()].as_ref()?)))
         {
             let control = &capture.control;
             let bitrate = control.bitrate_target.load(Ordering::Relaxed);
+            let timing = control.timing.take_report();
             self.emit(RoomEvent::MediaStats {
                 kind: track_kind(track),
-                timing: control.timing.take_report(),
+                sent_bps: bits_per_second(timing.bytes_sent, interval),
+                timing,
                 bitrate_bps: (track == Track::Video && bitrate != 0).then_some(bitrate),
                 frames_dropped: control.dropped.load(Ordering::Relaxed),
             });
@@ -2112,4 +2128,16 @@ async fn forward(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_bytes_become_bits_per_second_over_the_interval() {
+        assert_eq!(bits_per_second(250_000, Duration::from_secs(2)), 1_000_000);
+        assert_eq!(bits_per_second(1_500, Duration::from_millis(1_500)), 8_000);
+        assert_eq!(bits_per_second(1_000, Duration::ZERO), 0);
+    }
 }

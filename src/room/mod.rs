@@ -266,6 +266,9 @@ pub enum RoomEvent {
         /// before any feedback).
         #[serde(skip_serializing_if = "Option::is_none")]
         bitrate_bps: Option<u32>,
+        /// The encoded payload actually sent over the interval, bit/s: next to `bitrate_bps`,
+        /// how closely the encoder follows its target (a still picture sends far less).
+        sent_bps: u64,
         /// Encoded frames dropped because the network fell behind, since the capture started.
         frames_dropped: u64,
     },

@@ -357,6 +357,8 @@ RECOVERY_ROWS = {
     "drop_gap_ms": "WebSocket drop (ss -K): longest frame gap (ms)",
     "restart_reconnected_ms": "server restart: server up -> reconnected (ms)",
     "restart_media_ms": "server restart: server up -> frame at subscriber (ms)",
+    "uplink_cap_to_fit_ms": "uplink capped: cap -> bitrate target within it (ms)",
+    "uplink_lift_to_rise_ms": "uplink cap lifted: lift -> target up 20 % (ms)",
 }
 
 

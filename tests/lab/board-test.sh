@@ -2,11 +2,11 @@
 # Boot the arm64 Debian kernel in qemu-system-aarch64 (TCG) and prove the static aarch64 roomcast there.
 #   tests/lab/board-test.sh --board BIN [--host BIN] [--profile board/X.toml]
 #     --board BIN   static aarch64 roomcast (scripts/build-static.sh)
-#     --host BIN    the host's devroom binary (cargo build --workspace); enables the media stage
+#     --host BIN    the host's devroom binary (default: the workspace's, see tests/lib/devroom.sh)
 # Stage 1 (always): in the VM, `roomcast --version` and `roomcast check-config` on every board profile, and
 #   the devices a board would have (vivid camera, snd-aloop, gpio-sim) are listed.
-# Stage 2 (with --host, when the binaries support it): the VM's network is a tap device in the current network
-#   namespace (run this inside `unshare -n`, e.g. tests/netns.sh): host 198.51.100.1/24, guest 198.51.100.2/24,
+# Stage 2: the VM's network is a tap device in a network namespace of the test's own (tests/lab/room.sh, which
+#   the media tests share): host 198.51.100.1/24, guest 198.51.100.2/24,
 #   real UDP and TCP both ways. devroom listens on 198.51.100.1; the board runs `roomcast run` with synthetic
 #   video (test-pattern) and audio (tone); the stage passes when devroom reports first RTP on a video and an
 #   audio track, and prints the time from VM start (qemu launch) to first media.
@@ -14,29 +14,12 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BOARD= HOST=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --board) BOARD=$(realpath "$2"); shift 2;;
-    --host) HOST=$(realpath "$2"); shift 2;;
-    *) echo "board-test.sh: unknown argument $1" >&2; exit 2;;
-  esac
-done
-[ -x "$BOARD" ] || { echo "board-test.sh: need --board BIN" >&2; exit 2; }
-# The tap device and its 198.51.100.0/24 addresses must never appear in the host's own network namespace:
-# run in a fresh one unless the caller already made one (tests/netns.sh sets ROOMCAST_IN_NETNS=1).
-if [ -z "${ROOMCAST_IN_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
-  exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" ${HOST:+--host "$HOST"}
-fi
-ip link set lo up
-PASS=0 FAIL=0
-ok()  { PASS=$((PASS + 1)); echo "ok - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
-W=$(mktemp -d /tmp/roomcast-lab.XXXXXX)
-DEVPID=
+. "$HERE/room.sh"
+lab_begin lab "$@"
+# devroom on the tap from the start: stage 1's network probe uses other ports.
+lab_room
 NETPID=
-cleanup() { for p in $DEVPID $NETPID; do kill "$p" 2>/dev/null; done; ip link del rclab0 2>/dev/null; rm -rf "$W"; }
-trap cleanup EXIT
+trap 'kill $NETPID 2>/dev/null; lab_cleanup' EXIT
 
 # ---- stage 1: boot, --version, check-config on every profile
 mkdir -p "$W/share/board" "$W/share/etc"
@@ -62,8 +45,6 @@ echo x > /tmp/udp-probe; timeout 3 tftp -p -l /tmp/udp-probe -r udp-hello-from-v
 exit $rc
 X
 chmod +x "$W/share/stage1.sh"
-ip tuntap add dev rclab0 mode tap && ip addr add 198.51.100.1/24 dev rclab0 && ip link set rclab0 up \
-  || { bad "tap device rclab0 (needs root)"; echo "lab: $PASS passed, $FAIL failed"; exit 1; }
 # host side of the network probe: one TCP and one UDP datagram from the VM, written to files
 python3 - "$W" <<'X' &
 import socket, sys, os
@@ -76,10 +57,11 @@ d, a = u.recvfrom(512)
 if b"udp-hello-from-vm" in d: open(os.path.join(w, "net-udp"), "w").write(f"udp-hello-from-vm from {a[0]}")
 X
 NETPID=$!
-T0=$(date +%s.%N)
-"$HERE/lab.sh" --arch arm64 -t 300 -s "$W/share" --tap rclab0:198.51.100.2/24 --log "$W/stage1.log" "$W/share/stage1.sh" > /dev/null 2>&1; RC=$?
+lab_boot 300 "$W/share/stage1.sh"
+wait $LABPID; RC=$?
 kill $NETPID 2>/dev/null
-WALL=$(echo "$(date +%s.%N) - $T0" | bc)
+WALL=$(since)
+cp "$W/vm.log" "$W/stage1.log"
 grep -E "STAGE1|roomcast [0-9]|CHECK-CONFIG|DEVICES|NET|nc:|LAB-(BOOTED|READY|EXIT)|  \|" "$W/stage1.log" | sed 's/^/# /'
 if grep -q "LAB-BOOTED" "$W/stage1.log"; then ok "arm64 Debian kernel booted in qemu-system-aarch64 ($(grep -o 'LAB-READY uptime=[0-9.]*' "$W/stage1.log"), ${WALL%.*}s wall incl. poweroff)"
 else tail -30 "$W/stage1.log"; bad "arm64 VM boot"; fi
@@ -96,16 +78,6 @@ if grep -qx "tcp-hello-from-vm from 198.51.100.2" "$W/net-tcp" 2>/dev/null; then
 if grep -qx "udp-hello-from-vm from 198.51.100.2" "$W/net-udp" 2>/dev/null; then ok "VM -> host UDP over the tap"; else bad "VM -> host UDP over the tap"; fi
 
 # ---- stage 2: roomcast in the VM -> devroom on the host, over a tap device
-missing=()
-[ -n "$HOST" ] || missing+=("--host BIN (the host's devroom binary)")
-if [ ${#missing[@]} -gt 0 ]; then
-  bad "media stage: missing ${missing[*]}"
-  echo "lab: $PASS passed, $FAIL failed"; exit 1
-fi
-. "$ROOT/tests/lib/devroom.sh"
-DEVROOM_BIN=$HOST devroom_start "$W" --listen 198.51.100.1:7880 --keys devkey:secret --media-ip 198.51.100.1 --frame-dir "$W" \
-  || { bad "devroom start"; echo "lab: $PASS passed, $FAIL failed"; exit 1; }
-DEVPID=$DEVROOM_PID
 # Token auth is the one auth form every roomcast config parser accepts; room and identity travel inside the token.
 TOKEN=$(DEVROOM_BIN=$HOST devroom_token lab-board lab)
 cat > "$W/share/lab.toml" <<X
@@ -131,41 +103,24 @@ kill $pid 2>/dev/null
 [ -e stop ]
 X
 chmod +x "$W/share/stage2.sh"
-T0=$(date +%s.%N)
-"$HERE/lab.sh" --arch arm64 -t 300 -s "$W/share" --tap rclab0:198.51.100.2/24 --log "$W/stage2.log" "$W/share/stage2.sh" >/dev/null 2>&1 &
-LABPID=$!
-# wait for first RTP on a video and an audio track (devroom's long-poll event API; no sleeps)
-AFTER=0 VIDEO_AT= AUDIO_AT= DEADLINE=$(( $(date +%s) + 240 ))
-declare -A KIND FIRST   # track sid -> kind (track_published), host seconds since qemu start (first_rtp)
-while [ "$(date +%s)" -lt $DEADLINE ] && { [ -z "$VIDEO_AT" ] || [ -z "$AUDIO_AT" ]; } && kill -0 $LABPID 2>/dev/null; do
-  EV=$(curl -s --max-time 10 "http://198.51.100.1:7880/admin/events?after=$AFTER&wait_ms=5000") || continue
-  now=$(echo "$(date +%s.%N) - $T0" | bc)
-  while IFS=$'\t' read -r seq type tsid kind; do
-    [ -n "$seq" ] || continue
-    AFTER=$seq
-    echo "$type $tsid $kind" >> "$W/events.txt"
-    case $type in
-      track_published) KIND[$tsid]=$kind;;
-      first_rtp) FIRST[$tsid]=${FIRST[$tsid]:-$now};;
-    esac
-  done < <(python3 -c 'import json,sys
-for e in json.load(sys.stdin).get("events",[]): print("\t".join(str(e.get(k,"")) for k in ("seq","type","track_sid","kind")))' <<<"$EV")
-  # devroom may report first RTP before it matches the track to its AddTrack: pair them up either way
-  for sid in "${!FIRST[@]}"; do
-    case "${KIND[$sid]:-}" in video) VIDEO_AT=${VIDEO_AT:-${FIRST[$sid]}};; audio) AUDIO_AT=${AUDIO_AT:-${FIRST[$sid]}};; esac
-  done
+lab_boot 300 "$W/share/stage2.sh"
+# First RTP on a video and an audio track (devroom's long-poll event API; no sleeps), timed from qemu's start.
+VIDEO_AT= AUDIO_AT=
+while alive && { [ -z "$VIDEO_AT" ] || [ -z "$AUDIO_AT" ]; }; do
+  poll_events 5000
+  [ -n "$VIDEO_AT" ] || { [ -n "$(flowing lab-board video)" ] && VIDEO_AT=$(since); }
+  [ -n "$AUDIO_AT" ] || { [ -n "$(flowing lab-board audio)" ] && AUDIO_AT=$(since); }
 done
 touch "$W/share/stop"
 wait $LABPID
+cp "$W/vm.log" "$W/stage2.log"
 grep -E "LAB-(BOOTED|READY|NET)|STAGE2" "$W/stage2.log" | sed 's/^/# /'
 if [ -n "$VIDEO_AT" ] && [ -n "$AUDIO_AT" ]; then
   ok "devroom received video and audio from roomcast in the VM"
   echo "# boot to first media: video ${VIDEO_AT:0:6}s audio ${AUDIO_AT:0:6}s after qemu start (TCG, $(grep -o 'LAB-READY uptime=[0-9.]*' "$W/stage2.log"))"
 else
   sed 's/^/# roomcast: /' "$W/share/roomcast.log" 2>/dev/null | tail -20
-  sed 's/^/# devroom event: /' "$W/events.txt" 2>/dev/null | tail -20
   echo "# devroom rooms: $(curl -s --max-time 5 http://198.51.100.1:7880/admin/rooms)"
   bad "devroom received video and audio from the VM (video=${VIDEO_AT:-none} audio=${AUDIO_AT:-none})"
 fi
-echo "lab: $PASS passed, $FAIL failed"
-[ "$FAIL" = 0 ]
+finish

@@ -1,5 +1,5 @@
-# The host side of the lab tests whose VM publishes to devroom on the host over a tap device (media-test.sh,
-# passthrough-test.sh). Source it after `set -uo pipefail` with HERE (tests/lab) and ROOT (the repository) set.
+# The host side of the lab tests whose VM talks to devroom on the host over a tap device (board-test.sh, media-test.sh,
+# passthrough-test.sh, speaker-test.sh). Source it after `set -uo pipefail` with HERE (tests/lab) and ROOT (the repository) set.
 #   lab_begin NAME "$@"   the test's arguments, --board BIN [--host DEVROOM_BIN] (BOARD, HOST); the test runs again
 #                     in a network namespace of its own, then: ok/bad/finish count the checks and print "NAME: N passed,
 #                     N failed"; W is the work directory (W/share is the VM's /mnt/host), removed on exit unless KEEP

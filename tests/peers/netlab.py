@@ -117,9 +117,10 @@ class Lines:
 
 
 def roomcast_config(directory: Path, name: str, lk: dict, room: str, identity: str, fps: int,
-                    extra: str = "") -> Path:
+                    extra: str = "", camera: str = "test-pattern") -> Path:
     """A roomcast config (and its state directory) for a synthetic 320x240 camera and a tone,
-    minting its own tokens from livekit-server's key; `extra` adds top-level lines."""
+    minting its own tokens from livekit-server's key; `extra` adds top-level lines. `camera`
+    "test-pattern-busy" sends the whole bitrate (the plain pattern needs a few kbit/s)."""
     state = directory / f"state-{name}"
     state.mkdir()
     cfg = directory / f"{name}.toml"
@@ -127,7 +128,7 @@ def roomcast_config(directory: Path, name: str, lk: dict, room: str, identity: s
         f'url = "{lk["LIVEKIT_URL"]}"\napi_key = "{lk["LIVEKIT_API_KEY"]}"\n'
         f'api_secret = "{lk["LIVEKIT_API_SECRET"]}"\nroom = "{room}"\nidentity = "{identity}"\n'
         f'state_dir = "{state}"\n{extra}\n'
-        f'[video]\ndevice = "test-pattern"\nwidth = 320\nheight = 240\nfps = {fps}\nbitrate = 400\n\n'
+        f'[video]\ndevice = "{camera}"\nwidth = 320\nheight = 240\nfps = {fps}\nbitrate = 400\n\n'
         f'[audio]\ndevice = "tone"\n')
     return cfg
 

@@ -20,12 +20,18 @@ Faults, per run and publisher:
   drop     the publisher's signalling TCP connection is killed (ss -K); the media path is untouched.
            Measured: the longest gap between decoded frames at the subscriber from 0.2 s before the
            drop until 1 s after the publisher says it has resumed (33 ms at 30 fps is no gap). Asserted: a resume, the same track.
+  uplink   (roomcast only) the uplink's capacity is capped: an nftables policer on the server's end of the
+           uplink drops UDP to the server above half the video rate being sent plus room for the
+           audio (AUDIO_ALLOWANCE), then the cap is lifted. Measured: cap -> the encoder's target
+           (media_stats bitrate_bps) within the cap less the audio's rate, the rate sent then
+           (sent_bps), and lift -> the target back up by RISE. Asserted: both happen, and video
+           keeps being decoded under the cap.
   restart  livekit-server is SIGKILLed and started again on the same ports. Measured: server up ->
            the publisher's reconnected event, and server up -> the first frame of its new track at
            the subscriber (which has to rejoin as well). Asserted for roomcast: a new participant
            sid, republished tracks, and its full-reconnect events in LiveKit's documented order.
 
-usage: recovery.py [--runs N] [--peers roomcast,sdk] [--cases switch,drop,restart] [--json FILE]
+usage: recovery.py [--runs N] [--peers roomcast,sdk] [--cases switch,drop,uplink,restart] [--json FILE]
                    [--max-drop-gap-ms MS]
 Prints one line per measurement, then a table with median and max per publisher and case, then
 one JSON line. Exit status 1 if an assertion failed.
@@ -52,13 +58,16 @@ UPLINKS = {  # device interface: (device address/prefix, gateway, server-side in
     "cell": ("203.0.113.66/26", "203.0.113.65", f"rc{os.getpid()}"),
 }
 SWITCH_GAP = 0.3  # seconds between the old uplink going down and the new one coming up
+AUDIO_ALLOWANCE = 96_000  # bit/s of the cap left for Opus (32 kbit/s plus 50 packets/s of headers) and the video's headers
+AUDIO_BITRATE = 32_000  # roomcast's default Opus rate: the cap minus this is the most the video can have
+RISE = 1.2  # ... and has followed it back up when it is this much above its capped level
 ROOM = "recovery"
 SUB = "sub"
 LOGS = netlab.logs_dir("recovery")
 
 
-def dev(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return netlab.run(*cmd, ns=NS, check=check)
+def dev(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return netlab.run(*cmd, ns=NS, check=check, **kw)
 
 
 class World:
@@ -122,7 +131,10 @@ class Publisher:
         lk = world.lk
         key, secret = lk["LIVEKIT_API_KEY"], lk["LIVEKIT_API_SECRET"]
         if kind == "roomcast":
-            cfg = netlab.roomcast_config(world.dir, identity, lk, ROOM, identity, fps=30)
+            # A media_stats event a second: the uplink case reads the encoder's target from it.
+            # The busy pattern uses its bitrate, as a camera does (the plain one needs 5 kbit/s).
+            cfg = netlab.roomcast_config(world.dir, identity, lk, ROOM, identity, fps=30,
+                                         extra="stats_interval = 1", camera="test-pattern-busy")
             cmd = [ROOMCAST, "run", "--config", str(cfg)]
             env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         else:
@@ -252,6 +264,58 @@ def case_restart(world: World, pub: Publisher) -> tuple[float, float]:
     return (t_rec - t_up) * 1000, (t_frame - t_up) * 1000
 
 
+def video_stats(pub: Publisher, pred, timeout: float, what: str, after: float) -> tuple[float, dict]:
+    return pub.out.wait_for(lambda e: e.get("event") == "media_stats" and e.get("kind") == "video"
+                            and e.get("bitrate_bps") is not None and pred(e), timeout,
+                            f"{pub.identity}: {what}", after)
+
+
+def case_uplink(world: World, pub: Publisher) -> dict:
+    """The uplink's capacity drops to half of what roomcast sends, then comes back; the
+    encoder's target must follow it down and up (receiver-report loss, see src/media/bitrate.rs)."""
+    # A whole interval's rate: the first report after this moment may cover less than a second
+    # of sending.
+    t_first, _ = video_stats(pub, lambda e: True, 10, "a media_stats", time.monotonic())
+    _, before = video_stats(pub, lambda e: e["sent_bps"] > 0, 10, "a media_stats with video sent",
+                            t_first + 0.01)
+    start_target, start_sent = before["bitrate_bps"], before["sent_bps"]
+    # The video's share halves; the cap adds room for the Opus track and the packets' overhead,
+    # which the policer counts too.
+    video_share = start_sent // 2
+    cap_bps = video_share + AUDIO_ALLOWANCE
+    # A policer at the server's side of the uplink, not a queue: what a radio link at its limit
+    # looks like to the sender (loss; the host kernel has no netem to queue with). RTP, RTCP and
+    # retransmissions all count against it. At the sender it would fail sends with EPERM instead.
+    # Its burst is a second of the rate, as a radio's buffer would absorb a keyframe; a smaller
+    # one drops every keyframe the subscriber asks for, and the picture never comes back.
+    netlab.run("nft", "-f", "-", input=f"""table inet rccap {{
+  chain uplink {{
+    type filter hook input priority 0;
+    ip saddr 203.0.113.0/24 ip daddr {SERVER_IP} meta l4proto udp limit rate over {cap_bps // 8} bytes/second burst {cap_bps // 8} bytes drop
+  }}
+}}""")
+    t_cap = time.monotonic()
+    try:
+        fit_limit = cap_bps - AUDIO_BITRATE
+        t_fit, fit = video_stats(pub, lambda e: e["bitrate_bps"] <= fit_limit, 30,
+                                 f"the target within the cap ({cap_bps} bit/s less the audio's {AUDIO_BITRATE})",
+                                 t_cap)
+        frames_after(world, pub.track, t_fit, 10, "video under the cap")
+        # The rate sent in the next full second at that target.
+        _, under = video_stats(pub, lambda e: True, 5, "a media_stats under the cap", t_fit)
+    finally:
+        netlab.run("nft", "delete", "table", "inet", "rccap")
+    t_lift = time.monotonic()
+    low = fit["bitrate_bps"]
+    t_up, up = video_stats(pub, lambda e: e["bitrate_bps"] >= RISE * low, 30,
+                           f"the target back above {RISE} x {low} bit/s after the cap is lifted", t_lift)
+    print(f"{pub.identity} uplink: sent {start_sent} bit/s at target {start_target}; cap {cap_bps} "
+          f"(video's share {video_share}): target "
+          f"{fit['bitrate_bps']} after {t_fit - t_cap:.1f} s, then sent {under['sent_bps']} at "
+          f"{under['bitrate_bps']}; lifted: target {up['bitrate_bps']} after {t_up - t_lift:.1f} s", flush=True)
+    return {"uplink_cap_to_fit_ms": [(t_fit - t_cap) * 1000], "uplink_lift_to_rise_ms": [(t_up - t_lift) * 1000]}
+
+
 def one_case(world: World, pub: Publisher, case: str, max_drop_gap_ms) -> dict:
     """One fault; its figures by name (ms)."""
     if case == "switch":  # both ways: wifi->cell, then cell->wifi
@@ -261,6 +325,8 @@ def one_case(world: World, pub: Publisher, case: str, max_drop_gap_ms) -> dict:
         assert max_drop_gap_ms is None or gap <= max_drop_gap_ms, \
             f"the WebSocket drop left a {gap:.0f} ms gap in the media (limit {max_drop_gap_ms:.0f} ms)"
         return {"drop_gap_ms": [gap]}
+    if case == "uplink":
+        return case_uplink(world, pub)
     rec, frame = case_restart(world, pub)
     return {"restart_reconnected_ms": [rec], "restart_media_ms": [frame]}
 
@@ -269,7 +335,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--peers", default="roomcast,sdk")
-    ap.add_argument("--cases", default="switch,drop,restart")
+    ap.add_argument("--cases", default="switch,drop,uplink,restart")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--max-drop-gap-ms", type=float,
                     help="fail when a WebSocket drop leaves a longer gap between decoded frames")
@@ -286,6 +352,8 @@ def main() -> int:
                 pub = Publisher(world, peer, f"pub-{peer}")
                 for run in range(1, args.runs + 1):
                     for case in cases:
+                        if case == "uplink" and peer != "roomcast":
+                            continue  # the SDK prints no encoder target to follow
                         try:
                             rows = one_case(world, pub, case, args.max_drop_gap_ms)
                         except AssertionError as e:

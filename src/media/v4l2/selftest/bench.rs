@@ -188,7 +188,7 @@ impl Run {
     fn coded(&mut self, coded: EncodedFrame) {
         let latency = clock::monotonic_now().saturating_sub(coded.capture);
         if self.start.is_some_and(|s| coded.capture >= s.capture) && self.end.is_none() {
-            self.timing.record_sent(latency);
+            self.timing.record_sent(latency, coded.data.len() as u64);
         }
         self.outputs.push(coded.capture);
         self.bytes += coded.data.len() as u64;
