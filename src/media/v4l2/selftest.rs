@@ -9,8 +9,8 @@
 use super::m2m::{self, EncoderSettings, M2mEncoder, Restart};
 use super::sys;
 use crate::media::{
-    clock, open_video_source, synthetic::TestPattern, EncodedFrame, StopSignal, VideoEncoder,
-    VideoFrame, VideoSettings, VideoSource,
+    clock, open_video_source, synthetic::TestPattern, EncodedFrame, PixelFormat, StopSignal,
+    VideoEncoder, VideoFrame, VideoSettings, VideoSource,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,10 @@ pub struct Args {
     /// kbit/s
     #[arg(long, default_value_t = 1000)]
     pub bitrate: u32,
+    /// A camera's capture format as `[video] format` names it (yuyv, nv12, yu12); default: the
+    /// one the camera offers first in roomcast's order.
+    #[arg(long)]
+    pub camera_format: Option<String>,
 }
 
 /// Pictures from the test pattern (rendered at once, stamped as if captured now) or a camera.
@@ -102,6 +106,13 @@ fn collect(encoder: &mut M2mEncoder, outputs: &mut Vec<EncodedFrame>) -> anyhow:
     Ok(())
 }
 
+fn camera_format(name: &str) -> anyhow::Result<PixelFormat> {
+    [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Yu12]
+        .into_iter()
+        .find(|p| p.config_name() == name)
+        .ok_or_else(|| anyhow::anyhow!("--camera-format {name:?}: one of yuyv, nv12, yu12"))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let coded = coded_fourcc(&args.format)?;
     let mut source = if args.source == "test-pattern" {
@@ -114,6 +125,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             height: args.height,
             fps: args.fps,
             bitrate: args.bitrate,
+            format: args
+                .camera_format
+                .as_deref()
+                .map(camera_format)
+                .transpose()?,
             ..Default::default()
         };
         Source::Camera(open_video_source(&settings)?, StopSignal::new())
