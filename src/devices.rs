@@ -126,17 +126,18 @@ fn cameras_and_encoders(out: &mut String) {
     for cam in cameras {
         let _ = writeln!(
             out,
-            "  {}  \"{}\"  driver {}  bus {}  (or device = \"name:{}\" / \"bus:{}\")",
+            "  {}  \"{}\"  driver {}  bus {}  {} API  (or device = \"name:{}\" / \"bus:{}\")",
             cam.path.display(),
             cam.card,
             cam.driver,
             cam.bus,
+            v4l2::queue::Api::for_capture(cam.caps).map_or("no capture", |api| api.as_str()),
             cam.card,
             cam.bus
         );
         let mut others = Vec::new();
         for f in &cam.capture_formats {
-            let usable = match crate::media::PixelFormat::from_fourcc(f.fourcc.to_le_bytes()) {
+            let usable = match v4l2::pixel_of(f.fourcc) {
                 Some(crate::media::PixelFormat::H264) => "passed through",
                 Some(crate::media::PixelFormat::Mjpeg) => {
                     "decoded in software, then the H.264 encoder: CPU on every frame"

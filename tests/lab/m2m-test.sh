@@ -4,7 +4,9 @@
 #   tests/lab/m2m-test.sh --board BIN
 # In the VM, `roomcast encoder-test --format FWHT` drives vicodec's encoder alone: first single-planar (vicodec's
 # default), then, after reloading vicodec with multiplanar=1, multi-planar; each also with vivid's pictures as the
-# input (camera → encoder), which go in as vivid's own buffers (DMABUF export/import, no copy). Each run encodes more pictures than the encoder has buffers, drains
+# input (camera → encoder), which go in as vivid's own buffers (DMABUF export/import, no copy); last, vivid
+# reloaded with multiplanar=2 (a camera that speaks only the multi-planar API) feeds the multi-planar vicodec the same
+# way as NV12, while its YUYV, which vivid puts 128 bytes into each buffer (data_offset), must be copied, with the reason. Each run encodes more pictures than the encoder has buffers, drains
 # (V4L2_ENC_CMD_STOP → the LAST buffer) half way, restarts and drains again, and prints one JSON line, which
 # the host checks here: formats on both queues, buffer cycling, drain and restart, every capture time coming
 # back unchanged and in order, FWHT's header in the bitstream, and the H.264 controls vicodec lacks reported
@@ -56,6 +58,14 @@ rmmod vicodec && insmod "$ko" multiplanar=1
 echo $? > reload.rc
 test_run mplane --format FWHT --frames 60
 test_run vividmp --format FWHT --frames 30 --source name:vivid --width 640 --height 360
+# vivid's multi-planar variant (multiplanar=2: its camera node is MPLANE only): its buffers exported per plane
+ko=$(grep '/vivid.ko' /etc/lab-modules | cut -d' ' -f1)
+rmmod vivid && insmod "$ko" n_devs=1 multiplanar=2
+echo $? > vivid-reload.rc
+# (480 rows: vicodec keeps 4:2:0 in 16-row aligned buffers, and 360 rows would not be the camera's layout)
+test_run vividcammp --format FWHT --frames 30 --source name:vivid --width 640 --height 480 --camera-format nv12
+# its YUYV starts 128 bytes into each buffer (data_offset): not importable, so copied
+test_run vividcamhdr --format FWHT --frames 30 --source name:vivid --width 640 --height 360
 X
 chmod +x "$W/share/run.sh"
 "$HERE/lab.sh" --arch arm64 -t 420 -s "$W/share" --log "$W/vm.log" "$W/share/run.sh" >/dev/null 2>&1
@@ -102,15 +112,29 @@ for run in single mplane; do
 done
 [ "$(cat "$W/share/reload.rc" 2>/dev/null)" = 0 ] || bad "reloading vicodec with multiplanar=1 failed"
 
-for run in vivid vividmp; do
-  api=single-planar; [ $run = vividmp ] && api=multi-planar
-  check $run "vivid → vicodec $api: camera pictures (YUYV 640x360) through the encoder, drained and restarted" \
-    "j['api'] == '$api'" "j['source'] == 'name:vivid'" "j['raw'] == 'YUYV'" "j['width'] == 640 and j['height'] == 360" \
+# NAME API RAW HEIGHT LABEL: the camera runs that import the camera's buffers.
+for spec in "vivid single-planar YUYV 360 vivid" "vividmp multi-planar YUYV 360 vivid" \
+  "vividcammp multi-planar NV12 480 vivid (multi-planar camera, NV12)"; do
+  read -r run api raw height cam <<<"$spec"
+  check $run "$cam → vicodec $api: camera pictures ($raw 640x$height) through the encoder, drained and restarted" \
+    "j['api'] == '$api'" "j['source'] == 'name:vivid'" "j['raw'] == '$raw'" "j['width'] == 640 and j['height'] == $height" \
     "j['frames_in'] == 30 == j['frames_out']" "j['drain_last_seen'] == [True, True]" \
     "j['timestamps_equal_inputs'] and j['timestamps_monotonic']" "j['ok'] is True"
   # vivid exports its buffers (VIDIOC_EXPBUF) and vicodec imports them: no copy on the way in.
-  check $run "vivid → vicodec $api: the camera's DMABUFs are imported, not copied" "j['dmabuf'] == 'imported'"
+  check $run "$cam → vicodec $api: the camera's DMABUFs are imported, not copied" "j['dmabuf'] == 'imported'"
 done
+[ "$(cat "$W/share/vivid-reload.rc" 2>/dev/null)" = 0 ] || bad "reloading vivid with multiplanar=2 failed"
+for run in vividcammp vividcamhdr; do
+  camera_api=$(grep -o "camera /dev/video[0-9]* (vivid): [A-Z0-9]* 640x[0-9]* at [0-9]* fps, [a-z-]* API" "$W/share/$run.log" 2>/dev/null)
+  [[ "$camera_api" == *"multi-planar API" ]] && ok "vivid with multiplanar=2 is captured through the multi-planar API ($camera_api)" \
+    || bad "vivid with multiplanar=2: no multi-planar capture in the log of $run (${camera_api:-no camera line})"
+done
+check vividcamhdr "vivid (multi-planar camera, YUYV after a 128-byte header) → vicodec: every picture coded, copied rather than imported" \
+  "j['raw'] == 'YUYV'" "j['frames_in'] == 30 == j['frames_out']" "j['timestamps_equal_inputs'] and j['timestamps_monotonic']" \
+  "j['dmabuf'].startswith('not used: a frame came without a DMABUF')" "j['ok'] is True"
+grep -q "puts 128 bytes before each picture (data_offset)" "$W/share/vividcamhdr.log" \
+  && ok "vivid (multi-planar camera, YUYV): the log says why its buffers are not lent as DMABUFs (128 bytes of data_offset)" \
+  || bad "vivid (multi-planar camera, YUYV): no reason logged for not lending the DMABUFs"
 
 # FWHT's header carries the coded picture size (big-endian, bytes 12-19): 640x364, not the buffer's 368 rows.
 check padded "vicodec with a picture smaller than its aligned buffers: the crop is set and the codec codes 640x364" \
@@ -144,6 +168,6 @@ grep -q 'encoder = "auto" uses: software (openh264): the camera gives YUYV and n
   || bad "roomcast devices: no auto choice with its reason for vivid"
 if [ "$FAIL" != 0 ]; then
   grep -E "LAB-|panic" "$W/vm.log" 2>/dev/null | sed 's/^/# vm: /'
-  for f in single mplane vivid vividmp padded benchm2m benchsw; do tail -8 "$W/share/$f.log" 2>/dev/null | sed "s/^/# $f: /"; done
+  for f in single mplane vivid vividmp vividcammp vividcamhdr padded benchm2m benchsw; do tail -8 "$W/share/$f.log" 2>/dev/null | sed "s/^/# $f: /"; done
 fi
 finish

@@ -13,10 +13,14 @@
 # video track failed (event and status line) and stop sending video while the camera is gone, then reopen it
 # by the same name and send video again on the same track sid (no republish), with vivid's picture. The microphone
 # likewise: snd-aloop's card unbound and bound again; no audio while it is gone, then the tone again on the same track.
-# Last, roomcast runs again with [video] format = "nv12": vivid captured as NV12 through software H.264, and the
+# Then roomcast runs again with [video] format = "nv12": vivid captured as NV12 through software H.264, and the
 # PNG must again be vivid's bars.
+# Last, vivid is reloaded with multiplanar=2, so its camera node speaks only the multi-planar API
+# (V4L2_CAP_VIDEO_CAPTURE_MPLANE, as rkisp1 and most SoC capture paths): `roomcast devices` must list its
+# multi-planar formats (NM12, NV12 in two memory planes, exists only there), and roomcast, again with
+# format = "nv12", must capture it through the multi-planar API (its log says so) with vivid's bars at the room.
 # The host drives the VM's phases through files in the shared directory (unplug, replug, mic-unplug, mic-replug,
-# nv12, stop).
+# nv12, mplane, stop).
 # Prints "lab-media: N passed, N failed"; exit 0 only if nothing failed. Needs root (tap device, network namespace).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -46,6 +50,7 @@ X
 }
 lab_config "$W/share/lab.toml" lab-board yuyv "plughw:Loopback,1,0"
 lab_config "$W/share/lab-nv12.toml" lab-board-nv12 nv12 none
+lab_config "$W/share/lab-mplane.toml" lab-board-mplane nv12 none
 cat > "$W/share/run.sh" <<'X'
 #!/bin/sh
 cd /mnt/host
@@ -86,6 +91,16 @@ if wait_for nv12; then
   RUST_LOG=info,roomcast=debug ./roomcast run --config lab-nv12.toml > roomcast-nv12.log 2>&1 &
   pid=$!
 fi
+if wait_for mplane; then
+  kill $pid; wait $pid; echo "ROOMCAST-EXIT $?"
+  # vivid's multi-planar variant: the same driver reloaded with multiplanar=2, its capture node then MPLANE only.
+  ko=$(grep '/vivid.ko' /etc/lab-modules | cut -d' ' -f1)
+  rmmod vivid && insmod "$ko" n_devs=1 multiplanar=2
+  echo "$?" > reload.rc
+  ./roomcast devices > devices-mplane.txt 2>&1
+  RUST_LOG=info,roomcast=debug ./roomcast run --config lab-mplane.toml > roomcast-mplane.log 2>&1 &
+  pid=$!
+fi
 wait_for stop
 kill $pid $tone 2>/dev/null
 wait $pid
@@ -93,7 +108,7 @@ echo "ROOMCAST-EXIT $?"
 [ -e stop ]
 X
 chmod +x "$W/share/run.sh"
-lab_boot 780 "$W/share/run.sh"
+lab_boot 1080 "$W/share/run.sh"
 
 bars() { # PNG WHAT
   local check
@@ -166,13 +181,21 @@ if [ -n "$AUDIO" ]; then
   done
 fi
 
-# ---- phase 3: vivid as NV12
-phase 300
-touch "$W/share/nv12"
-NV12=
-while alive && [ -z "$NV12" ]; do poll_events 5000; NV12=$(flowing lab-board-nv12 video); done
-PNG3=
-[ -n "$NV12" ] && PNG3=$(picture "$NV12" vivid-nv12)
+# ---- phases 3 and 4: roomcast started again by the VM for each (the file NEXT), video only: wait for IDENTITY's
+# video RTP and its picture (W/NAME.png). Sets RUN_SID and RUN_PNG.
+next_run() { # NEXT IDENTITY NAME
+  phase 300
+  touch "$W/share/$1"
+  RUN_SID= RUN_PNG=
+  while alive && [ -z "$RUN_SID" ]; do poll_events 5000; RUN_SID=$(flowing "$2" video); done
+  [ -n "$RUN_SID" ] && RUN_PNG=$(picture "$RUN_SID" "$3")
+}
+# vivid as NV12
+next_run nv12 lab-board-nv12 vivid-nv12
+NV12=$RUN_SID PNG3=$RUN_PNG
+# vivid reloaded multi-planar only, captured as NV12 through the multi-planar API
+next_run mplane lab-board-mplane vivid-mplane
+MPLANE=$RUN_SID PNG4=$RUN_PNG
 touch "$W/share/stop"
 wait $LABPID; LABPID=
 
@@ -184,8 +207,9 @@ grep -q 'vicodec.*encoder, not H.264' "$W/share/devices.txt" && ok "roomcast dev
   || bad "roomcast devices: vicodec's encoder not classified"
 grep -q 'gpiochip' "$W/share/devices.txt" && ok "roomcast devices lists the GPIO chips" || bad "roomcast devices: no GPIO chips"
 grep -E "camera |microphone |not capturing|local_track|status: |error|WARN" "$W/share/roomcast.log" 2>/dev/null | cut -c1-300 | head -40 | sed 's/^/# roomcast: /'
-if grep -q "camera /dev/video[0-9]* (vivid): YUYV 640x360" "$W/share/roomcast.log"; then ok "roomcast opened vivid by name as YUYV 640x360"
-else bad "roomcast did not open vivid as YUYV 640x360"; fi
+if grep -q "camera /dev/video[0-9]* (vivid): YUYV 640x360 at [0-9]* fps, single-planar API" "$W/share/roomcast.log"; then
+  ok "roomcast opened vivid by name as YUYV 640x360 through the single-planar API"
+else bad "roomcast did not open vivid as YUYV 640x360 (single-planar API)"; fi
 if grep -q "microphone plughw:Loopback,1,0: 48000 Hz, 1 channel" "$W/share/roomcast.log"; then ok "roomcast opened snd-aloop's capture side at 48 kHz mono"
 else bad "roomcast did not open the microphone"; fi
 grep -q "^tone: 1000.0 Hz" "$W/share/tone.log" && ok "a 1 kHz tone played into snd-aloop" || { sed 's/^/# tone: /' "$W/share/tone.log"; bad "tone player"; }
@@ -241,5 +265,20 @@ if grep -q "camera /dev/video[0-9]* (vivid): NV12 640x360" "$W/share/roomcast-nv
 else bad "roomcast did not open vivid as NV12 640x360"; fi
 [ -n "$NV12" ] && ok "devroom received H.264 RTP from the NV12 camera" || bad "no video RTP from the NV12 run"
 bars "$PNG3" NV12
+
+VIVID_MP=$(sed -n '/"vivid"/,/encoder = "auto" uses/p' "$W/share/devices-mplane.txt" 2>/dev/null)
+echo "$VIVID_MP" | grep -E 'vivid|NV12|NM12|auto' | sed 's/^/# devices (vivid multi-planar): /'
+[ "$(cat "$W/share/reload.rc" 2>/dev/null)" = 0 ] && ok "vivid reloaded with multiplanar=2" || bad "reloading vivid with multiplanar=2 failed"
+# NM12 (NV12 in two memory planes) is offered only on the multi-planar queue: listed means it was enumerated there.
+echo "$VIVID_MP" | grep -q '"vivid" .* multi-planar API' && echo "$VIVID_MP" | grep -q '^ *NM12 (.*to the H.264 encoder' \
+  && echo "$VIVID_MP" | grep -q '^ *NV12 (' && ok "roomcast devices lists the multi-planar vivid with its multi-planar formats (NV12, NM12)" \
+  || bad "roomcast devices: the multi-planar vivid's formats are not listed"
+grep -E "camera |error|WARN" "$W/share/roomcast-mplane.log" 2>/dev/null | cut -c1-300 | head -10 | sed 's/^/# roomcast mplane: /'
+if grep -q "camera /dev/video[0-9]* (vivid): NV12 640x360 at [0-9]* fps, multi-planar API" "$W/share/roomcast-mplane.log"; then
+  ok "roomcast opened the multi-planar vivid as NV12 640x360 through the multi-planar API"
+else bad "roomcast did not open the multi-planar vivid as NV12 640x360 (multi-planar API)"; fi
+[ -n "$MPLANE" ] && ok "devroom received H.264 RTP from the multi-planar camera" || bad "no video RTP from the multi-planar run"
+bars "$PNG4" "NV12 through the multi-planar API"
 [ -n "${KEEP:-}" ] && echo "# pictures: $W/*.png"
-lab_finish "LAB-|ROOMCAST-EXIT|DEVICES-RC" roomcast.log:25:roomcast "roomcast-nv12.log:10:roomcast nv12"
+lab_finish "LAB-|ROOMCAST-EXIT|DEVICES-RC" roomcast.log:25:roomcast "roomcast-nv12.log:10:roomcast nv12" \
+  "roomcast-mplane.log:10:roomcast mplane"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # timeout: 900
 # Suite 66: the V4L2 M2M encoder path on vicodec in the qemu lab. The static aarch64 roomcast drives vicodec's
-# FWHT encoder through `roomcast encoder-test`, single- and multi-planar and with vivid's pictures as input:
+# FWHT encoder through `roomcast encoder-test`, single- and multi-planar and with vivid's pictures as input (vivid
+# also reloaded multi-planar only: its NV12 buffers exported per plane and imported, its YUYV, 128 bytes into each
+# buffer, copied with the reason logged):
 # format negotiation on both queues, buffer cycling, drain and restart, capture times carried through, and
 # missing controls tolerated (tests/lab/m2m-test.sh); and `encoder-test --bench` briefly, M2M and software, for
 # its figures being there (their size is the benchmark's: tests/bench/run.sh --only lab-m2m). vicodec cannot

@@ -18,8 +18,10 @@
 //!
 //! Every wait is poll(2) with a timeout, together with an optional stop eventfd, so a stalled
 //! driver turns into an error and a stop wakes the thread at once.
+pub use super::queue::Api;
+use super::queue::{self, format_of, set_format, Buf, Mapping};
+use super::StopSignal;
 use super::{device_caps, enum_formats, open_node, packed_layout, querycap, sys, DeviceInfo};
-use super::{Mapping, StopSignal};
 use crate::media::annexb::{self, AnnexBError, ParameterSets};
 use crate::media::{clock, EncodedFrame, PixelFormat, VideoEncoder, VideoFrame};
 use anyhow::Context as _;
@@ -38,52 +40,6 @@ pub const MAX_BUFFERS: usize = 16;
 /// How long the driver may take to hand back a buffer before the encoder counts as stalled.
 const STALL: Duration = Duration::from_secs(5);
 
-/// Which V4L2 buffer API the device speaks. bcm2835-codec is multi-planar only; vicodec is
-/// either, by its `multiplanar` module parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    SinglePlanar,
-    MultiPlanar,
-}
-
-impl Api {
-    /// From the node's capabilities: multi-planar where offered (the API new drivers use).
-    pub fn from_caps(caps: u32) -> Option<Self> {
-        if caps & sys::CAP_VIDEO_M2M_MPLANE != 0
-            || caps & sys::CAP_VIDEO_CAPTURE_MPLANE != 0 && caps & sys::CAP_VIDEO_OUTPUT_MPLANE != 0
-        {
-            Some(Self::MultiPlanar)
-        } else if caps & sys::CAP_VIDEO_M2M != 0
-            || caps & sys::CAP_VIDEO_CAPTURE != 0 && caps & sys::CAP_VIDEO_OUTPUT != 0
-        {
-            Some(Self::SinglePlanar)
-        } else {
-            None
-        }
-    }
-
-    fn output_type(self) -> u32 {
-        match self {
-            Self::SinglePlanar => sys::BUF_TYPE_VIDEO_OUTPUT,
-            Self::MultiPlanar => sys::BUF_TYPE_VIDEO_OUTPUT_MPLANE,
-        }
-    }
-
-    fn capture_type(self) -> u32 {
-        match self {
-            Self::SinglePlanar => sys::BUF_TYPE_VIDEO_CAPTURE,
-            Self::MultiPlanar => sys::BUF_TYPE_VIDEO_CAPTURE_MPLANE,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SinglePlanar => "single-planar",
-            Self::MultiPlanar => "multi-planar",
-        }
-    }
-}
-
 /// Whether `info` can encode `raw` pictures into `coded` (a fourcc) with no conversion, and if
 /// not, why (naming what it does take and give).
 pub fn negotiate(info: &DeviceInfo, raw: PixelFormat, coded: u32) -> Result<Api, String> {
@@ -96,7 +52,7 @@ pub fn negotiate(info: &DeviceInfo, raw: PixelFormat, coded: u32) -> Result<Api,
         }
     };
     let shown = info.path.display();
-    let api = Api::from_caps(info.caps)
+    let api = Api::for_m2m(info.caps)
         .filter(|_| info.is_m2m() && info.caps & sys::CAP_STREAMING != 0)
         .ok_or_else(|| format!("{shown} ({}) is not a memory-to-memory device", info.card))?;
     if !info.capture_formats.iter().any(|f| f.fourcc == coded) {
@@ -353,105 +309,6 @@ impl InFlight {
     }
 }
 
-/// A buffer descriptor for either API: in the multi-planar one, `v4l2_buffer.m.planes` points
-/// at `plane`, set just before each ioctl so the pointer is never stale.
-struct Buf {
-    buf: sys::v4l2_buffer,
-    plane: sys::v4l2_plane,
-    mplane: bool,
-}
-
-impl Buf {
-    fn new(api: Api, ty: u32, index: u32) -> Self {
-        let mut buf: sys::v4l2_buffer = sys::zeroed();
-        buf.type_ = ty;
-        buf.index = index;
-        buf.memory = sys::MEMORY_MMAP;
-        let mplane = api == Api::MultiPlanar;
-        if mplane {
-            buf.length = 1;
-        }
-        Self {
-            buf,
-            plane: sys::zeroed(),
-            mplane,
-        }
-    }
-
-    fn ioctl(&mut self, fd: &OwnedFd, request: u32) -> std::io::Result<()> {
-        if self.mplane {
-            self.buf.m.planes = (&mut self.plane as *mut sys::v4l2_plane).cast();
-            self.buf.length = 1;
-        }
-        sys::ioctl(fd.as_fd(), request, &mut self.buf)
-    }
-
-    fn bytesused(&self) -> usize {
-        if self.mplane {
-            self.plane.bytesused.saturating_sub(self.plane.data_offset) as usize
-        } else {
-            self.buf.bytesused as usize
-        }
-    }
-
-    /// Where the payload starts in the mapping.
-    fn data_offset(&self) -> usize {
-        if self.mplane {
-            self.plane.data_offset as usize
-        } else {
-            0
-        }
-    }
-
-    fn set_bytesused(&mut self, n: u32) {
-        if self.mplane {
-            self.plane.bytesused = n;
-        } else {
-            self.buf.bytesused = n;
-        }
-    }
-
-    fn length(&self) -> usize {
-        if self.mplane {
-            self.plane.length as usize
-        } else {
-            self.buf.length as usize
-        }
-    }
-
-    fn mmap_offset(&self) -> libc::off_t {
-        // SAFETY: QUERYBUF on an MMAP buffer fills in the offset member of both unions.
-        unsafe {
-            if self.mplane {
-                self.plane.m.mem_offset as libc::off_t
-            } else {
-                self.buf.m.offset as libc::off_t
-            }
-        }
-    }
-}
-
-fn map(fd: &OwnedFd, buf: &Buf, shown: &str) -> anyhow::Result<Mapping> {
-    let len = buf.length();
-    // SAFETY: maps the buffer the driver just described, shared, for reading and writing.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            buf.mmap_offset(),
-        )
-    };
-    anyhow::ensure!(
-        ptr != libc::MAP_FAILED,
-        "encoder {shown}: mmap: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(Mapping { ptr, len })
-}
-
 /// How the encoder resumed after a drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restart {
@@ -545,11 +402,11 @@ impl M2mEncoder {
             card: sys::text(&cap.card),
             bus: sys::text(&cap.bus_info),
             caps,
-            capture_formats: match Api::from_caps(caps) {
+            capture_formats: match Api::for_m2m(caps) {
                 Some(api) => enum_formats(&fd, api.capture_type(), false),
                 None => Vec::new(),
             },
-            output_formats: match Api::from_caps(caps) {
+            output_formats: match Api::for_m2m(caps) {
                 Some(api) => enum_formats(&fd, api.output_type(), false),
                 None => Vec::new(),
             },
@@ -575,9 +432,9 @@ impl M2mEncoder {
             .with_context(|| format!("encoder {shown}: CAPTURE {coded_text} (VIDIOC_S_FMT)"))?;
         let got = format_of(&fmt, api);
         anyhow::ensure!(
-            got.0 == settings.coded,
+            got.fourcc == settings.coded,
             "encoder {shown}: asked for {coded_text} on CAPTURE, the driver chose {}",
-            sys::fourcc_text(got.0)
+            sys::fourcc_text(got.fourcc)
         );
 
         let raw = sys::fourcc(settings.raw.fourcc());
@@ -599,7 +456,12 @@ impl M2mEncoder {
                 settings.raw, settings.width, settings.height
             )
         })?;
-        let (fourcc, width, height, bytesperline, sizeimage) = format_of(&fmt, api);
+        let got = format_of(&fmt, api);
+        let (fourcc, width, height) = (got.fourcc, got.width, got.height);
+        let queue::PlaneFormat {
+            bytesperline,
+            sizeimage,
+        } = got.first_plane();
         anyhow::ensure!(
             fourcc == raw,
             "encoder {shown}: asked for {} on OUTPUT, the driver chose {}",
@@ -830,14 +692,17 @@ impl M2mEncoder {
             let mut buf = Buf::new(self.api, ty, index);
             buf.ioctl(&self.fd, sys::VIDIOC_QUERYBUF)
                 .with_context(|| format!("encoder {}: VIDIOC_QUERYBUF {index}", self.shown()))?;
-            maps.push(map(&self.fd, &buf, self.shown())?);
+            maps.push(
+                queue::map(&self.fd, &buf, 0, true)
+                    .with_context(|| format!("encoder {}: mmap", self.shown()))?,
+            );
         }
         Ok(maps)
     }
 
     fn queue_capture(&mut self, index: u32) -> anyhow::Result<()> {
         let mut buf = Buf::new(self.api, self.api.capture_type(), index);
-        buf.plane.length = self.captures[index as usize].len as u32;
+        buf.planes[0].length = self.captures[index as usize].len as u32;
         buf.ioctl(&self.fd, sys::VIDIOC_QBUF)
             .with_context(|| format!("encoder {}: VIDIOC_QBUF CAPTURE {index}", self.shown()))
     }
@@ -857,7 +722,7 @@ impl M2mEncoder {
                     self.name,
                     buf.buf.index,
                     buf.buf.flags,
-                    buf.bytesused(),
+                    buf.bytesused(0),
                     buf.buf.timestamp.tv_sec
                 );
                 Ok(Some(buf))
@@ -900,7 +765,7 @@ impl M2mEncoder {
         if flags & sys::BUF_FLAG_LAST != 0 {
             self.drained = true;
         }
-        let used = buf.bytesused();
+        let used = buf.bytesused(0);
         if used == 0 || index >= self.captures.len() {
             // The LAST buffer of a drain is often empty.
             return Ok(());
@@ -914,7 +779,7 @@ impl M2mEncoder {
             return Ok(());
         }
         let map = &self.captures[index];
-        let at = buf.data_offset().min(map.len);
+        let at = buf.data_offset(0).min(map.len);
         let end = (at + used).min(map.len);
         // SAFETY: the driver filled these bytes and hands the buffer to us until the requeue
         // that follows this copy.
@@ -1181,69 +1046,6 @@ fn crop(fd: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn set_format(
-    fmt: &mut sys::v4l2_format,
-    api: Api,
-    fourcc: u32,
-    width: u32,
-    height: u32,
-    bytesperline: u32,
-) {
-    match api {
-        Api::SinglePlanar => {
-            fmt.fmt.pix = sys::v4l2_pix_format {
-                width,
-                height,
-                pixelformat: fourcc,
-                field: sys::FIELD_NONE,
-                bytesperline,
-                ..sys::zeroed()
-            }
-        }
-        Api::MultiPlanar => {
-            let mut pix_mp = sys::v4l2_pix_format_mplane {
-                width,
-                height,
-                pixelformat: fourcc,
-                field: sys::FIELD_NONE,
-                num_planes: 1,
-                ..sys::zeroed()
-            };
-            pix_mp.plane_fmt[0].bytesperline = bytesperline;
-            fmt.fmt.pix_mp = pix_mp;
-        }
-    }
-}
-
-/// fourcc, width, height, bytesperline and sizeimage (of the first plane) after S_FMT.
-fn format_of(fmt: &sys::v4l2_format, api: Api) -> (u32, u32, u32, u32, u32) {
-    match api {
-        Api::SinglePlanar => {
-            // SAFETY: S_FMT on a single-planar queue fills in `pix`.
-            let p = unsafe { fmt.fmt.pix };
-            (
-                p.pixelformat,
-                p.width,
-                p.height,
-                p.bytesperline,
-                p.sizeimage,
-            )
-        }
-        Api::MultiPlanar => {
-            // SAFETY: S_FMT on a multi-planar queue fills in `pix_mp`.
-            let p = unsafe { fmt.fmt.pix_mp };
-            let plane = p.plane_fmt[0];
-            (
-                p.pixelformat,
-                p.width,
-                p.height,
-                plane.bytesperline,
-                plane.sizeimage,
-            )
-        }
-    }
-}
-
 impl VideoEncoder for M2mEncoder {
     fn name(&self) -> &str {
         &self.name
@@ -1295,8 +1097,8 @@ impl VideoEncoder for M2mEncoder {
                 // SAFETY: lseek on a live fd we hold; a dma-buf answers SEEK_END with its size.
                 let size = unsafe { libc::lseek(fd, 0, libc::SEEK_END) }.max(0) as u32;
                 if self.api == Api::MultiPlanar {
-                    buf.plane.m.fd = fd;
-                    buf.plane.length = size;
+                    buf.planes[0].m.fd = fd;
+                    buf.planes[0].length = size;
                 } else {
                     buf.buf.m.fd = fd;
                     buf.buf.length = size;
@@ -1306,7 +1108,7 @@ impl VideoEncoder for M2mEncoder {
             _ => {
                 let used = self.fill(index, &frame)?;
                 buf.set_bytesused(used);
-                buf.plane.length = self.outputs[index as usize].len as u32;
+                buf.planes[0].length = self.outputs[index as usize].len as u32;
             }
         }
         buf.buf.field = sys::FIELD_NONE;
@@ -1453,20 +1255,6 @@ mod tests {
         assert!(negotiate(&camera, PixelFormat::Yuyv, H264)
             .unwrap_err()
             .contains("not a memory-to-memory"));
-    }
-
-    #[test]
-    fn the_api_follows_the_capabilities() {
-        assert_eq!(
-            Api::from_caps(sys::CAP_VIDEO_M2M_MPLANE),
-            Some(Api::MultiPlanar)
-        );
-        assert_eq!(Api::from_caps(sys::CAP_VIDEO_M2M), Some(Api::SinglePlanar));
-        assert_eq!(
-            Api::from_caps(sys::CAP_VIDEO_CAPTURE | sys::CAP_VIDEO_OUTPUT),
-            Some(Api::SinglePlanar)
-        );
-        assert_eq!(Api::from_caps(sys::CAP_VIDEO_CAPTURE), None);
     }
 
     #[test]

@@ -11,16 +11,24 @@
 //! NV12 and YU12 (to the H.264 encoder), then MJPEG (decoded in software, see `media::mjpeg`,
 //! with a warning about its cost), unless `[video] format` names one.
 //!
+//! Single- and multi-planar capture queues take the same path (see [`queue`]): a multi-planar
+//! camera's NV12, YU12 or YUYV in one memory plane (what most SoC capture paths and vivid with
+//! `multiplanar=2` give) is laid out like a single-planar one, and NV12M/YUV420M, where a driver
+//! offers 4:2:0 only with each plane in a memory plane of its own, give frames whose planes
+//! live in separate buffers.
+//!
 //! A camera that vanishes (unplugged: poll reports an error, DQBUF fails with ENODEV) ends the
 //! capture with an error; the supervisor keeps the publication and opens the camera again by the
 //! same path, name or bus with backoff until it is back.
 pub mod m2m;
+pub mod queue;
 pub mod selftest;
 pub mod sys;
 
 use super::{clock, PixelFormat, Plane, StopSignal, VideoFormat, VideoFrame, VideoSource};
 use anyhow::Context as _;
 use bytes::Bytes;
+use queue::{Api, Buf, Mapping, PlaneFormat, MAX_PLANES};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -147,9 +155,15 @@ fn device_caps(cap: &sys::v4l2_capability) -> u32 {
     }
 }
 
+/// At most this many formats are asked for: the enumeration ends at the driver's EINVAL, and
+/// the bound only stops a broken driver that never says it. vivid (Linux 6.1) offers 83 on its
+/// single-planar queue and 93 on its multi-planar one, NV12M among the last, which a bound of 64
+/// hid.
+const MAX_FORMATS: u32 = 256;
+
 fn enum_formats(fd: &OwnedFd, buf_type: u32, with_sizes: bool) -> Vec<FormatInfo> {
     let mut out = Vec::new();
-    for index in 0..64 {
+    for index in 0..MAX_FORMATS {
         let mut desc: sys::v4l2_fmtdesc = sys::zeroed();
         desc.index = index;
         desc.type_ = buf_type;
@@ -324,11 +338,44 @@ pub fn find(selector: &Selector) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// NV12 with its two planes in two memory planes (V4L2_PIX_FMT_NV12M; multi-planar API only).
+const NV12M: u32 = sys::fourcc(*b"NM12");
+/// YU12 with its three planes in three memory planes (V4L2_PIX_FMT_YUV420M).
+const YUV420M: u32 = sys::fourcc(*b"YM12");
+
+/// The V4L2 formats a camera can deliver `pixel` in, preferred first: its own fourcc (every
+/// plane in one buffer), then for NV12 and YU12 the variant with each plane in a memory plane
+/// of its own, which some SoC capture paths offer alone.
+pub fn capture_fourccs(pixel: PixelFormat) -> heapless::Vec<u32, 2> {
+    let mut codes = heapless::Vec::new();
+    let _ = codes.push(sys::fourcc(pixel.fourcc()));
+    match pixel {
+        PixelFormat::Nv12 => {
+            let _ = codes.push(NV12M);
+        }
+        PixelFormat::Yu12 => {
+            let _ = codes.push(YUV420M);
+        }
+        _ => {}
+    }
+    codes
+}
+
+/// The picture format a capture fourcc delivers (NV12M's pictures are NV12), if roomcast takes it.
+pub fn pixel_of(fourcc: u32) -> Option<PixelFormat> {
+    match fourcc {
+        NV12M => Some(PixelFormat::Nv12),
+        YUV420M => Some(PixelFormat::Yu12),
+        _ => PixelFormat::from_fourcc(fourcc.to_le_bytes()),
+    }
+}
+
 /// The format to capture in, from what the camera offers: the one `[video] format` asks for
 /// (`wanted`), or else its own H.264 first (nothing to encode), then the raw formats the encoder
-/// takes, then MJPEG (decoded in software on every frame: the last resort).
+/// takes, then MJPEG (decoded in software on every frame: the last resort). NV12 and YU12 count
+/// as offered in either memory layout (see [`capture_fourccs`]).
 pub fn choose_format(offered: &[u32], wanted: Option<PixelFormat>) -> Result<PixelFormat, String> {
-    let has = |p: PixelFormat| offered.contains(&sys::fourcc(p.fourcc()));
+    let has = |p: PixelFormat| capture_fourccs(p).iter().any(|f| offered.contains(f));
     let list = || {
         offered
             .iter()
@@ -362,7 +409,7 @@ pub fn choose_format(offered: &[u32], wanted: Option<PixelFormat>) -> Result<Pix
     }
     let list = list();
     Err(format!(
-        "the camera offers none of the formats roomcast takes (H264, YUYV, NV12, YU12, MJPG); it offers: {list}"
+        "the camera offers none of the formats roomcast takes (H264, YUYV, NV12 or NM12, YU12 or YM12, MJPG); it offers: {list}"
     ))
 }
 
@@ -389,17 +436,80 @@ pub fn packed_layout(
     heapless::Vec::from_slice(layout).expect("at most three planes")
 }
 
-/// Lay a captured buffer out as a frame: the planes follow each other, each row `bytesperline`
-/// bytes (chroma rows of YU12 half that).
-pub fn frame_from_buffer(
+/// Where one plane of a picture sits: in which of the buffer's memory planes, from which
+/// byte, how many bytes, and `stride` bytes per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaneSpan {
+    pub memory: usize,
+    pub offset: usize,
+    pub len: usize,
+    pub stride: usize,
+}
+
+/// Where the planes of a raw `format` picture, `height` rows, sit in a buffer of the memory
+/// planes the driver set (`planes`, one per memory plane, from S_FMT): all in the one memory
+/// plane as [`packed_layout`] lays them out (the single-planar API, and NV12/YU12/YUYV through
+/// the multi-planar one), or each picture plane in a memory plane of its own with that memory
+/// plane's `bytesperline` (NV12M, YUV420M). A stride below the row's width is raised to it,
+/// as a driver that leaves `bytesperline` 0 means "packed". Anything else is an error naming it.
+pub fn plane_layout(
     format: PixelFormat,
     width: u32,
     height: u32,
-    bytesperline: u32,
-    data: Bytes,
+    planes: &[PlaneFormat],
+) -> Result<heapless::Vec<PlaneSpan, 3>, String> {
+    let min_stride = |i: usize| {
+        format
+            .plane_geometry(i, width, height)
+            .map_or(0, |(_, row)| row)
+    };
+    match planes {
+        [only] => Ok(
+            packed_layout(format, height, only.bytesperline.max(min_stride(0)))
+                .iter()
+                .map(|&(offset, len, stride)| PlaneSpan {
+                    memory: 0,
+                    offset,
+                    len,
+                    stride,
+                })
+                .collect(),
+        ),
+        _ if planes.len() == format.planes() && !format.is_compressed() => Ok(planes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let rows = format.plane_geometry(i, width, height).map_or(0, |g| g.0);
+                let stride = p.bytesperline.max(min_stride(i)) as usize;
+                PlaneSpan {
+                    memory: i,
+                    offset: 0,
+                    len: stride * rows as usize,
+                    stride,
+                }
+            })
+            .collect()),
+        _ => Err(format!(
+            "the driver lays {format} out over {} memory planes; roomcast takes one, or one per picture plane ({})",
+            planes.len(),
+            format.planes()
+        )),
+    }
+}
+
+/// A captured buffer as a frame: `memory` holds the payload of each of the buffer's memory
+/// planes, `layout` says where the picture's planes sit in them (see [`plane_layout`]); a
+/// compressed frame is memory plane 0.
+pub fn frame_from_planes(
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    layout: &[PlaneSpan],
+    memory: &[Bytes],
     capture: Duration,
 ) -> anyhow::Result<VideoFrame> {
     if format.is_compressed() {
+        let data = memory.first().cloned().unwrap_or_default();
         anyhow::ensure!(
             !data.is_empty(),
             "the camera delivered an empty {format} frame"
@@ -407,16 +517,18 @@ pub fn frame_from_buffer(
         return Ok(VideoFrame::compressed(format, width, height, data, capture));
     }
     let mut planes = heapless::Vec::new();
-    for (at, len, stride) in packed_layout(format, height, bytesperline) {
+    for span in layout {
+        let data = memory.get(span.memory).cloned().unwrap_or_default();
         anyhow::ensure!(
-            at < data.len(),
-            "{format} {width}x{height}: the buffer holds {} bytes, too few for its planes",
+            span.offset < data.len(),
+            "{format} {width}x{height}: memory plane {} holds {} bytes, too few for its planes",
+            span.memory,
             data.len()
         );
-        let end = (at + len).min(data.len());
+        let end = (span.offset + span.len).min(data.len());
         let _ = planes.push(Plane {
-            data: data.slice(at..end),
-            stride,
+            data: data.slice(span.offset..end),
+            stride: span.stride,
         });
     }
     let frame = VideoFrame {
@@ -445,47 +557,37 @@ pub fn capture_time(flags: u32, timestamp: libc::timeval, dequeued: Duration) ->
     }
 }
 
-struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: a mapping is plain memory. A camera's is read only while its buffer is dequeued (by
-// the owning thread, or through a `Lease` that keeps the buffer dequeued); an encoder's is
-// written only by the thread that owns the encoder, before the buffer is queued.
-unsafe impl Send for Mapping {}
-// SAFETY: as above: no two threads touch one mapping while the driver or another holds it.
-unsafe impl Sync for Mapping {}
-
-/// A captured buffer lent out instead of copied: its bytes stay valid (the buffer stays
-/// dequeued, the mapping alive) until the frame's last clone is dropped, which hands the index
-/// back to the camera to queue again.
-struct Lease {
-    map: Arc<Mapping>,
-    used: usize,
+/// A captured buffer lent out instead of copied: it stays dequeued until the frame's last
+/// clone is dropped, which hands its index back to the camera to queue again. Shared by the
+/// leases of all its memory planes, so it comes back once, after the last of them.
+struct Lent {
     index: u32,
     back: std::sync::mpsc::Sender<u32>,
 }
 
-impl AsRef<[u8]> for Lease {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: the driver filled `used` (≤ len) bytes, and the buffer is not queued again
-        // before this lease is dropped.
-        unsafe { std::slice::from_raw_parts(self.map.ptr as *const u8, self.used) }
-    }
-}
-
-impl Drop for Lease {
+impl Drop for Lent {
     fn drop(&mut self) {
         // The camera may be gone already; then the buffer simply stays with the driver.
         let _ = self.back.send(self.index);
     }
 }
 
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` came from a successful mmap and are unmapped once.
-        unsafe { libc::munmap(self.ptr, self.len) };
+/// The payload of one memory plane of a lent buffer: its bytes stay valid (the buffer stays
+/// dequeued, the mapping alive) while this lives.
+struct Lease {
+    map: Arc<Mapping>,
+    offset: usize,
+    used: usize,
+    _buffer: Arc<Lent>,
+}
+
+impl AsRef<[u8]> for Lease {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the driver filled `used` bytes from `offset` (offset + used ≤ len, clamped
+        // at dequeue), and the buffer is not queued again before this lease is dropped.
+        unsafe {
+            std::slice::from_raw_parts((self.map.ptr as *const u8).add(self.offset), self.used)
+        }
     }
 }
 
@@ -494,8 +596,17 @@ pub struct Camera {
     path: PathBuf,
     fd: OwnedFd,
     format: VideoFormat,
+    api: Api,
+    /// The capture fourcc as the driver set it (NM12 where NV12 comes in two memory planes).
+    fourcc: u32,
+    /// The memory planes of each buffer (1, or one per picture plane for NV12M/YUV420M).
+    memory_planes: usize,
+    /// Where each picture plane sits in the memory planes (empty for a compressed format).
+    layout: heapless::Vec<PlaneSpan, 3>,
+    /// Bytes per row of the first plane: what an encoder importing the buffers must lay out.
     bytesperline: u32,
-    buffers: Vec<Arc<Mapping>>,
+    /// Each buffer's mapping, one per memory plane.
+    buffers: Vec<heapless::Vec<Arc<Mapping>, MAX_PLANES>>,
     /// Lend buffers out (see [`VideoSource::share_buffers`]) instead of copying frames.
     share: bool,
     /// The DMABUF of each buffer, where the driver exports them (share mode).
@@ -538,22 +649,23 @@ impl Camera {
             .with_context(|| format!("[video] {shown} is not a V4L2 device (VIDIOC_QUERYCAP)"))?;
         let caps = device_caps(&cap);
         let card = sys::text(&cap.card);
-        if caps & sys::CAP_VIDEO_CAPTURE == 0 {
-            if caps & sys::CAP_VIDEO_CAPTURE_MPLANE != 0 {
-                anyhow::bail!("[video] {shown} ({card}) is a multi-planar capture device, which this build does not capture from yet");
-            }
-            anyhow::bail!("[video] {shown} ({card}) cannot capture video: it is not a camera node (`roomcast devices` lists the cameras)");
-        }
+        let api = Api::for_capture(caps).ok_or_else(|| {
+            anyhow::anyhow!("[video] {shown} ({card}) cannot capture video: it is not a camera node (`roomcast devices` lists the cameras)")
+        })?;
         anyhow::ensure!(
             caps & sys::CAP_STREAMING != 0,
             "[video] {shown} ({card}) does not support streaming I/O"
         );
-        let offered: Vec<u32> = enum_formats(&fd, sys::BUF_TYPE_VIDEO_CAPTURE, false)
+        let offered: Vec<u32> = enum_formats(&fd, api.capture_type(), false)
             .iter()
             .map(|f| f.fourcc)
             .collect();
         let pixel = choose_format(&offered, format)
             .map_err(|e| anyhow::anyhow!("[video] {shown} ({card}): {e}"))?;
+        let fourcc = capture_fourccs(pixel)
+            .into_iter()
+            .find(|f| offered.contains(f))
+            .expect("choose_format picks an offered format");
         if pixel == PixelFormat::Mjpeg {
             // Once per open: the cost is on every frame, and a board owner can often avoid it.
             tracing::warn!(
@@ -565,44 +677,53 @@ impl Camera {
         }
 
         let mut fmt: sys::v4l2_format = sys::zeroed();
-        fmt.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
-        fmt.fmt.pix = sys::v4l2_pix_format {
-            width,
-            height,
-            pixelformat: sys::fourcc(pixel.fourcc()),
-            field: sys::FIELD_NONE,
-            ..sys::zeroed()
-        };
+        fmt.type_ = api.capture_type();
+        queue::set_format(&mut fmt, api, fourcc, width, height, 0);
         sys::ioctl(fd.as_fd(), sys::VIDIOC_S_FMT, &mut fmt).with_context(|| {
-            format!("[video] {shown}: setting {pixel} {width}x{height} (VIDIOC_S_FMT)")
-        })?;
-        // SAFETY: S_FMT on a single-planar capture queue fills in `pix`.
-        let pix = unsafe { fmt.fmt.pix };
-        let got = PixelFormat::from_fourcc(pix.pixelformat.to_le_bytes()).ok_or_else(|| {
-            anyhow::anyhow!(
-                "[video] {shown}: asked for {pixel}, the driver chose {}",
-                sys::fourcc_text(pix.pixelformat)
+            format!(
+                "[video] {shown}: setting {} {width}x{height} (VIDIOC_S_FMT, {} API)",
+                sys::fourcc_text(fourcc),
+                api.as_str()
             )
         })?;
-        if (pix.width, pix.height) != (width, height) {
+        let set = queue::format_of(&fmt, api);
+        let got = pixel_of(set.fourcc).ok_or_else(|| {
+            anyhow::anyhow!(
+                "[video] {shown}: asked for {}, the driver chose {}",
+                sys::fourcc_text(fourcc),
+                sys::fourcc_text(set.fourcc)
+            )
+        })?;
+        if (set.width, set.height) != (width, height) {
             tracing::warn!(
                 "[video] {shown} cannot capture {width}x{height}; it gives {}x{}, which is used instead",
-                pix.width,
-                pix.height
+                set.width,
+                set.height
             );
         }
-        let bytesperline = if got.is_compressed() {
-            0
+        let memory_planes = set.planes.len();
+        anyhow::ensure!(
+            (1..=MAX_PLANES).contains(&memory_planes),
+            "[video] {shown} ({card}): the driver gives {} in {memory_planes} memory planes; \
+             roomcast captures 1 to {MAX_PLANES}. Set [video] format to another format it offers ({})",
+            sys::fourcc_text(set.fourcc),
+            offered.iter().map(|&f| sys::fourcc_text(f)).collect::<Vec<_>>().join(", ")
+        );
+        let layout = if got.is_compressed() {
+            anyhow::ensure!(
+                memory_planes == 1,
+                "[video] {shown} ({card}): {got} in {memory_planes} memory planes; a compressed frame is one"
+            );
+            heapless::Vec::new()
         } else {
-            pix.bytesperline.max(
-                got.plane_geometry(0, pix.width, pix.height)
-                    .map_or(0, |g| g.1),
-            )
+            plane_layout(got, set.width, set.height, &set.planes)
+                .map_err(|e| anyhow::anyhow!("[video] {shown} ({card}): {e}"))?
         };
+        let bytesperline = layout.first().map_or(0, |p| p.stride as u32);
 
         // Frame rate: only where the driver lets us set it.
         let mut parm: sys::v4l2_streamparm = sys::zeroed();
-        parm.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
+        parm.type_ = api.capture_type();
         let mut actual_fps = fps;
         if sys::ioctl(fd.as_fd(), sys::VIDIOC_G_PARM, &mut parm).is_ok() {
             // SAFETY: G_PARM on a capture queue fills in `capture`.
@@ -626,20 +747,33 @@ impl Camera {
         if actual_fps != fps {
             tracing::warn!("[video] {shown} runs at {actual_fps} fps, not the {fps} configured");
         }
+        let memory_note = if memory_planes > 1 {
+            format!(
+                " ({}: one memory plane per picture plane)",
+                sys::fourcc_text(set.fourcc)
+            )
+        } else {
+            String::new()
+        };
         tracing::info!(
-            "camera {shown} ({card}): {got} {}x{} at {actual_fps} fps",
-            pix.width,
-            pix.height
+            "camera {shown} ({card}): {got} {}x{} at {actual_fps} fps, {} API{memory_note}",
+            set.width,
+            set.height,
+            api.as_str()
         );
         Ok(Self {
             path,
             fd,
             format: VideoFormat {
-                width: pix.width,
-                height: pix.height,
+                width: set.width,
+                height: set.height,
                 fps: actual_fps.max(1),
                 pixel: got,
             },
+            api,
+            fourcc: set.fourcc,
+            memory_planes,
+            layout,
             bytesperline,
             buffers: Vec::new(),
             share: false,
@@ -654,11 +788,17 @@ impl Camera {
         &self.path
     }
 
+    /// The buffer API the camera is captured with.
+    pub fn api(&self) -> Api {
+        self.api
+    }
+
     fn start(&mut self) -> anyhow::Result<()> {
         let shown = self.path.display().to_string();
+        let ty = self.api.capture_type();
         let mut req = sys::v4l2_requestbuffers {
             count: if self.share { SHARED_BUFFERS } else { BUFFERS },
-            type_: sys::BUF_TYPE_VIDEO_CAPTURE,
+            type_: ty,
             memory: sys::MEMORY_MMAP,
             ..sys::zeroed()
         };
@@ -667,74 +807,42 @@ impl Camera {
         anyhow::ensure!(req.count > 0, "[video] {shown}: the driver gave no buffers");
         for index in 0..req.count {
             let mut buf = self.buffer(index);
-            sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QUERYBUF, &mut buf)
+            buf.ioctl(&self.fd, sys::VIDIOC_QUERYBUF)
                 .with_context(|| format!("[video] {shown}: VIDIOC_QUERYBUF {index}"))?;
-            // SAFETY: maps the buffer the driver just described, shared and read-only.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    buf.length as usize,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    self.fd.as_raw_fd(),
-                    buf.m.offset as libc::off_t,
-                )
-            };
-            anyhow::ensure!(
-                ptr != libc::MAP_FAILED,
-                "[video] {shown}: mmap of buffer {index}: {}",
-                std::io::Error::last_os_error()
-            );
-            self.buffers.push(Arc::new(Mapping {
-                ptr,
-                len: buf.length as usize,
-            }));
+            let mut maps = heapless::Vec::new();
+            for plane in 0..self.memory_planes {
+                let map = queue::map(&self.fd, &buf, plane, false).with_context(|| {
+                    format!("[video] {shown}: mmap of buffer {index} plane {plane}")
+                })?;
+                let _ = maps.push(Arc::new(map));
+            }
+            self.buffers.push(maps);
             // Once one export failed, none is tried again: every frame has a DMABUF, or none.
             if self.share && self.dmabufs.len() == index as usize {
-                match self.export(index) {
+                match queue::export(&self.fd, ty, index, 0) {
                     Ok(fd) => self.dmabufs.push(Arc::new(fd)),
                     Err(e) => {
-                        tracing::info!("[video] {shown}: frames are lent without a DMABUF: the driver exports none (VIDIOC_EXPBUF: {e})");
+                        tracing::info!("[video] {shown}: frames are lent without a DMABUF: the driver exports none (VIDIOC_EXPBUF, {} API: {e})", self.api.as_str());
                         self.dmabufs.clear();
                     }
                 }
             }
-            sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut buf)
+            buf.ioctl(&self.fd, sys::VIDIOC_QBUF)
                 .with_context(|| format!("[video] {shown}: VIDIOC_QBUF {index}"))?;
         }
-        let mut ty = sys::BUF_TYPE_VIDEO_CAPTURE as i32;
-        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_STREAMON, &mut ty)
+        queue::set_streaming(&self.fd, ty, true)
             .with_context(|| format!("[video] {shown}: VIDIOC_STREAMON"))?;
         self.streaming = true;
         Ok(())
     }
 
-    fn export(&self, index: u32) -> std::io::Result<OwnedFd> {
-        use std::os::fd::FromRawFd;
-        let mut exp = sys::v4l2_exportbuffer {
-            type_: sys::BUF_TYPE_VIDEO_CAPTURE,
-            index,
-            plane: 0,
-            flags: libc::O_CLOEXEC as u32,
-            fd: -1,
-            reserved: [0; 11],
-        };
-        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_EXPBUF, &mut exp)?;
-        // SAFETY: EXPBUF returned a new fd that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(exp.fd) })
-    }
-
-    fn buffer(&self, index: u32) -> sys::v4l2_buffer {
-        let mut buf: sys::v4l2_buffer = sys::zeroed();
-        buf.index = index;
-        buf.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
-        buf.memory = sys::MEMORY_MMAP;
-        buf
+    fn buffer(&self, index: u32) -> Buf {
+        Buf::with_planes(self.api, self.api.capture_type(), index, self.memory_planes)
     }
 
     fn requeue(&self, index: u32) -> anyhow::Result<()> {
-        let mut buf = self.buffer(index);
-        sys::ioctl(self.fd.as_fd(), sys::VIDIOC_QBUF, &mut buf)
+        self.buffer(index)
+            .ioctl(&self.fd, sys::VIDIOC_QBUF)
             .with_context(|| format!("[video] {}: VIDIOC_QBUF", self.path.display()))
     }
 
@@ -793,7 +901,7 @@ impl VideoSource for Camera {
                 return Ok(None);
             }
             let mut buf = self.buffer(0);
-            match sys::ioctl(self.fd.as_fd(), sys::VIDIOC_DQBUF, &mut buf) {
+            match buf.ioctl(&self.fd, sys::VIDIOC_DQBUF) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => anyhow::bail!(
@@ -802,46 +910,80 @@ impl VideoSource for Camera {
                 ),
             }
             let dequeued = clock::monotonic_now();
-            let capture = capture_time(buf.flags, buf.timestamp, dequeued);
-            let index = buf.index as usize;
-            if buf.flags & sys::BUF_FLAG_ERROR != 0 || index >= self.buffers.len() {
-                self.requeue(buf.index)?;
+            let capture = capture_time(buf.buf.flags, buf.buf.timestamp, dequeued);
+            let index = buf.buf.index;
+            let Some(maps) = self
+                .buffers
+                .get(index as usize)
+                .filter(|_| buf.buf.flags & sys::BUF_FLAG_ERROR == 0)
+            else {
+                self.requeue(index)?;
                 tracing::debug!(
                     "[video] {}: a corrupted buffer, skipped",
                     self.path.display()
                 );
                 continue;
-            }
-            let map = &self.buffers[index];
-            let used = (buf.bytesused as usize).min(map.len);
-            let data = if self.share {
-                // No copy: the frame's planes are the buffer, which stays ours until the
-                // frame's last clone is dropped.
-                Bytes::from_owner(Lease {
-                    map: map.clone(),
-                    used,
-                    index: buf.index,
+            };
+            // No copy when lending: the frame's planes are the buffer, which stays ours until
+            // the frame's last clone is dropped.
+            let lent = self.share.then(|| {
+                Arc::new(Lent {
+                    index,
                     back: self.returned.0.clone(),
                 })
-            } else {
-                // SAFETY: the driver filled `used` bytes of this mapping and hands it to us
-                // until the QBUF below; the copy ends before that.
-                let data = Bytes::copy_from_slice(unsafe {
-                    std::slice::from_raw_parts(map.ptr as *const u8, used)
-                });
-                self.requeue(buf.index)?;
-                data
-            };
+            });
+            let mut memory: heapless::Vec<Bytes, MAX_PLANES> = heapless::Vec::new();
+            for (plane, map) in maps.iter().enumerate() {
+                let offset = buf.data_offset(plane).min(map.len);
+                let used = buf.bytesused(plane).min(map.len - offset);
+                let data = match &lent {
+                    Some(lent) => Bytes::from_owner(Lease {
+                        map: map.clone(),
+                        offset,
+                        used,
+                        _buffer: lent.clone(),
+                    }),
+                    // SAFETY: the driver filled `used` bytes from `offset` of this mapping and
+                    // hands it to us until the QBUF below; the copy ends before that.
+                    None => Bytes::copy_from_slice(unsafe {
+                        std::slice::from_raw_parts((map.ptr as *const u8).add(offset), used)
+                    }),
+                };
+                let _ = memory.push(data);
+            }
+            if lent.is_none() {
+                self.requeue(index)?;
+            }
             let f = self.format;
             let mut frame =
-                frame_from_buffer(f.pixel, f.width, f.height, self.bytesperline, data, capture)?;
-            frame.dmabuf = self.dmabufs.get(index).cloned();
+                frame_from_planes(f.pixel, f.width, f.height, &self.layout, &memory, capture)?;
+            if !self.dmabufs.is_empty() && buf.data_offset(0) != 0 {
+                // An importer reads a DMABUF from its first byte, so a picture that starts
+                // after a driver's header (vivid's multi-planar YUYV has 128 bytes) would be
+                // coded shifted: the frames go without their DMABUF and the encoder copies.
+                tracing::info!(
+                    "[video] {}: the driver puts {} bytes before each picture (data_offset), which an encoder importing the buffer would code as picture: frames are lent without their DMABUF, so the encoder copies them",
+                    self.path.display(),
+                    buf.data_offset(0)
+                );
+                self.dmabufs.clear();
+            }
+            frame.dmabuf = self.dmabufs.get(index as usize).cloned();
             return Ok(Some(frame));
         }
     }
 
     fn share_buffers(&mut self) -> Option<u32> {
         if self.streaming || self.format.pixel.is_compressed() {
+            return None;
+        }
+        if self.memory_planes > 1 {
+            // An encoder imports one DMABUF per picture; these pictures span several.
+            tracing::info!(
+                "[video] {}: {} keeps each picture plane in a buffer of its own, so pictures are copied to the encoder, not lent as one DMABUF",
+                self.path.display(),
+                sys::fourcc_text(self.fourcc)
+            );
             return None;
         }
         self.share = true;
@@ -852,8 +994,7 @@ impl VideoSource for Camera {
 impl Drop for Camera {
     fn drop(&mut self) {
         if self.streaming {
-            let mut ty = sys::BUF_TYPE_VIDEO_CAPTURE as i32;
-            let _ = sys::ioctl(self.fd.as_fd(), sys::VIDIOC_STREAMOFF, &mut ty);
+            let _ = queue::set_streaming(&self.fd, self.api.capture_type(), false);
         }
         // The mappings are unmapped before the fd closes (fields drop after this), except those
         // of frames still lent out, which go with their last clone.
@@ -927,6 +1068,23 @@ mod tests {
         );
     }
 
+    /// A frame from one buffer with all its planes in one memory plane of `bytesperline` rows.
+    fn frame_from_buffer(
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        bytesperline: u32,
+        data: Bytes,
+        capture: Duration,
+    ) -> anyhow::Result<VideoFrame> {
+        let one = [PlaneFormat {
+            bytesperline,
+            sizeimage: data.len() as u32,
+        }];
+        let layout = plane_layout(format, width, height, &one).map_err(anyhow::Error::msg)?;
+        frame_from_planes(format, width, height, &layout, &[data], capture)
+    }
+
     #[test]
     fn buffers_become_planes_with_the_driver_stride() {
         let t = Duration::from_millis(5);
@@ -959,6 +1117,202 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("640x480"), "{err:#}");
+    }
+
+    /// The driver's answer to S_FMT on a multi-planar queue: `planes` (bytesperline,
+    /// sizeimage) per memory plane.
+    fn mplane_answer(
+        fourcc: &[u8; 4],
+        width: u32,
+        height: u32,
+        planes: &[(u32, u32)],
+    ) -> sys::v4l2_format {
+        let mut fmt: sys::v4l2_format = sys::zeroed();
+        fmt.type_ = sys::BUF_TYPE_VIDEO_CAPTURE_MPLANE;
+        let mut pix_mp = sys::v4l2_pix_format_mplane {
+            width,
+            height,
+            pixelformat: sys::fourcc(*fourcc),
+            num_planes: planes.len() as u8,
+            ..sys::zeroed()
+        };
+        for (i, &(bytesperline, sizeimage)) in planes.iter().enumerate() {
+            pix_mp.plane_fmt[i] = sys::v4l2_plane_pix_format {
+                sizeimage,
+                bytesperline,
+                reserved: [0; 6],
+            };
+        }
+        fmt.fmt.pix_mp = pix_mp;
+        fmt
+    }
+
+    #[test]
+    fn a_multi_planar_format_in_one_memory_plane_is_laid_out_like_a_single_planar_one() {
+        // NV12 640x360 through the MPLANE API (vivid multiplanar=2, most SoC paths), rows
+        // padded to 768 bytes: the chroma plane follows the padded luma plane.
+        let set = queue::format_of(
+            &mplane_answer(b"NV12", 640, 360, &[(768, 768 * 540)]),
+            Api::MultiPlanar,
+        );
+        assert_eq!(pixel_of(set.fourcc), Some(PixelFormat::Nv12));
+        let layout = plane_layout(PixelFormat::Nv12, set.width, set.height, &set.planes).unwrap();
+        assert_eq!(
+            layout.as_slice(),
+            [
+                PlaneSpan {
+                    memory: 0,
+                    offset: 0,
+                    len: 768 * 360,
+                    stride: 768
+                },
+                PlaneSpan {
+                    memory: 0,
+                    offset: 768 * 360,
+                    len: 768 * 180,
+                    stride: 768
+                },
+            ]
+        );
+        // The same as the single-planar layout of those rows.
+        let single = packed_layout(PixelFormat::Nv12, 360, 768);
+        assert!(layout
+            .iter()
+            .zip(&single)
+            .all(
+                |(span, &(offset, len, stride))| (span.offset, span.len, span.stride)
+                    == (offset, len, stride)
+            ));
+        // A driver that leaves bytesperline 0 means packed rows.
+        let set = queue::format_of(
+            &mplane_answer(b"YUYV", 640, 360, &[(0, 1280 * 360)]),
+            Api::MultiPlanar,
+        );
+        let layout = plane_layout(PixelFormat::Yuyv, 640, 360, &set.planes).unwrap();
+        assert_eq!(layout[0].stride, 1280);
+    }
+
+    #[test]
+    fn one_memory_plane_per_picture_plane_takes_each_planes_own_stride() {
+        // NV12M 640x480, luma rows padded to 704, chroma rows to 672.
+        let set = queue::format_of(
+            &mplane_answer(b"NM12", 640, 480, &[(704, 704 * 480), (672, 672 * 240)]),
+            Api::MultiPlanar,
+        );
+        assert_eq!(pixel_of(set.fourcc), Some(PixelFormat::Nv12));
+        let layout = plane_layout(PixelFormat::Nv12, 640, 480, &set.planes).unwrap();
+        assert_eq!(
+            layout.as_slice(),
+            [
+                PlaneSpan {
+                    memory: 0,
+                    offset: 0,
+                    len: 704 * 480,
+                    stride: 704
+                },
+                PlaneSpan {
+                    memory: 1,
+                    offset: 0,
+                    len: 672 * 240,
+                    stride: 672
+                },
+            ]
+        );
+        // Each picture plane comes from its own memory plane.
+        let memory = [
+            Bytes::from(vec![1u8; 704 * 480]),
+            Bytes::from(vec![2u8; 672 * 240]),
+        ];
+        let f = frame_from_planes(
+            PixelFormat::Nv12,
+            640,
+            480,
+            &layout,
+            &memory,
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(f.planes[0].data.len(), 704 * 480);
+        assert!(f.planes[1].data.iter().all(|&b| b == 2));
+        assert_eq!((f.planes[0].stride, f.planes[1].stride), (704, 672));
+        // YUV420M: three memory planes, the chroma ones with half-width rows.
+        let set = queue::format_of(
+            &mplane_answer(
+                b"YM12",
+                640,
+                480,
+                &[(640, 640 * 480), (320, 320 * 240), (320, 320 * 240)],
+            ),
+            Api::MultiPlanar,
+        );
+        let layout = plane_layout(PixelFormat::Yu12, 640, 480, &set.planes).unwrap();
+        assert_eq!(
+            layout
+                .iter()
+                .map(|s| (s.memory, s.stride, s.len))
+                .collect::<Vec<_>>(),
+            [
+                (0, 640, 640 * 480),
+                (1, 320, 320 * 240),
+                (2, 320, 320 * 240)
+            ]
+        );
+        // A short memory plane is an error naming it.
+        let err = frame_from_planes(
+            PixelFormat::Nv12,
+            640,
+            480,
+            &plane_layout(
+                PixelFormat::Nv12,
+                640,
+                480,
+                &[PlaneFormat {
+                    bytesperline: 640,
+                    sizeimage: 0,
+                }; 2],
+            )
+            .unwrap(),
+            &[Bytes::from(vec![0u8; 640 * 480]), Bytes::new()],
+            Duration::ZERO,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("memory plane 1"), "{err:#}");
+        // Memory planes that match neither layout are refused with the counts.
+        let err =
+            plane_layout(PixelFormat::Nv12, 640, 480, &[PlaneFormat::default(); 3]).unwrap_err();
+        assert!(
+            err.contains("3 memory planes") && err.contains("(2)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nv12_and_yu12_count_as_offered_in_their_multi_memory_plane_variants() {
+        // A SoC path that offers 4:2:0 only as NV12M: NV12, captured as NM12.
+        assert_eq!(
+            choose_format(&codes(&[b"NM12", b"RGB3"]), None),
+            Ok(PixelFormat::Nv12)
+        );
+        assert_eq!(
+            choose_format(&codes(&[b"YM12"]), Some(PixelFormat::Yu12)),
+            Ok(PixelFormat::Yu12)
+        );
+        // The one-buffer variant is preferred where both are offered.
+        assert_eq!(
+            capture_fourccs(PixelFormat::Nv12).as_slice(),
+            codes(&[b"NV12", b"NM12"])
+        );
+        assert_eq!(
+            capture_fourccs(PixelFormat::Yuyv).as_slice(),
+            codes(&[b"YUYV"])
+        );
+        assert_eq!(pixel_of(sys::fourcc(*b"YM12")), Some(PixelFormat::Yu12));
+        assert_eq!(pixel_of(sys::fourcc(*b"NV16")), None);
+        let err = choose_format(&codes(&[b"NV16"]), None).unwrap_err();
+        assert!(
+            err.contains("NV12 or NM12") && err.contains("NV16"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -998,14 +1352,13 @@ mod tests {
         assert_eq!(sys::VIDIOC_ENCODER_CMD, 0xc028_564d);
     }
 
-    #[test]
-    fn a_lent_buffer_comes_back_once_when_its_last_clone_is_dropped() {
-        // Anonymous memory stands in for a driver's buffer.
-        // SAFETY: a fresh private anonymous mapping of 64 bytes.
+    /// Anonymous memory standing in for a driver's buffer: `len` bytes of `fill`.
+    fn fake_mapping(len: usize, fill: u8) -> Arc<Mapping> {
+        // SAFETY: a fresh private anonymous mapping of `len` bytes.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                64,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -1013,14 +1366,19 @@ mod tests {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED);
-        // SAFETY: the mapping is 64 bytes long and ours.
-        unsafe { std::ptr::write_bytes(ptr as *mut u8, 7, 64) };
+        // SAFETY: the mapping is `len` bytes long and ours.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, fill, len) };
+        Arc::new(Mapping { ptr, len })
+    }
+
+    #[test]
+    fn a_lent_buffer_comes_back_once_when_its_last_clone_is_dropped() {
         let (back, returned) = std::sync::mpsc::channel();
         let data = Bytes::from_owner(Lease {
-            map: Arc::new(Mapping { ptr, len: 64 }),
+            map: fake_mapping(64, 7),
+            offset: 0,
             used: 48,
-            index: 3,
-            back,
+            _buffer: Arc::new(Lent { index: 3, back }),
         });
         let frame = frame_from_buffer(PixelFormat::Yuyv, 4, 4, 12, data, Duration::ZERO).unwrap();
         assert_eq!(frame.planes[0].data.len(), 48);
@@ -1033,6 +1391,49 @@ mod tests {
         );
         drop(copy);
         assert_eq!(returned.try_recv(), Ok(3));
+        assert!(returned.try_recv().is_err(), "returned once");
+    }
+
+    #[test]
+    fn a_lent_buffer_of_several_memory_planes_comes_back_after_its_last_plane() {
+        // NV12M 4x4: a luma and a chroma memory plane, the chroma payload after a 16-byte header.
+        let (back, returned) = std::sync::mpsc::channel();
+        let buffer = Arc::new(Lent { index: 5, back });
+        let luma = Bytes::from_owner(Lease {
+            map: fake_mapping(16, 1),
+            offset: 0,
+            used: 16,
+            _buffer: buffer.clone(),
+        });
+        let chroma = Bytes::from_owner(Lease {
+            map: fake_mapping(32, 2),
+            offset: 16,
+            used: 8,
+            _buffer: buffer,
+        });
+        let one = PlaneFormat {
+            bytesperline: 4,
+            sizeimage: 16,
+        };
+        let layout = plane_layout(PixelFormat::Nv12, 4, 4, &[one, one]).unwrap();
+        let frame = frame_from_planes(
+            PixelFormat::Nv12,
+            4,
+            4,
+            &layout,
+            &[luma, chroma],
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(frame.planes[1].data.len(), 8);
+        let chroma_only = frame.planes[1].data.clone();
+        drop(frame);
+        assert!(
+            returned.try_recv().is_err(),
+            "the chroma plane is still held"
+        );
+        drop(chroma_only);
+        assert_eq!(returned.try_recv(), Ok(5));
         assert!(returned.try_recv().is_err(), "returned once");
     }
 

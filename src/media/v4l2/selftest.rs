@@ -14,8 +14,8 @@ mod bench;
 use super::m2m::{self, EncoderSettings, M2mEncoder, Restart};
 use super::sys;
 use crate::media::{
-    clock, open_video_source, synthetic::TestPattern, EncodedFrame, StopSignal, VideoEncoder,
-    VideoFormat, VideoFrame, VideoSettings, VideoSource,
+    clock, open_video_source, synthetic::TestPattern, EncodedFrame, PixelFormat, StopSignal,
+    VideoEncoder, VideoFormat, VideoFrame, VideoSettings, VideoSource,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +68,10 @@ pub struct Args {
     /// its first keyframe and the camera's start stay out of the figures).
     #[arg(long, default_value_t = 30)]
     pub warmup: u32,
+    /// A camera's capture format as `[video] format` names it (yuyv, nv12, yu12); default: the
+    /// one the camera offers first in roomcast's order.
+    #[arg(long)]
+    pub camera_format: Option<String>,
 }
 
 /// Pictures from the test pattern (rendered at once, stamped as if captured now) or a camera.
@@ -129,6 +133,13 @@ fn collect(encoder: &mut M2mEncoder, outputs: &mut Vec<EncodedFrame>) -> anyhow:
     Ok(())
 }
 
+fn camera_format(name: &str) -> anyhow::Result<PixelFormat> {
+    [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Yu12]
+        .into_iter()
+        .find(|p| p.config_name() == name)
+        .ok_or_else(|| anyhow::anyhow!("--camera-format {name:?}: one of yuyv, nv12, yu12"))
+}
+
 /// The source's pictures as the camera (or pattern) gives them. With `--bench` the test pattern
 /// is the paced one `[video] device = "test-pattern"` uses, so every source runs at its rate.
 fn open_source(args: &Args) -> anyhow::Result<Source> {
@@ -142,6 +153,11 @@ fn open_source(args: &Args) -> anyhow::Result<Source> {
         height: args.height,
         fps: args.fps,
         bitrate: args.bitrate,
+        format: args
+            .camera_format
+            .as_deref()
+            .map(camera_format)
+            .transpose()?,
         ..Default::default()
     };
     Ok(Source::Camera(
