@@ -5,6 +5,11 @@
 //! of H.264, YUYV, NV12 or YU12, and a warning says so once. zune-jpeg is pure Rust: nothing more
 //! to link into the static board binary. It decodes to full-resolution YCbCr (4:4:4, its chroma
 //! upsampled); each 2×2 block's chroma is averaged back down to 4:2:0 here.
+//!
+//! JPEG's YCbCr is full range (JFIF: Y, Cb and Cr over 0..=255), but an H.264 stream that says
+//! nothing of its range (openh264 writes no VUI range flag) is read as limited range (Y 16..=235,
+//! Cb and Cr 16..=240): each value is scaled into that, or every picture at the far end would come
+//! out with its contrast and saturation stretched (a light pink 10 levels too bright).
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
@@ -41,7 +46,7 @@ pub fn decode_i420(jpeg: &[u8], width: u32, height: u32, out: &mut Vec<u8>) -> a
     let (y_out, chroma) = out.split_at_mut(w * h);
     let (u_out, v_out) = chroma.split_at_mut(cw * ch);
     for (y, px) in y_out.iter_mut().zip(ycbcr.chunks_exact(3)) {
-        *y = px[0];
+        *y = limited_luma(px[0]);
     }
     let row_len = w * 3;
     for row in 0..ch {
@@ -54,13 +59,23 @@ pub fn decode_i420(jpeg: &[u8], width: u32, height: u32, out: &mut Vec<u8>) -> a
                     + u16::from(top[at + 3 + c])
                     + u16::from(bottom[at + c])
                     + u16::from(bottom[at + 3 + c]);
-                ((sum + 2) / 4) as u8
+                limited_chroma((sum + 2) / 4)
             };
             u_out[row * cw + x] = avg(1);
             v_out[row * cw + x] = avg(2);
         }
     }
     Ok(())
+}
+
+/// A full-range luma value in limited range: 0..=255 onto 16..=235, rounded.
+fn limited_luma(y: u8) -> u8 {
+    ((u32::from(y) * 219 + 16 * 255 + 127) / 255) as u8
+}
+
+/// A full-range chroma value (0..=255 around 128) in limited range (16..=240 around 128).
+fn limited_chroma(c: u16) -> u8 {
+    ((u32::from(c) * 224 + 128 * 31 + 127) / 255) as u8
 }
 
 #[cfg(test)]
@@ -101,12 +116,13 @@ pub(crate) mod tests {
         let (y, rest) = out.split_at(w * h);
         let (u, v) = rest.split_at(cw * ch);
         // Away from the edge between the halves (JPEG rings a few pixels there), the values
-        // are the ones encoded, within the loss of quality 95.
+        // are the ones encoded, in limited range (Y 60 and 200 are 68 and 188; Cb/Cr 170, 100,
+        // 90, 180 are 165, 104, 95, 174), within the loss of quality 95.
         let near = |got: u8, want: u8| got.abs_diff(want) <= 4;
         for row in [0, h / 2, h - 1] {
-            assert!(near(y[row * w + 4], 60), "left Y {}", y[row * w + 4]);
+            assert!(near(y[row * w + 4], 68), "left Y {}", y[row * w + 4]);
             assert!(
-                near(y[row * w + w - 5], 200),
+                near(y[row * w + w - 5], 188),
                 "right Y {}",
                 y[row * w + w - 5]
             );
@@ -114,18 +130,27 @@ pub(crate) mod tests {
         for row in [0, ch / 2, ch - 1] {
             let (left, right) = (row * cw + 2, row * cw + cw - 3);
             assert!(
-                near(u[left], 170) && near(v[left], 100),
+                near(u[left], 165) && near(v[left], 104),
                 "left {} {}",
                 u[left],
                 v[left]
             );
             assert!(
-                near(u[right], 90) && near(v[right], 180),
+                near(u[right], 95) && near(v[right], 174),
                 "right {} {}",
                 u[right],
                 v[right]
             );
         }
+    }
+
+    #[test]
+    fn full_range_values_land_on_the_limited_range_ends_and_middle() {
+        assert_eq!((limited_luma(0), limited_luma(255)), (16, 235));
+        assert_eq!(
+            (limited_chroma(0), limited_chroma(128), limited_chroma(255)),
+            (16, 128, 240)
+        );
     }
 
     #[test]

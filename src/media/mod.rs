@@ -168,9 +168,12 @@ pub trait VideoSource: Send {
     fn format(&self) -> VideoFormat;
     fn next_frame(&mut self, stop: &StopSignal) -> anyhow::Result<Option<VideoFrame>>;
     /// For a camera that delivers H.264 itself: the controls of its encoder, which the
-    /// passthrough path forwards keyframe requests and bitrate changes to. Called once, before
-    /// capture starts.
-    fn encoder_controls(&mut self) -> Option<Box<dyn CameraEncoderControls>> {
+    /// passthrough path forwards keyframe requests and bitrate changes to, set up for the
+    /// configured `start_bitrate_bps`. Called once, before capture starts.
+    fn encoder_controls(
+        &mut self,
+        _start_bitrate_bps: u32,
+    ) -> Option<Box<dyn CameraEncoderControls>> {
         None
     }
     /// Lend frames out of the camera's own buffers, each with the DMABUF behind it, instead of
@@ -569,7 +572,7 @@ pub fn open_video_encoder(
     match decision.kind {
         EncoderKind::Passthrough => {
             let mut passthrough = passthrough::Passthrough::new();
-            if let Some(controls) = camera.encoder_controls() {
+            if let Some(controls) = camera.encoder_controls(settings.bitrate.saturating_mul(1000)) {
                 passthrough = passthrough.with_controls(controls);
             }
             Ok(Box::new(passthrough))

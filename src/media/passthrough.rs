@@ -75,6 +75,21 @@ impl VideoEncoder for Passthrough {
             Err(AnnexBError::NoParameterSets) => {
                 // No decoder can start from it; ask again and wait.
                 tracing::warn!("camera H.264: an IDR came before any SPS/PPS; dropped it");
+                // What the buffer held, to tell a camera that starts without SPS/PPS from one
+                // whose buffer carries stale bytes behind a shorter access unit.
+                let nals = super::annexb::split(&frame.planes[0].data)
+                    .map(|units| {
+                        units
+                            .iter()
+                            .map(|u| format!("{:?}@{}", u.kind(&frame.planes[0].data), u.start))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                tracing::debug!(
+                    "camera H.264: the dropped buffer: {} bytes, NAL units {nals}",
+                    frame.planes[0].data.len()
+                );
                 self.dropped += 1;
                 self.waiting_for_keyframe = true;
                 self.request_keyframe();

@@ -87,7 +87,7 @@ pub fn check_rgb(rgb: &[u8], width: u32, height: u32, tolerance: u8) -> Result<u
 }
 
 /// BT.601 limited-range RGB → YUV, the matrix H.264 decoders assume by default.
-fn rgb_to_yuv([r, g, b]: [u8; 3]) -> (u8, u8, u8) {
+pub fn rgb_to_yuv([r, g, b]: [u8; 3]) -> (u8, u8, u8) {
     let (r, g, b) = (r as f32, g as f32, b as f32);
     let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
     let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;

@@ -18,6 +18,7 @@
 //!
 //! Every wait is poll(2) with a timeout, together with an optional stop eventfd, so a stalled
 //! driver turns into an error and a stop wakes the thread at once.
+use super::controls::{apply_controls, control_plan, set_control, CodecTarget, ControlReport};
 pub use super::queue::Api;
 use super::queue::{self, format_of, set_format, Buf, Mapping};
 use super::StopSignal;
@@ -98,55 +99,6 @@ pub fn find_encoders(raw: PixelFormat, coded: u32) -> (Vec<(DeviceInfo, Api)>, V
     (found, passed)
 }
 
-/// An H.264 level: `idc` as in the SPS (31 for 3.1), `v4l2` the V4L2_MPEG_VIDEO_H264_LEVEL_*
-/// value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct H264Level {
-    pub idc: u8,
-    pub v4l2: i64,
-}
-
-/// The smallest level whose limits (H.264 Table A-1: frame size and macroblock rate, and the
-/// baseline bit rate) hold this stream. 720p30 fits 3.1; 1080p30 does not (8160 macroblocks a
-/// frame against 3.1's 3600) and needs 4.0. A decoder may refuse a stream beyond its level.
-pub fn h264_level(width: u32, height: u32, fps: u32, bitrate_bps: u32) -> H264Level {
-    // (level_idc, V4L2 enum, MaxFS in macroblocks, MaxMBPS, MaxBR in kbit/s)
-    const LEVELS: [(u8, i64, u64, u64, u64); 15] = [
-        (10, 0, 99, 1_485, 64),
-        (11, 2, 396, 3_000, 192),
-        (12, 3, 396, 6_000, 384),
-        (13, 4, 396, 11_880, 768),
-        (20, 5, 396, 11_880, 2_000),
-        (21, 6, 792, 19_800, 4_000),
-        (22, 7, 1_620, 20_250, 4_000),
-        (30, 8, 1_620, 40_500, 10_000),
-        (31, 9, 3_600, 108_000, 14_000),
-        (32, 10, 5_120, 216_000, 20_000),
-        (40, 11, 8_192, 245_760, 20_000),
-        (41, 12, 8_192, 245_760, 50_000),
-        (42, 13, 8_704, 522_240, 50_000),
-        (50, 14, 22_080, 589_824, 135_000),
-        (51, 15, 36_864, 983_040, 240_000),
-    ];
-    let mbs = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16));
-    let rate = mbs * u64::from(fps.max(1));
-    let kbps = u64::from(bitrate_bps).div_ceil(1000);
-    let (idc, v4l2, ..) = LEVELS
-        .iter()
-        .copied()
-        .find(|&(_, _, fs, mbps, br)| mbs <= fs && rate <= mbps && kbps <= br)
-        .unwrap_or(LEVELS[LEVELS.len() - 1]);
-    H264Level { idc, v4l2 }
-}
-
-/// One codec control to set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Control {
-    pub id: u32,
-    pub value: i64,
-    pub name: &'static str,
-}
-
 /// What the encoder is asked to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncoderSettings {
@@ -162,104 +114,17 @@ pub struct EncoderSettings {
 
 const H264: u32 = sys::fourcc(*b"H264");
 
-/// The controls to set at open. Every codec gets bitrate and GOP; H.264 also gets constrained
-/// baseline (what browsers decode everywhere), the level by resolution, an IDR period equal to
-/// the GOP, and SPS/PPS repeated before every IDR (a late subscriber starts there).
-pub fn control_plan(s: &EncoderSettings) -> heapless::Vec<Control, 8> {
-    let gop = i64::from(s.fps.max(1) * crate::media::PERIODIC_IDR_SECONDS);
-    let mut plan = heapless::Vec::new();
-    let mut add = |id, value, name| {
-        let _ = plan.push(Control { id, value, name });
-    };
-    add(
-        sys::CID_MPEG_VIDEO_BITRATE_MODE,
-        sys::MPEG_VIDEO_BITRATE_MODE_CBR,
-        "BITRATE_MODE",
-    );
-    add(
-        sys::CID_MPEG_VIDEO_BITRATE,
-        i64::from(s.bitrate_bps),
-        "BITRATE",
-    );
-    add(sys::CID_MPEG_VIDEO_GOP_SIZE, gop, "GOP_SIZE");
-    if s.coded == H264 {
-        add(
-            sys::CID_MPEG_VIDEO_H264_PROFILE,
-            sys::MPEG_VIDEO_H264_PROFILE_CONSTRAINED_BASELINE,
-            "H264_PROFILE",
-        );
-        add(
-            sys::CID_MPEG_VIDEO_H264_LEVEL,
-            h264_level(s.width, s.height, s.fps, s.bitrate_bps).v4l2,
-            "H264_LEVEL",
-        );
-        add(sys::CID_MPEG_VIDEO_H264_I_PERIOD, gop, "H264_I_PERIOD");
-        add(
-            sys::CID_MPEG_VIDEO_REPEAT_SEQ_HEADER,
-            1,
-            "REPEAT_SEQ_HEADER",
-        );
-    }
-    plan
-}
-
-/// What the driver took and what it lacks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ControlReport {
-    pub applied: Vec<&'static str>,
-    /// Control name and the driver's error.
-    pub lacking: Vec<(&'static str, String)>,
-}
-
-impl ControlReport {
-    pub fn lacks(&self, name: &str) -> bool {
-        self.lacking.iter().any(|(n, _)| *n == name)
-    }
-}
-
-/// Set each control on its own, so one the driver lacks (vicodec has no BITRATE; bcm2835 has
-/// no B-frames) costs a warning, not the encoder.
-pub fn apply_controls(
-    device: &str,
-    plan: &[Control],
-    mut set: impl FnMut(&Control) -> std::io::Result<()>,
-) -> ControlReport {
-    let mut report = ControlReport::default();
-    for control in plan {
-        match set(control) {
-            Ok(()) => report.applied.push(control.name),
-            Err(e) => {
-                tracing::warn!(
-                    "encoder {device}: the driver lacks control {} = {} ({e}); going on without it",
-                    control.name,
-                    control.value
-                );
-                report.lacking.push((control.name, e.to_string()));
-            }
+impl EncoderSettings {
+    /// What the codec controls aim at.
+    pub fn target(&self) -> CodecTarget {
+        CodecTarget {
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            bitrate_bps: self.bitrate_bps,
+            coded: self.coded,
         }
     }
-    report
-}
-
-fn set_control(fd: &OwnedFd, id: u32, value: i64) -> std::io::Result<()> {
-    let mut control = sys::v4l2_ext_control {
-        id,
-        size: 0,
-        reserved2: 0,
-        value64: value,
-    };
-    // 32-bit controls read `value`, the low half of `value64` on little-endian targets.
-    #[cfg(target_endian = "big")]
-    compile_error!("v4l2_ext_control.value64 stands in for `value` on little-endian targets only");
-    let mut controls = sys::v4l2_ext_controls {
-        which: sys::CTRL_CLASS_CODEC,
-        count: 1,
-        error_idx: 0,
-        request_fd: 0,
-        reserved: 0,
-        controls: &mut control,
-    };
-    sys::ioctl(fd.as_fd(), sys::VIDIOC_S_EXT_CTRLS, &mut controls)
 }
 
 /// Sequence number → capture time of the pictures the driver holds. Fixed capacity: it lives
@@ -525,7 +390,8 @@ impl M2mEncoder {
             )),
             Some(_) => Ok(()),
         };
-        let controls = apply_controls(&shown, &control_plan(&settings), |c| {
+        let what = format!("encoder {shown}");
+        let controls = apply_controls(&what, &control_plan(&settings.target()), |c| {
             set_control(&fd, c.id, c.value)
         });
 
@@ -1255,79 +1121,6 @@ mod tests {
         assert!(negotiate(&camera, PixelFormat::Yuyv, H264)
             .unwrap_err()
             .contains("not a memory-to-memory"));
-    }
-
-    #[test]
-    fn the_level_follows_resolution_rate_and_bitrate() {
-        // 720p30 fits 3.1; 1080p30 is 8160 macroblocks a frame, beyond 3.1's 3600: 4.0.
-        assert_eq!(h264_level(1280, 720, 30, 2_000_000).idc, 31);
-        assert_eq!(
-            h264_level(1920, 1080, 30, 4_000_000),
-            H264Level { idc: 40, v4l2: 11 }
-        );
-        assert_eq!(
-            h264_level(640, 480, 30, 1_000_000),
-            H264Level { idc: 30, v4l2: 8 }
-        );
-        // 720p60 exceeds 3.1's macroblock rate.
-        assert_eq!(h264_level(1280, 720, 60, 2_000_000).idc, 32);
-        // The bit rate counts too: 640x480 at 12 Mbit/s is beyond 3.0's 10.
-        assert_eq!(h264_level(640, 480, 30, 12_000_000).idc, 31);
-        // Beyond every level: the highest, not a panic.
-        assert_eq!(h264_level(8192, 8192, 60, 1_000_000).idc, 51);
-    }
-
-    #[test]
-    fn h264_gets_its_controls_and_other_codecs_only_the_generic_ones() {
-        let mut s = EncoderSettings {
-            width: 1920,
-            height: 1080,
-            fps: 30,
-            bitrate_bps: 4_000_000,
-            raw: PixelFormat::Yu12,
-            coded: H264,
-        };
-        let plan = control_plan(&s);
-        let value = |name| plan.iter().find(|c| c.name == name).map(|c| c.value);
-        assert_eq!(
-            value("H264_PROFILE"),
-            Some(sys::MPEG_VIDEO_H264_PROFILE_CONSTRAINED_BASELINE)
-        );
-        assert_eq!(value("H264_LEVEL"), Some(11), "1080p needs 4.0");
-        assert_eq!(value("BITRATE"), Some(4_000_000));
-        assert_eq!(value("GOP_SIZE"), Some(120));
-        assert_eq!(value("H264_I_PERIOD"), Some(120));
-        assert_eq!(value("REPEAT_SEQ_HEADER"), Some(1));
-        s.coded = sys::fourcc(*b"FWHT");
-        let names: Vec<_> = control_plan(&s).iter().map(|c| c.name).collect();
-        assert_eq!(names, ["BITRATE_MODE", "BITRATE", "GOP_SIZE"]);
-    }
-
-    #[test]
-    fn a_control_the_driver_lacks_is_reported_not_fatal() {
-        let s = EncoderSettings {
-            width: 640,
-            height: 480,
-            fps: 30,
-            bitrate_bps: 1_000_000,
-            raw: PixelFormat::Yuyv,
-            coded: H264,
-        };
-        // A driver with no REPEAT_SEQ_HEADER and no bitrate (as vicodec lacks BITRATE).
-        let report = apply_controls("/dev/video11", &control_plan(&s), |c| {
-            if c.id == sys::CID_MPEG_VIDEO_REPEAT_SEQ_HEADER || c.id == sys::CID_MPEG_VIDEO_BITRATE
-            {
-                Err(std::io::Error::from_raw_os_error(libc::EINVAL))
-            } else {
-                Ok(())
-            }
-        });
-        assert!(report.lacks("REPEAT_SEQ_HEADER") && report.lacks("BITRATE"));
-        assert!(!report.lacks("H264_LEVEL"));
-        assert_eq!(
-            report.applied.len() + report.lacking.len(),
-            control_plan(&s).len()
-        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! A camera that vanishes (unplugged: poll reports an error, DQBUF fails with ENODEV) ends the
 //! capture with an error; the supervisor keeps the publication and opens the camera again by the
 //! same path, name or bus with backoff until it is back.
+pub mod controls;
 pub mod m2m;
 pub mod queue;
 pub mod selftest;
@@ -669,7 +670,7 @@ impl Camera {
         if pixel == PixelFormat::Mjpeg {
             // Once per open: the cost is on every frame, and a board owner can often avoid it.
             tracing::warn!(
-                "[video] {shown} ({card}) offers only MJPEG: every frame is decoded in software \
+                "[video] {shown} ({card}) is captured as MJPEG: every frame is decoded in software \
                  before the H.264 encode, which costs more CPU than any other format (see \
                  `encoder CPU ms/frame` in the media_stats events). A camera or mode with YUYV, \
                  NV12 or H.264 avoids it"
@@ -971,6 +972,36 @@ impl VideoSource for Camera {
             frame.dmabuf = self.dmabufs.get(index as usize).cloned();
             return Ok(Some(frame));
         }
+    }
+
+    /// A camera that delivers H.264 has its encoder behind the same node: its codec controls
+    /// (FORCE_KEY_FRAME, BITRATE, ...), where the driver has them (see [`controls`]).
+    fn encoder_controls(
+        &mut self,
+        start_bitrate_bps: u32,
+    ) -> Option<Box<dyn super::CameraEncoderControls>> {
+        if self.format.pixel != PixelFormat::H264 {
+            return None;
+        }
+        let what = format!("camera {}", self.path.display());
+        // A duplicate of the camera's fd: the controls live in the passthrough encoder, which
+        // the capture thread drives next to this camera; both close with the pipeline.
+        let fd = match self.fd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!("{what}: no access to its encoder's controls (dup: {e}); keyframe requests wait for its periodic IDRs");
+                return None;
+            }
+        };
+        let f = self.format;
+        let target = controls::CodecTarget {
+            width: f.width,
+            height: f.height,
+            fps: f.fps,
+            bitrate_bps: start_bitrate_bps,
+            coded: sys::fourcc(*b"H264"),
+        };
+        Some(Box::new(controls::CameraEncoder::open(fd, what, &target)))
     }
 
     fn share_buffers(&mut self) -> Option<u32> {

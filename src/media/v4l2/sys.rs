@@ -438,3 +438,23 @@ pub fn fourcc_text(code: u32) -> String {
         .collect();
     text.trim_end().to_owned()
 }
+
+/// One control's description (VIDIOC_QUERYCTRL): whether a device has it, and its range.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_queryctrl {
+    pub id: u32,
+    pub type_: u32,
+    pub name: [u8; 32],
+    pub minimum: i32,
+    pub maximum: i32,
+    pub step: i32,
+    pub default_value: i32,
+    pub flags: u32,
+    pub reserved: [u32; 2],
+}
+const _: () = assert!(std::mem::size_of::<v4l2_queryctrl>() == 68);
+pub const VIDIOC_QUERYCTRL: u32 = ioc(RW, 36, std::mem::size_of::<v4l2_queryctrl>());
+/// The control is there but not usable (it stands for one the driver does not implement).
+pub const CTRL_FLAG_DISABLED: u32 = 0x0001;
+pub const CTRL_FLAG_READ_ONLY: u32 = 0x0004;

@@ -31,6 +31,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/fault/{name}", post(admin_fault))
         .route("/admin/tracks/{sid}/png", post(admin_png))
         .route("/admin/tracks/{sid}/audio", post(admin_audio))
+        .route("/admin/tracks/{sid}/pli", post(admin_pli))
         .route(
             "/twirp/livekit.RoomService/{method}",
             post(super::twirp::room_service),
@@ -386,6 +387,18 @@ async fn admin_png(
             "path": path.display().to_string(), "width": width, "height": height
         }))
         .into_response(),
+        Err(e) => text(404, format!("{e:#}")),
+    }
+}
+
+/// Asks the track's publisher for a keyframe with a PLI, as a subscriber would: `{"sent": false}`
+/// when the last one went out less than 100 ms ago.
+async fn admin_pli(
+    State(shared): AppState,
+    axum::extract::Path(sid): axum::extract::Path<String>,
+) -> Response {
+    match shared.request_keyframe(&sid) {
+        Ok(sent) => axum::Json(serde_json::json!({"sent": sent})).into_response(),
         Err(e) => text(404, format!("{e:#}")),
     }
 }

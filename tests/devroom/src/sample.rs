@@ -1,9 +1,16 @@
-//! `devroom h264-sample`: an Annex-B H.264 elementary stream of a still picture a test can
-//! recognise after a round trip, for feeding a camera that delivers H.264 itself (v4l2loopback in
-//! the qemu lab, `tests/lab/passthrough-test.sh`). The picture is four vertical bands in colours
-//! neither vivid's bars nor roomcast's test pattern have; it goes through roomcast's own software
-//! encoder (constrained baseline, SPS/PPS with every IDR) with an IDR every `--gop` frames, so a
-//! decoder that joins late starts within one GOP and a writer can loop the file at an IDR.
+//! `devroom h264-sample` and `devroom mjpeg-sample`: a still picture a test can recognise after a
+//! round trip, as a camera that compresses it would deliver it, for feeding v4l2loopback in the
+//! qemu lab (`tests/lab/passthrough-test.sh`). The picture is four vertical bands in colours
+//! neither vivid's bars nor roomcast's test pattern have.
+//!
+//! H.264: an Annex-B elementary stream from roomcast's own software encoder (constrained
+//! baseline, SPS/PPS with every IDR) with an IDR every `--gop` frames, so a decoder that joins
+//! late starts within one GOP and a writer can loop the file at an IDR.
+//!
+//! MJPEG: baseline JPEGs (4:2:2, as UVC cameras send, with their Huffman tables), one per frame,
+//! simply concatenated: each starts with SOI (FF D8) right after the previous one's EOI (FF D9),
+//! which is where a reader splits the file (entropy-coded data never holds FF D8: a coded FF is
+//! followed by 00).
 use roomcast::media::h264::OpenH264Encoder;
 use roomcast::media::synthetic::paint_i420;
 use roomcast::media::{VideoEncoder, VideoFrame};
@@ -39,6 +46,21 @@ pub struct SampleArgs {
     pub out: PathBuf,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct MjpegArgs {
+    #[arg(long, default_value_t = 320)]
+    pub width: u16,
+    #[arg(long, default_value_t = 240)]
+    pub height: u16,
+    #[arg(long, default_value_t = 30)]
+    pub frames: u32,
+    /// JPEG quality, 1..=100.
+    #[arg(long, default_value_t = 85)]
+    pub quality: u8,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// What was written, printed as one JSON line.
 #[derive(serde::Serialize, Debug)]
 pub struct SampleSummary {
@@ -46,6 +68,7 @@ pub struct SampleSummary {
     pub width: u32,
     pub height: u32,
     pub frames: u32,
+    /// The frames a decoder can start at (every one in MJPEG).
     pub keyframes: Vec<u32>,
     pub bytes: usize,
     /// `name=R,G,B` per band, left to right (what tests/lab/png-bars.py takes).
@@ -96,17 +119,39 @@ pub fn encode(args: &SampleArgs) -> anyhow::Result<(Vec<bytes::Bytes>, Vec<u32>)
     Ok((units, keyframes))
 }
 
-pub fn run(args: SampleArgs) -> anyhow::Result<SampleSummary> {
-    let (units, keyframes) = encode(&args)?;
-    let stream = units.concat();
-    std::fs::File::create(&args.out)
-        .and_then(|mut f| f.write_all(&stream))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+/// One baseline JPEG of the bands.
+pub fn encode_jpeg(width: u16, height: u16, quality: u8) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(
+        width > 0 && height > 0 && (1..=100).contains(&quality),
+        "--width and --height must be > 0, --quality 1..=100"
+    );
+    let rgb: Vec<u8> = (0..u32::from(height))
+        .flat_map(|_| (0..u32::from(width)).flat_map(|x| band_at(x, u32::from(width))))
+        .collect();
+    let mut jpeg = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, quality);
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_2);
+    encoder.encode(&rgb, width, height, jpeg_encoder::ColorType::Rgb)?;
+    Ok(jpeg)
+}
+
+/// Write `stream` (of `frames` frames, decodable from each of `keyframes`) to `out`, and say
+/// what it is.
+fn write_sample(
+    out: PathBuf,
+    (width, height): (u32, u32),
+    frames: u32,
+    keyframes: Vec<u32>,
+    stream: &[u8],
+) -> anyhow::Result<SampleSummary> {
+    std::fs::File::create(&out)
+        .and_then(|mut f| f.write_all(stream))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     Ok(SampleSummary {
-        path: args.out,
-        width: args.width,
-        height: args.height,
-        frames: args.frames,
+        path: out,
+        width,
+        height,
+        frames,
         keyframes,
         bytes: stream.len(),
         bands: BANDS
@@ -116,10 +161,55 @@ pub fn run(args: SampleArgs) -> anyhow::Result<SampleSummary> {
     })
 }
 
+pub fn run(args: SampleArgs) -> anyhow::Result<SampleSummary> {
+    let (units, keyframes) = encode(&args)?;
+    let size = (args.width, args.height);
+    write_sample(args.out, size, args.frames, keyframes, &units.concat())
+}
+
+pub fn run_mjpeg(args: MjpegArgs) -> anyhow::Result<SampleSummary> {
+    anyhow::ensure!(args.frames > 0, "--frames must be > 0");
+    // A still picture: every frame is the same JPEG.
+    let jpeg = encode_jpeg(args.width, args.height, args.quality)?;
+    let stream = jpeg.repeat(args.frames as usize);
+    let size = (u32::from(args.width), u32::from(args.height));
+    let every = (0..args.frames).collect();
+    write_sample(args.out, size, args.frames, every, &stream)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use roomcast::media::annexb::{self, NalType};
+
+    #[test]
+    fn the_mjpeg_sample_is_baseline_jpegs_that_decode_to_the_bands() {
+        let jpeg = encode_jpeg(160, 96, 85).unwrap();
+        assert_eq!(&jpeg[..2], [0xff, 0xd8], "SOI first");
+        assert_eq!(&jpeg[jpeg.len() - 2..], [0xff, 0xd9], "EOI last");
+        assert!(
+            jpeg.windows(2).any(|m| m == [0xff, 0xc0]),
+            "a baseline frame header (SOF0)"
+        );
+        // The decoder roomcast runs on MJPEG cameras, to I420.
+        let mut i420 = Vec::new();
+        roomcast::media::mjpeg::decode_i420(&jpeg, 160, 96, &mut i420).unwrap();
+        for (i, (name, want)) in BANDS.iter().enumerate() {
+            let x = (2 * i + 1) * 160 / 8;
+            let (y, u, v) = (
+                i420[48 * 160 + x],
+                i420[160 * 96 + 24 * 80 + x / 2],
+                i420[160 * 96 + 80 * 48 + 24 * 80 + x / 2],
+            );
+            let (wy, wu, wv) = roomcast::media::synthetic::rgb_to_yuv(*want);
+            for (got, want, plane) in [(y, wy, "Y"), (u, wu, "U"), (v, wv, "V")] {
+                assert!(
+                    got.abs_diff(want) <= 6,
+                    "{name} band at x={x}: {plane} {got}, want {want}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn sample_has_an_idr_with_parameter_sets_every_gop_and_decodes_to_the_bands() {

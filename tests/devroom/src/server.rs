@@ -1571,6 +1571,13 @@ impl Shared {
         self.sfu.write_png(&key).await
     }
 
+    /// A PLI to the publisher of `track_sid` (POST /admin/tracks/<sid>/pli); whether one went
+    /// out (at most one per 100 ms).
+    pub fn request_keyframe(&self, track_sid: &str) -> anyhow::Result<bool> {
+        let key = self.track_key(track_sid)?;
+        Ok(self.sfu.request_keyframe(&key))
+    }
+
     pub async fn analyse_audio(
         &self,
         track_sid: &str,

@@ -1,7 +1,7 @@
 //! `devroom [--listen ADDR --keys KEY:SECRET ...]` runs the test room server;
 //! `devroom mint-token IDENTITY ROOM` prints a token for it (shell suites and the qemu lab);
-//! `devroom h264-sample --out FILE` writes an H.264 stream of a recognisable picture (the lab's
-//! passthrough test feeds it to v4l2loopback).
+//! `devroom h264-sample --out FILE` and `devroom mjpeg-sample --out FILE` write an H.264 or MJPEG
+//! stream of a recognisable picture (the lab's passthrough test feeds them to v4l2loopback).
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -26,6 +26,14 @@ enum Command {
     /// Write an Annex-B H.264 stream of four colour bands (an IDR every --gop frames) and print
     /// a JSON summary.
     H264Sample(devroom::sample::SampleArgs),
+    /// Write concatenated baseline JPEGs of the same four colour bands (an MJPEG camera's
+    /// frames) and print a JSON summary.
+    MjpegSample(devroom::sample::MjpegArgs),
+}
+
+fn print_summary(summary: devroom::sample::SampleSummary) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -35,10 +43,10 @@ fn main() -> ExitCode {
             println!("{token}");
             ExitCode::SUCCESS
         }),
-        Some(Command::H264Sample(args)) => devroom::sample::run(args).and_then(|summary| {
-            println!("{}", serde_json::to_string(&summary)?);
-            Ok(ExitCode::SUCCESS)
-        }),
+        Some(Command::H264Sample(args)) => devroom::sample::run(args).and_then(print_summary),
+        Some(Command::MjpegSample(args)) => {
+            devroom::sample::run_mjpeg(args).and_then(print_summary)
+        }
         None => roomcast::logging::init(None)
             .map_err(anyhow::Error::msg)
             .and_then(|()| devroom::cli::run(cli.serve)),

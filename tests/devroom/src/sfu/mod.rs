@@ -718,6 +718,12 @@ impl Sfu {
             .unwrap_or_default()
     }
 
+    /// Sends the track's publisher a PLI, as a subscriber's would be relayed. False when none
+    /// went out: at most one per 100 ms, and only to a video track with media.
+    pub fn request_keyframe(&self, track: &TrackKey) -> bool {
+        self.inner.request_keyframe_for(track)
+    }
+
     /// Decodes the track's latest H.264 picture and writes it as an RGB PNG into
     /// `frame_dir`. Returns (path, width, height).
     pub async fn write_png(&self, track: &TrackKey) -> anyhow::Result<(PathBuf, u32, u32)> {
@@ -1246,24 +1252,23 @@ impl Inner {
         });
     }
 
-    fn request_keyframe_for(&self, key: &TrackKey) {
-        if let Some(track) = self.pub_track(key) {
-            self.request_keyframe(&track);
-        }
+    fn request_keyframe_for(&self, key: &TrackKey) -> bool {
+        self.pub_track(key)
+            .is_some_and(|track| self.request_keyframe(&track))
     }
 
-    /// Sends a PLI to the publisher of `track`, at most one per 100 ms.
-    fn request_keyframe(&self, track: &Arc<PubTrack>) {
+    /// Sends a PLI to the publisher of `track`, at most one per 100 ms. Whether one went out.
+    fn request_keyframe(&self, track: &Arc<PubTrack>) -> bool {
         let Some(remote) = lock(&track.remote).clone() else {
-            return;
+            return false;
         };
         if remote.kind != TrackKind::Video {
-            return;
+            return false;
         }
         {
             let mut last = lock(&track.last_pli);
             if last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
-                return;
+                return false;
             }
             *last = Some(Instant::now());
         }
@@ -1286,6 +1291,7 @@ impl Inner {
                 tracing::debug!("sending PLI: {err}");
             }
         });
+        true
     }
 
     async fn on_remote_track(self: Arc<Self>, peer: PeerId, track: Arc<dyn TrackRemote>) {
