@@ -76,20 +76,24 @@ impl VideoEncoder for Passthrough {
                 // No decoder can start from it; ask again and wait.
                 tracing::warn!("camera H.264: an IDR came before any SPS/PPS; dropped it");
                 // What the buffer held, to tell a camera that starts without SPS/PPS from one
-                // whose buffer carries stale bytes behind a shorter access unit.
-                let nals = super::annexb::split(&frame.planes[0].data)
-                    .map(|units| {
-                        units
-                            .iter()
-                            .map(|u| format!("{:?}@{}", u.kind(&frame.planes[0].data), u.start))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
-                tracing::debug!(
-                    "camera H.264: the dropped buffer: {} bytes, NAL units {nals}",
-                    frame.planes[0].data.len()
-                );
+                // whose buffer carries stale bytes behind a shorter access unit. Listed only
+                // when debug logging is on: the listing allocates.
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let data = &frame.planes[0].data;
+                    let nals = super::annexb::split(data)
+                        .map(|units| {
+                            units
+                                .iter()
+                                .map(|u| format!("{:?}@{}", u.kind(data), u.start))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default();
+                    tracing::debug!(
+                        "camera H.264: the dropped buffer: {} bytes, NAL units {nals}",
+                        data.len()
+                    );
+                }
                 self.dropped += 1;
                 self.waiting_for_keyframe = true;
                 self.request_keyframe();

@@ -18,8 +18,6 @@ ROOT=$(cd "$HERE/../.." && pwd)
 lab_begin lab "$@"
 # devroom on the tap from the start: stage 1's network probe uses other ports.
 lab_room
-NETPID=
-trap 'kill $NETPID 2>/dev/null; lab_cleanup' EXIT
 
 # ---- stage 1: boot, --version, check-config on every profile
 mkdir -p "$W/share/board" "$W/share/etc"
@@ -56,7 +54,7 @@ c, a = t.accept(); open(os.path.join(w, "net-tcp"), "w").write(f"{c.recv(100).de
 d, a = u.recvfrom(512)
 if b"udp-hello-from-vm" in d: open(os.path.join(w, "net-udp"), "w").write(f"udp-hello-from-vm from {a[0]}")
 X
-NETPID=$!
+NETPID=$! LAB_EXTRA_PIDS=$!
 lab_boot 300 "$W/share/stage1.sh"
 wait $LABPID; RC=$?
 kill $NETPID 2>/dev/null

@@ -1,9 +1,11 @@
 # The host side of the lab tests whose VM talks to devroom on the host over a tap device (board-test.sh, media-test.sh,
 # passthrough-test.sh, speaker-test.sh). Source it after `set -uo pipefail` with HERE (tests/lab) and ROOT (the repository) set.
-#   lab_begin NAME "$@"   the test's arguments, --board BIN [--host DEVROOM_BIN] (BOARD, HOST); the test runs again
+#   lab_begin NAME "$@"   the test's arguments, --board BIN [--host DEVROOM_BIN] [--venv DIR] (BOARD, HOST, and VENV:
+#                     the Python SDK's venv, default ROOMCAST_VENV or .peers/venv); the test runs again
 #                     in a network namespace of its own, then: ok/bad/finish count the checks and print "NAME: N passed,
 #                     N failed"; W is the work directory (W/share is the VM's /mnt/host), removed on exit unless KEEP
-#                     is set; labprobe is built into W/share (or taken from the lab's cache)
+#                     is set; labprobe is built into W/share (or taken from the lab's cache); host processes the
+#                     test starts itself go in LAB_EXTRA_PIDS to be killed on exit
 #   lab_room          the tap device rclab0 (198.51.100.1) and devroom on it (API, DEVPID)
 #   lab_boot TIMEOUT SCRIPT [lab.sh options]   boots the VM on rclab0 (198.51.100.2) running SCRIPT, in the
 #                     background (LABPID); the whole run's deadline (DEADLINE) is TIMEOUT - 60 s from now
@@ -11,11 +13,12 @@
 lab_begin() {
   LAB_NAME=$1
   shift
-  BOARD= HOST=
+  BOARD= HOST= VENV=${ROOMCAST_VENV:-$ROOT/.peers/venv}
   while [ $# -gt 0 ]; do
     case "$1" in
       --board) BOARD=$(realpath "$2"); shift 2;;
       --host) HOST=$(realpath "$2"); shift 2;;
+      --venv) VENV=$(realpath -m "$2"); shift 2;;
       *) echo "$LAB_NAME: unknown argument $1" >&2; exit 2;;
     esac
   done
@@ -24,12 +27,12 @@ lab_begin() {
   HOST=${HOST:-$(devroom_bin)}
   [ -x "$HOST" ] || { echo "$LAB_NAME: no devroom binary at $HOST (cargo build --workspace)" >&2; exit 2; }
   if [ -z "${ROOMCAST_IN_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
-    exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" --host "$HOST"
+    exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" --host "$HOST" --venv "$VENV"
   fi
   ip link set lo up
   PASS=0 FAIL=0
   W=$(mktemp -d "/tmp/roomcast-$LAB_NAME.XXXXXX")
-  DEVPID= LABPID=
+  DEVPID= LABPID= LAB_EXTRA_PIDS=
   trap lab_cleanup EXIT
   lab_labprobe
 }
@@ -67,7 +70,7 @@ lab_finish() { # PATTERN [LOG:N:LABEL ...]
   fi
   finish
 }
-lab_cleanup() { for p in $DEVPID $LABPID; do kill "$p" 2>/dev/null; done; ip link del rclab0 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
+lab_cleanup() { for p in $DEVPID $LABPID $LAB_EXTRA_PIDS; do kill "$p" 2>/dev/null; done; ip link del rclab0 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 
 lab_room() {
   ip tuntap add dev rclab0 mode tap && ip addr add 198.51.100.1/24 dev rclab0 && ip link set rclab0 up \

@@ -17,35 +17,12 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BOARD= HOST= VENV=${ROOMCAST_VENV:-$ROOT/.peers/venv}
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --board) BOARD=$(realpath "$2"); shift 2;;
-    --host) HOST=$(realpath "$2"); shift 2;;
-    --venv) VENV=$(realpath "$2"); shift 2;;
-    *) echo "speaker-test.sh: unknown argument $1" >&2; exit 2;;
-  esac
-done
-[ -x "$BOARD" ] || { echo "speaker-test.sh: need --board BIN" >&2; exit 2; }
-. "$ROOT/tests/lib/devroom.sh"
-HOST=${HOST:-$(devroom_bin)}
-[ -x "$HOST" ] || { echo "speaker-test.sh: no devroom binary at $HOST (cargo build --workspace)" >&2; exit 2; }
-PY=$VENV/bin/python
-if [ -z "${ROOMCAST_IN_NETNS:-}${ROOMCAST_LAB_NETNS:-}" ]; then
-  exec unshare -n env ROOMCAST_LAB_NETNS=1 "$0" --board "$BOARD" --host "$HOST" --venv "$VENV"
-fi
 . "$HERE/room.sh"
-LAB_NAME=lab-speaker PASS=0 FAIL=0
-ip link set lo up
-W=$(mktemp -d /tmp/roomcast-lab-speaker.XXXXXX)
-DEVPID= LABPID= TALKPID=
-cleanup() { for p in $TALKPID $DEVPID $LABPID; do kill "$p" 2>/dev/null; done; ip link del rclab0 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
-trap cleanup EXIT
+lab_begin lab-speaker "$@"
+TALKPID=
+PY=$VENV/bin/python
 "$PY" -c 'import livekit, numpy' 2>/dev/null || { bad "no Python SDK venv at $VENV (tests/peers/setup.sh, or ROOMCAST_VENV)"; finish; }
-
-mkdir -p "$W/share"
 cp "$BOARD" "$W/share/roomcast"
-lab_labprobe
 lab_alsa_conf
 lab_room
 cat > "$W/share/lab.toml" <<X
@@ -107,7 +84,7 @@ TALK=$W/talker.jsonl
 if [ -n "$JOINED" ]; then
   "$PY" "$ROOT/tests/peers/py_peer.py" --url ws://198.51.100.1:7880 --identity talker --room lab \
     --publish audio --hold --stay 300 > "$TALK" 2> "$W/talker.log" &
-  TALKPID=$!
+  TALKPID=$! LAB_EXTRA_PIDS=$!
 fi
 wait_line "$TALK" '"event": "published".*"kind": "audio"'
 SID=$(python3 -c 'import json,sys
@@ -125,7 +102,7 @@ fi
 # The talker leaves: the speaker lets go of its track at once.
 GONE=
 if [ -n "$TALKPID" ]; then
-  kill "$TALKPID" 2>/dev/null; wait "$TALKPID"; TALKPID=
+  kill "$TALKPID" 2>/dev/null; wait "$TALKPID"; TALKPID= LAB_EXTRA_PIDS=
   [ -n "$SID" ] && wait_line "$W/share/roomcast.log" "speaker: remote audio track $SID ended" && GONE=1
 fi
 touch "$W/share/stop"
