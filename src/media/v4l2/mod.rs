@@ -844,7 +844,7 @@ impl Camera {
     fn requeue(&self, index: u32) -> anyhow::Result<()> {
         self.buffer(index)
             .ioctl(&self.fd, sys::VIDIOC_QBUF)
-            .with_context(|| format!("[video] {}: VIDIOC_QBUF", self.path.display()))
+            .map_err(|e| capture_io_error(&self.path, "VIDIOC_QBUF", e))
     }
 
     /// Wait for the device or the stop fd. Ok(false) once stopped.
@@ -884,6 +884,19 @@ impl Camera {
     }
 }
 
+/// A capture ioctl's error. A camera unplugged mid-stream fails whichever ioctl comes next
+/// (DQBUF, or the QBUF that returns a buffer) with ENODEV: every one of them is reported as
+/// the camera having gone away, so the owner reads one cause however the race fell.
+fn capture_io_error(path: &Path, op: &str, e: std::io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::ENODEV) | Some(libc::ENXIO) => anyhow::anyhow!(
+            "[video] {}: the camera went away (unplugged?): {op}: {e}",
+            path.display()
+        ),
+        _ => anyhow::anyhow!("[video] {}: {op}: {e}", path.display()),
+    }
+}
+
 impl VideoSource for Camera {
     fn format(&self) -> VideoFormat {
         self.format
@@ -905,10 +918,7 @@ impl VideoSource for Camera {
             match buf.ioctl(&self.fd, sys::VIDIOC_DQBUF) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => anyhow::bail!(
-                    "[video] {}: VIDIOC_DQBUF: {e} (camera unplugged?)",
-                    self.path.display()
-                ),
+                Err(e) => return Err(capture_io_error(&self.path, "VIDIOC_DQBUF", e)),
             }
             let dequeued = clock::monotonic_now();
             let capture = capture_time(buf.buf.flags, buf.buf.timestamp, dequeued);
@@ -1344,6 +1354,26 @@ mod tests {
             err.contains("NV12 or NM12") && err.contains("NV16"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_unplugged_camera_is_named_as_gone_whichever_ioctl_saw_it() {
+        let path = Path::new("/dev/video0");
+        for op in ["VIDIOC_QBUF", "VIDIOC_DQBUF"] {
+            let gone = capture_io_error(path, op, std::io::Error::from_raw_os_error(libc::ENODEV));
+            let text = gone.to_string();
+            assert!(
+                text.contains("/dev/video0: the camera went away (unplugged?)"),
+                "{text}"
+            );
+            assert!(text.contains(op), "{text}");
+        }
+        let other = capture_io_error(
+            path,
+            "VIDIOC_QBUF",
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        );
+        assert!(!other.to_string().contains("went away"), "{other}");
     }
 
     #[test]
