@@ -18,9 +18,11 @@
 //! as received): random loss that NACK repairs reports nothing, and what does get reported is
 //! loss the picture shows. Measured against livekit-server with a policed uplink (suite 56's
 //! uplink case): with GCC's thresholds the target settled where the reports said 5–9 % and the
-//! subscriber decoded no picture at all, since every keyframe lost a packet. It moves at most once per [`MIN_CHANGE_INTERVAL`], and
-//! only goes up again [`HOLD_AFTER_DECREASE`] after a decrease, so a link at its limit settles
-//! instead of swinging every report. A decrease starts from what was really sent when that is
+//! subscriber decoded no picture at all, since every keyframe lost a packet.
+//!
+//! The target moves at most once per [`MIN_CHANGE_INTERVAL`], and only goes up again
+//! [`HOLD_AFTER_DECREASE`] after a decrease, so a link at its limit settles instead of swinging
+//! every report. A decrease starts from what was really sent when that is
 //! less than the target (GCC, too, backs off from the measured rate): an encoder whose picture
 //! needs less than its target would otherwise spend the first seconds of a congestion lowering a
 //! target it was not using. Pure: the caller passes the time and the bytes sent, tests simulate
@@ -101,12 +103,11 @@ impl LossController {
             return None;
         };
         let mut next = self.limits.clamp(next.round() as u32);
-        if !decrease {
-            // Probing stops at the receiver's estimate; it never pushes the target down.
-            next = next.min(self.ceiling.unwrap_or(u32::MAX).max(self.target));
-        }
         if decrease {
             self.last_decrease = Some(now);
+        } else {
+            // Probing stops at the receiver's estimate; it never pushes the target down.
+            next = next.min(self.ceiling.unwrap_or(u32::MAX).max(self.target));
         }
         self.change_to(next, now)
     }
@@ -154,9 +155,19 @@ impl SentRate {
             return None;
         }
         self.last = Some((now, total_bytes));
-        let bits = total_bytes.saturating_sub(bytes).saturating_mul(8) as f64;
-        Some((bits / elapsed.as_secs_f64()).min(f64::from(u32::MAX)) as u32)
+        let bps = bits_per_second(total_bytes.saturating_sub(bytes), elapsed);
+        Some(u32::try_from(bps).unwrap_or(u32::MAX))
     }
+}
+
+/// `bytes` over `interval` as bit/s (0 for an empty interval): the rate congestion control
+/// starts a decrease from, and `media_stats`' `sent_bps`.
+pub fn bits_per_second(bytes: u64, interval: Duration) -> u64 {
+    let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return 0;
+    }
+    bytes.saturating_mul(8_000) / ms
 }
 
 /// The fraction lost (of 256) that an RTCP receiver report gives for `ssrc`. Only receiver
@@ -237,6 +248,13 @@ pub(crate) mod tests {
             Some(500_000)
         );
         assert_eq!(rate.sample(126_000, t + Duration::from_secs(3)), Some(0));
+    }
+
+    #[test]
+    fn sent_bytes_become_bits_per_second_over_the_interval() {
+        assert_eq!(bits_per_second(250_000, Duration::from_secs(2)), 1_000_000);
+        assert_eq!(bits_per_second(1_500, Duration::from_millis(1_500)), 8_000);
+        assert_eq!(bits_per_second(1_000, Duration::ZERO), 0);
     }
 
     #[test]

@@ -156,7 +156,8 @@ fn percentiles(sorted_us: &[u32]) -> Option<Percentiles> {
     })
 }
 
-fn round3(x: f64) -> f64 {
+/// Rounded to three decimals: the figures' resolution in reports (µs for values in ms).
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
@@ -220,19 +221,25 @@ mod tests {
         );
     }
 
+    /// Busy work the optimizer cannot drop, until `moved` says the clock under test moved or
+    /// two seconds of wall time pass (a clock that never moves fails the test, not hangs it).
+    fn work_until(moved: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut x = 0u64;
+        while !moved() && std::time::Instant::now() < deadline {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+    }
+
     #[test]
     fn process_cpu_time_counts_work_done_by_any_thread() {
         let before = process_cpu_time();
         // getrusage's resolution can be a scheduler tick: work on another thread until it moves.
-        let worker = std::thread::spawn(move || {
-            let mut x = 0u64;
-            while process_cpu_time().total() == before.total() {
-                for i in 0..10_000u64 {
-                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
-                }
-            }
-        });
-        worker.join().unwrap();
+        std::thread::spawn(move || work_until(|| process_cpu_time().total() != before.total()))
+            .join()
+            .unwrap();
         let used = process_cpu_time().since(before);
         assert!(used.total() > Duration::ZERO);
         assert_eq!(used.total(), used.user + used.system);
@@ -241,14 +248,8 @@ mod tests {
     #[test]
     fn thread_cpu_time_counts_work_done_on_this_thread() {
         let before = thread_cpu_time();
-        // Work the optimizer cannot drop, until the clock moves (its resolution is 1 ns on
-        // Linux, but a coarse kernel tick accounting could make one pass read 0).
-        let mut x = 0u64;
-        while thread_cpu_time() == before {
-            for i in 0..10_000u64 {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
-            }
-        }
+        // Its resolution is 1 ns on Linux, but coarse tick accounting could make a pass read 0.
+        work_until(|| thread_cpu_time() != before);
         assert!(thread_cpu_time() > before);
     }
 }

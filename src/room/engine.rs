@@ -571,15 +571,6 @@ struct MediaNote {
     kind: MediaNoteKind,
 }
 
-/// `bytes` over `interval` as bit/s (0 for an empty interval).
-fn bits_per_second(bytes: u64, interval: Duration) -> u64 {
-    let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 {
-        return 0;
-    }
-    bytes.saturating_mul(8_000) / ms
-}
-
 fn track_kind(track: Track) -> TrackKind {
     match track {
         Track::Video => TrackKind::Video,
@@ -1336,7 +1327,7 @@ impl Shell {
             let timing = control.timing.take_report();
             self.emit(RoomEvent::MediaStats {
                 kind: track_kind(track),
-                sent_bps: bits_per_second(timing.bytes_sent, interval),
+                sent_bps: media::bitrate::bits_per_second(timing.bytes_sent, interval),
                 timing,
                 bitrate_bps: (track == Track::Video && bitrate != 0).then_some(bitrate),
                 frames_dropped: control.dropped.load(Ordering::Relaxed),
@@ -2128,16 +2119,4 @@ async fn forward(
         }
     });
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sent_bytes_become_bits_per_second_over_the_interval() {
-        assert_eq!(bits_per_second(250_000, Duration::from_secs(2)), 1_000_000);
-        assert_eq!(bits_per_second(1_500, Duration::from_millis(1_500)), 8_000);
-        assert_eq!(bits_per_second(1_000, Duration::ZERO), 0);
-    }
 }

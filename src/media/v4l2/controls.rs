@@ -255,11 +255,18 @@ impl CameraEncoder {
     /// takes a profile or level), and say once what each missing runtime control costs.
     pub fn open(fd: OwnedFd, what: String, target: &CodecTarget) -> Self {
         let plan = control_plan(target);
-        let (present, absent): (Vec<Control>, Vec<Control>) = plan
+        // Each control is asked about once: the runtime ones (BITRATE) are in the plan too.
+        let ranges: heapless::Vec<(u32, Option<ControlRange>), 8> = plan
             .iter()
-            .copied()
-            .partition(|c| query_control(&fd, c.id).is_some());
-        let controls = CameraCodecControls::probe(|id| query_control(&fd, id));
+            .map(|c| (c.id, query_control(&fd, c.id)))
+            .collect();
+        let query = |id| match ranges.iter().find(|(known, _)| *known == id) {
+            Some(&(_, range)) => range,
+            None => query_control(&fd, id),
+        };
+        let (present, absent): (Vec<Control>, Vec<Control>) =
+            plan.iter().copied().partition(|c| query(c.id).is_some());
+        let controls = CameraCodecControls::probe(query);
         let set: SetControl = Box::new(move |id, value| set_control(&fd, id, value));
         Self::start(what, controls, set, &present, &absent)
     }

@@ -604,8 +604,6 @@ pub struct Camera {
     memory_planes: usize,
     /// Where each picture plane sits in the memory planes (empty for a compressed format).
     layout: heapless::Vec<PlaneSpan, 3>,
-    /// Bytes per row of the first plane: what an encoder importing the buffers must lay out.
-    bytesperline: u32,
     /// Each buffer's mapping, one per memory plane.
     buffers: Vec<heapless::Vec<Arc<Mapping>, MAX_PLANES>>,
     /// Lend buffers out (see [`VideoSource::share_buffers`]) instead of copying frames.
@@ -720,7 +718,6 @@ impl Camera {
             plane_layout(got, set.width, set.height, &set.planes)
                 .map_err(|e| anyhow::anyhow!("[video] {shown} ({card}): {e}"))?
         };
-        let bytesperline = layout.first().map_or(0, |p| p.stride as u32);
 
         // Frame rate: only where the driver lets us set it.
         let mut parm: sys::v4l2_streamparm = sys::zeroed();
@@ -775,7 +772,6 @@ impl Camera {
             fourcc: set.fourcc,
             memory_planes,
             layout,
-            bytesperline,
             buffers: Vec::new(),
             share: false,
             dmabufs: Vec::new(),
@@ -1028,7 +1024,8 @@ impl VideoSource for Camera {
             return None;
         }
         self.share = true;
-        Some(self.bytesperline)
+        // Bytes per row of the first plane: what an encoder importing the buffers lays out.
+        Some(self.layout.first().map_or(0, |p| p.stride as u32))
     }
 }
 

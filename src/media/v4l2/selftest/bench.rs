@@ -20,7 +20,7 @@
 //! into media_stats' fixed window.
 use super::{exit_code, m2m_description, object, Args, Source};
 use crate::media::timing::{
-    self, process_cpu_time, thread_cpu_time, FrameTiming, ProcessCpu, TimingReport,
+    self, process_cpu_time, round3, thread_cpu_time, FrameTiming, ProcessCpu, TimingReport,
 };
 use crate::media::v4l2::m2m::M2mEncoder;
 use crate::media::{clock, EncodedFrame, VideoEncoder, VideoFormat};
@@ -256,10 +256,6 @@ impl Run {
             "timestamps_monotonic": self.monotonic(),
         }))
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// The median of `values` (the lower middle one of an even count); sorts them.
